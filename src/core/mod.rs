@@ -1,6 +1,15 @@
 //! The sans-IO heart of portsyncd: the port table, the warm-restart state machine and the reconcile.
 //! Nothing in here touches a socket, Redis or sled; every behaviour is a plain unit test.
 
+pub mod engine;
 pub mod link;
+pub mod port;
+pub mod sync;
 
+#[cfg(test)]
+mod engine_tests;
+
+pub use engine::{Core, CoreConfig, CoreStats, KernelPort, Notice, StartMode, Work, WorkResult};
 pub use link::{Link, LinkEvent, LinkOp};
+pub use port::PortStatus;
+pub use sync::{SyncEnd, SyncOutcome};

@@ -1,0 +1,595 @@
+//! The port table and every decision portsyncd makes about it.
+//!
+//! `Core` owns three views of each port and derives all writes from them:
+//! - the kernel's view (`kernel`, updated by link events and completed dumps),
+//! - what Redis is known to hold (`published`: `Some(status)` = written, `None` = known absent;
+//!   a missing entry means "unknown"),
+//! - which names need a look (`dirty`).
+//!
+//! A write is due when the kernel's view of a port differs from what Redis is known to hold. Writes
+//! are handed out in batches (`Work`); only a confirmed batch updates `published`, so after a Redis
+//! fault every write not known to have landed is simply due again. The same rule makes the warm
+//! restart reconcile and the overrun resync fall out for free: both just replace the kernel's view.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use super::link::{LinkEvent, LinkOp};
+use super::port::{front_panel_name, qualifying_name, PortStatus};
+use super::sync::{SyncEnd, SyncEvent, SyncState};
+
+/// Shortest gap between two dump requests (resyncs are rate-limited).
+pub const DUMP_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// A dump whose NLMSG_DONE does not arrive within this time is requested again.
+pub const DUMP_WATCHDOG: Duration = Duration::from_secs(5);
+/// How often ports unknown to APPL_DB are looked up again.
+pub const UNKNOWN_RECHECK: Duration = Duration::from_secs(1);
+
+/// How the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// Cold start; `old_netdev`: existing `Ethernet*` netdevs are set admin-down and ignored.
+    Cold { old_netdev: bool },
+    /// Warm start: the baseline is trusted as what Redis holds.
+    Warm,
+}
+
+/// Everything the core needs at start-up (read by the daemon from Redis and the store).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub mode: StartMode,
+    /// CONFIG_DB `PORT` keys: PortInitDone waits for all of them.
+    pub configured: BTreeSet<String>,
+    /// Configured ports that do not hold back PortInitDone (cold start: APPL_DB has `admin_status`).
+    pub already_initialised: BTreeSet<String>,
+    /// Names APPL_DB `PORT_TABLE` already knows at start-up.
+    pub app_known: BTreeSet<String>,
+    /// What STATE_DB is believed to hold for ports portsyncd published before this start.
+    /// Warm: trusted (unchanged ports are not rewritten). Cold: only used to delete the entries of
+    /// ports that no longer exist once the initial dump is complete.
+    pub baseline: BTreeMap<String, PortStatus>,
+    /// Longest wait for EOIU; `None` = no limit, `Some(ZERO)` = no wait.
+    pub eoiu_timeout: Option<Duration>,
+}
+
+/// The kernel's view of one qualifying link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelPort {
+    pub ifindex: u32,
+    pub flags: u32,
+    pub mtu: u32,
+}
+
+impl KernelPort {
+    fn status(&self) -> PortStatus {
+        PortStatus {
+            admin_up: self.flags & super::link::IFF_UP != 0,
+            oper_up: self.flags & super::link::IFF_RUNNING != 0,
+            mtu: self.mtu,
+        }
+    }
+}
+
+/// One STATE_DB write: `Some` = HSET the four fields, `None` = DEL.
+pub type StateChange = (String, Option<PortStatus>);
+
+/// A batch for the Redis edge. Executed in order: checks, writes, then PortInitDone, then the
+/// warm-restart state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Names to look up in APPL_DB `PORT_TABLE`.
+    pub checks: Vec<String>,
+    pub writes: Vec<StateChange>,
+    /// Write APPL_DB `PortInitDone`.
+    pub port_init_done: bool,
+    /// Write `WARM_RESTART_TABLE|portsyncd state reconciled` (warm start, after the reconcile landed).
+    pub reconciled: bool,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.checks.is_empty() && self.writes.is_empty() && !self.port_init_done && !self.reconciled
+    }
+}
+
+/// What the Redis edge reports back for a `Work`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkResult {
+    /// Everything landed; `known` answers the checks.
+    Done { known: Vec<(String, bool)> },
+    /// Nothing is known to have landed (connection lost, timeout, error).
+    Failed,
+}
+
+/// Things the daemon must act on or log, drained after each call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The initial sync ended.
+    SyncCompleted(SyncEnd),
+    /// SONiC's old-netdev handling: set this ifindex admin-down.
+    SetAdminDown { ifindex: u32, name: String },
+    /// A dump ended interrupted (NLM_F_DUMP_INTR) or tainted by an overrun; another is due.
+    DumpInconsistent { seq: u32 },
+    /// A completed dump showed ports gone without a DELLINK (removed from the kernel's view).
+    Vanished { names: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+struct Dump {
+    seq: u32,
+    requested_at: Instant,
+    /// Names touched (dump reply or notification) since the request.
+    touched: BTreeSet<String>,
+    /// An overrun or NLM_F_DUMP_INTR made this dump unusable for deletions.
+    tainted: bool,
+    /// This is the first dump (old-netdev handling applies to its replies).
+    initial: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    /// Not due.
+    Idle,
+    /// Due, not handed out.
+    Due,
+    /// In the batch in flight.
+    Sending,
+    /// Landed.
+    Sent,
+}
+
+/// Counters the core keeps (the daemon exports them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub link_events: u64,
+    pub overruns: u64,
+    pub resyncs: u64,
+    pub dumps_inconsistent: u64,
+}
+
+/// The sans-IO port table.
+#[derive(Debug)]
+pub struct Core {
+    mode: StartMode,
+    sync: SyncState,
+    kernel: BTreeMap<String, KernelPort>,
+    by_ifindex: HashMap<u32, String>,
+    published: BTreeMap<String, Option<PortStatus>>,
+    /// Names whose STATE_DB entry must go (DELLINK, or gone in a completed dump).
+    must_delete: BTreeSet<String>,
+    /// Cold start: names that may hold an old STATE_DB entry; deleted if absent after the first dump.
+    stale_candidates: BTreeSet<String>,
+    dirty: BTreeSet<String>,
+    in_flight: Option<Work>,
+    app_known: BTreeSet<String>,
+    unknown: BTreeSet<String>,
+    next_recheck: Option<Instant>,
+    ignored_ifindex: BTreeSet<u32>,
+    init_pending: BTreeSet<String>,
+    init_done: Flag,
+    reconciled: Flag,
+    dump: Option<Dump>,
+    dump_due: bool,
+    last_dump_request: Option<Instant>,
+    dumps_requested: u64,
+    first_dump_complete: bool,
+    snapshot_due: bool,
+    notices: Vec<Notice>,
+    stats: CoreStats,
+}
+
+impl Core {
+    /// A core at `now`; the first dump is due immediately.
+    pub fn new(cfg: CoreConfig, now: Instant) -> Self {
+        let init_pending = cfg
+            .configured
+            .difference(&cfg.already_initialised)
+            .cloned()
+            .collect();
+        let (published, stale_candidates) = match cfg.mode {
+            StartMode::Warm => (
+                cfg.baseline
+                    .iter()
+                    .map(|(n, s)| (n.clone(), Some(*s)))
+                    .collect(),
+                BTreeSet::new(),
+            ),
+            StartMode::Cold { .. } => (BTreeMap::new(), cfg.baseline.keys().cloned().collect()),
+        };
+        Core {
+            mode: cfg.mode,
+            sync: SyncState::start(now, cfg.eoiu_timeout),
+            kernel: BTreeMap::new(),
+            by_ifindex: HashMap::new(),
+            published,
+            must_delete: BTreeSet::new(),
+            stale_candidates,
+            dirty: BTreeSet::new(),
+            in_flight: None,
+            app_known: cfg.app_known,
+            unknown: BTreeSet::new(),
+            next_recheck: None,
+            ignored_ifindex: BTreeSet::new(),
+            init_pending,
+            init_done: Flag::Idle,
+            reconciled: Flag::Idle,
+            dump: None,
+            dump_due: true,
+            last_dump_request: None,
+            dumps_requested: 0,
+            first_dump_complete: false,
+            snapshot_due: false,
+            notices: Vec::new(),
+            stats: CoreStats::default(),
+        }
+    }
+
+    // ----- inputs -------------------------------------------------------------------------------
+
+    /// A link message. `seq` is the netlink sequence number (dump replies carry the dump's).
+    pub fn on_link(&mut self, seq: u32, ev: &LinkEvent, dump_intr: bool) {
+        self.stats.link_events += 1;
+        let name = &ev.link.name;
+        if !qualifying_name(name) {
+            return;
+        }
+        if ev.link.kind.as_deref() == Some("team") {
+            return; // teamsyncd owns team devices
+        }
+        if self.ignored_ifindex.contains(&ev.link.ifindex) {
+            return;
+        }
+        let from_dump = self.dump.as_ref().is_some_and(|d| d.seq == seq && seq != 0);
+        if let Some(d) = self.dump.as_mut() {
+            d.touched.insert(name.clone());
+            if from_dump && dump_intr {
+                d.tainted = true;
+            }
+        }
+        match ev.op {
+            LinkOp::New => {
+                if from_dump
+                    && !self.first_dump_complete
+                    && matches!(self.mode, StartMode::Cold { old_netdev: true })
+                    && front_panel_name(name)
+                {
+                    // SONiC: an Ethernet netdev that exists at a cold start is left over from an
+                    // earlier run. Set it down and ignore its ifindex for the process lifetime.
+                    self.ignored_ifindex.insert(ev.link.ifindex);
+                    if self
+                        .kernel
+                        .get(name)
+                        .is_some_and(|k| k.ifindex == ev.link.ifindex)
+                    {
+                        // A notification got here before the dump reply: forget it quietly.
+                        self.kernel.remove(name);
+                        self.by_ifindex.remove(&ev.link.ifindex);
+                        self.unknown.remove(name);
+                        self.dirty.remove(name);
+                    }
+                    self.notices.push(Notice::SetAdminDown {
+                        ifindex: ev.link.ifindex,
+                        name: name.clone(),
+                    });
+                    return;
+                }
+                self.upsert(name, ev.link.ifindex, ev.link.flags, ev.link.mtu);
+            }
+            LinkOp::Del => {
+                if ev.link.master != 0 {
+                    return; // bridge-family notice of a port leaving a bridge: the netdev stays
+                }
+                self.remove(name);
+            }
+        }
+    }
+
+    fn upsert(&mut self, name: &str, ifindex: u32, flags: u32, mtu: u32) {
+        // A rename: the ifindex had another name, which is gone without a DELLINK.
+        if let Some(old) = self.by_ifindex.get(&ifindex).cloned() {
+            if old != name {
+                self.remove(&old);
+            }
+        }
+        let port = KernelPort {
+            ifindex,
+            flags,
+            mtu,
+        };
+        if let Some(prev) = self.kernel.insert(name.to_string(), port) {
+            if prev.ifindex != ifindex {
+                self.by_ifindex.remove(&prev.ifindex);
+            }
+        }
+        self.by_ifindex.insert(ifindex, name.to_string());
+        self.must_delete.remove(name);
+        if self.app_known.contains(name) {
+            self.init_pending.remove(name);
+        } else {
+            self.unknown.insert(name.to_string());
+        }
+        self.dirty.insert(name.to_string());
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(prev) = self.kernel.remove(name) {
+            self.by_ifindex.remove(&prev.ifindex);
+        }
+        self.unknown.remove(name);
+        // SONiC deletes the STATE_DB entry of any qualifying name on DELLINK; a later port of the same
+        // name must be confirmed by APPL_DB again (a port breakout removes it there).
+        self.app_known.remove(name);
+        self.must_delete.insert(name.to_string());
+        self.dirty.insert(name.to_string());
+    }
+
+    /// A netlink overrun (ENOBUFS): events were lost; a fresh dump is due.
+    pub fn on_overrun(&mut self) {
+        self.stats.overruns += 1;
+        if let Some(d) = self.dump.as_mut() {
+            d.tainted = true;
+        }
+        self.dump_due = true;
+    }
+
+    /// The daemon sent a dump request with `seq`.
+    pub fn on_dump_requested(&mut self, seq: u32, now: Instant) {
+        let initial = self.dumps_requested == 0;
+        self.dumps_requested += 1;
+        if !initial {
+            self.stats.resyncs += 1;
+        }
+        self.dump = Some(Dump {
+            seq,
+            requested_at: now,
+            touched: BTreeSet::new(),
+            tainted: false,
+            initial,
+        });
+        self.dump_due = false;
+        self.last_dump_request = Some(now);
+    }
+
+    /// Sending a dump request failed; try again later.
+    pub fn on_dump_request_failed(&mut self, now: Instant) {
+        self.dump_due = true;
+        self.last_dump_request = Some(now);
+    }
+
+    /// NLMSG_DONE (or an NLMSG_ERROR) for `seq`.
+    pub fn on_dump_done(&mut self, seq: u32, dump_intr: bool, failed: bool, now: Instant) {
+        let Some(dump) = self.dump.take_if(|d| d.seq == seq) else {
+            return; // not our current dump
+        };
+        if dump_intr || failed || dump.tainted {
+            self.stats.dumps_inconsistent += 1;
+            self.notices.push(Notice::DumpInconsistent { seq });
+            self.dump_due = true;
+            return;
+        }
+        // Every port the dump did not mention (and no notification touched) is gone.
+        let vanished: Vec<String> = self
+            .kernel
+            .keys()
+            .filter(|n| !dump.touched.contains(*n))
+            .cloned()
+            .collect();
+        for n in &vanished {
+            self.remove(n);
+        }
+        self.first_dump_complete = true;
+        if !vanished.is_empty() && !dump.initial {
+            self.notices.push(Notice::Vanished { names: vanished });
+        }
+        // Entries of earlier runs whose netdev is gone: the baseline (warm) or candidates (cold).
+        let gone: Vec<String> = self
+            .published
+            .iter()
+            .filter(|(n, v)| v.is_some() && !self.kernel.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .chain(
+                std::mem::take(&mut self.stale_candidates)
+                    .into_iter()
+                    .filter(|n| !self.kernel.contains_key(n)),
+            )
+            .collect();
+        for n in gone {
+            self.must_delete.insert(n.clone());
+            self.dirty.insert(n);
+        }
+        if let Some(end) = self.sync.on(SyncEvent::DumpComplete, now) {
+            self.finish_sync(end);
+        }
+    }
+
+    /// Time passed: checks the EOIU timeout (on its own, not only when an event arrives).
+    pub fn on_tick(&mut self, now: Instant) {
+        if let Some(end) = self.sync.on(SyncEvent::Tick(now), now) {
+            self.finish_sync(end);
+        }
+        if let Some(d) = &self.dump {
+            if now.saturating_duration_since(d.requested_at) >= DUMP_WATCHDOG {
+                self.dump = None;
+                self.dump_due = true;
+            }
+        }
+    }
+
+    fn finish_sync(&mut self, end: SyncEnd) {
+        self.notices.push(Notice::SyncCompleted(end));
+        if self.mode == StartMode::Warm {
+            self.reconciled = Flag::Due;
+        }
+    }
+
+    // ----- outputs ------------------------------------------------------------------------------
+
+    /// When the daemon should request a dump (rate-limited), if one is due at `now`.
+    pub fn dump_due(&self, now: Instant) -> bool {
+        self.dump_due
+            && self.dump.is_none()
+            && self
+                .last_dump_request
+                .is_none_or(|t| now.saturating_duration_since(t) >= DUMP_MIN_INTERVAL)
+    }
+
+    /// The next instant the daemon must call `on_tick` / look at `dump_due` / `take_work` even if
+    /// no event arrives.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let dump_retry = (self.dump_due && self.dump.is_none())
+            .then(|| self.last_dump_request.map(|t| t + DUMP_MIN_INTERVAL))
+            .flatten();
+        let watchdog = self.dump.as_ref().map(|d| d.requested_at + DUMP_WATCHDOG);
+        [
+            self.sync.deadline(),
+            dump_retry,
+            watchdog,
+            (!self.unknown.is_empty())
+                .then_some(self.next_recheck)
+                .flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next batch for Redis, if one is due and none is in flight.
+    pub fn take_work(&mut self, now: Instant) -> Option<Work> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let mut work = Work::default();
+        if self.next_recheck.is_none_or(|t| now >= t) && !self.unknown.is_empty() {
+            work.checks = self.unknown.iter().cloned().collect();
+            self.next_recheck = Some(now + UNKNOWN_RECHECK);
+        }
+        if !self.sync.waiting() {
+            let dirty = std::mem::take(&mut self.dirty);
+            for name in dirty {
+                if let Some(change) = self.due_change(&name) {
+                    work.writes.push(change);
+                }
+            }
+            if self.init_pending.is_empty() && self.init_done == Flag::Idle {
+                self.init_done = Flag::Due;
+            }
+            if self.init_done == Flag::Due {
+                work.port_init_done = true;
+                self.init_done = Flag::Sending;
+            }
+            // "reconciled" only once the reconcile itself has landed: no write may be outstanding.
+            if self.reconciled == Flag::Due && work.writes.is_empty() {
+                work.reconciled = true;
+                self.reconciled = Flag::Sending;
+            }
+        }
+        if work.is_empty() {
+            return None;
+        }
+        self.in_flight = Some(work.clone());
+        Some(work)
+    }
+
+    /// The write due for `name`, if Redis does not already hold what the kernel says.
+    fn due_change(&self, name: &str) -> Option<StateChange> {
+        let want = match self.kernel.get(name) {
+            Some(k) if self.app_known.contains(name) => Some(k.status()),
+            Some(_) => return None, // not (yet) a configured port orchagent knows
+            None if self.must_delete.contains(name) => None,
+            None => return None,
+        };
+        match self.published.get(name) {
+            Some(have) if *have == want => None,
+            _ => Some((name.to_string(), want)),
+        }
+    }
+
+    /// The Redis edge finished the batch in flight.
+    pub fn on_work_result(&mut self, result: WorkResult) {
+        let Some(work) = self.in_flight.take() else {
+            return;
+        };
+        match result {
+            WorkResult::Done { known } => {
+                for (name, value) in work.writes {
+                    if value.is_none() {
+                        self.must_delete.remove(&name);
+                    }
+                    self.published.insert(name, value);
+                    self.snapshot_due = true;
+                }
+                for (name, is_known) in known {
+                    if is_known && self.unknown.remove(&name) && self.kernel.contains_key(&name) {
+                        self.app_known.insert(name.clone());
+                        self.init_pending.remove(&name);
+                        self.dirty.insert(name);
+                    }
+                }
+                if work.port_init_done {
+                    self.init_done = Flag::Sent;
+                }
+                if work.reconciled {
+                    self.reconciled = Flag::Sent;
+                }
+            }
+            WorkResult::Failed => {
+                for (name, _) in work.writes {
+                    self.dirty.insert(name);
+                }
+                if !work.checks.is_empty() {
+                    self.next_recheck = None;
+                }
+                if work.port_init_done {
+                    self.init_done = Flag::Due;
+                }
+                if work.reconciled {
+                    self.reconciled = Flag::Due;
+                }
+            }
+        }
+    }
+
+    /// Notices since the last call.
+    pub fn drain_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// True once if `published` changed since the last call (the store should commit).
+    pub fn take_snapshot_due(&mut self) -> bool {
+        std::mem::take(&mut self.snapshot_due)
+    }
+
+    /// Ports whose STATE_DB entry portsyncd wrote and knows to be there, with the kernel's view.
+    pub fn published_ports(&self) -> impl Iterator<Item = (&str, PortStatus, Option<KernelPort>)> {
+        self.published
+            .iter()
+            .filter_map(|(n, v)| v.map(|status| (n.as_str(), status, self.kernel.get(n).copied())))
+    }
+
+    /// True while no write, check or flag is outstanding (a quiescent, converged table).
+    pub fn idle(&self) -> bool {
+        self.in_flight.is_none()
+            && self.dirty.iter().all(|n| self.due_change(n).is_none())
+            && !self.sync.waiting()
+    }
+
+    /// True while the initial sync holds writes back.
+    pub fn syncing(&self) -> bool {
+        self.sync.waiting()
+    }
+
+    /// True once PortInitDone has landed.
+    pub fn port_init_done_sent(&self) -> bool {
+        self.init_done == Flag::Sent
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// The kernel's view of a port (tests, logs).
+    pub fn kernel_port(&self, name: &str) -> Option<KernelPort> {
+        self.kernel.get(name).copied()
+    }
+}
