@@ -1,0 +1,233 @@
+//! Options and environment variables, in one place (`../shared/spec/interface.md` fixes the names).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Parses the interface's BOOL: `true`/`false`/`1`/`0`.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("expected true, false, 1 or 0, got '{s}'")),
+    }
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got '{s}'")),
+    }
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    match s {
+        "error" | "warn" | "info" | "debug" | "trace" => Ok(s.to_string()),
+        _ => Err(format!(
+            "expected error, warn, info, debug or trace, got '{s}'"
+        )),
+    }
+}
+
+/// Where the compatibility JSON goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonExport {
+    /// `<state-dir>/port_state.json`.
+    Default,
+    Off,
+    Path(PathBuf),
+}
+
+fn parse_json_export(s: &str) -> Result<JsonExport, String> {
+    match s {
+        "" => Err("expected a path or 'off', got an empty value".to_string()),
+        "off" => Ok(JsonExport::Off),
+        p => Ok(JsonExport::Path(PathBuf::from(p))),
+    }
+}
+
+/// portsyncd: mirrors the kernel's port state (netlink) into SONiC's Redis databases, and keeps what
+/// it published in a crash-safe store so restarts neither churn nor lie.
+///
+/// Every option can also be set through the environment variable shown; the command line wins.
+/// Exit status: 0 after SIGTERM/SIGINT, 2 for an invalid option or environment value, 1 for any
+/// other fatal error.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "portsyncd",
+    version,
+    about,
+    long_about,
+    allow_negative_numbers = true
+)]
+pub struct Config {
+    /// SONiC database layout (database_config.json).
+    #[arg(
+        long,
+        env = "PORTSYNCD_DB_CONFIG",
+        value_name = "PATH",
+        default_value = "/var/run/redis/sonic-db/database_config.json"
+    )]
+    pub db_config: PathBuf,
+
+    /// Multi-ASIC namespace, resolved through database_global.json beside --db-config.
+    #[arg(long, env = "PORTSYNCD_NAMESPACE", value_name = "NAME")]
+    pub namespace: Option<String>,
+
+    /// One Redis for every DB with SONiC's default ids (unix:///path/redis.sock or
+    /// redis://host:port); overrides --db-config.
+    #[arg(long, env = "PORTSYNCD_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Directory of the state store (sled) and of the JSON export.
+    #[arg(
+        long,
+        env = "PORTSYNCD_STATE_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/sonic/portsyncd"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Longest wait for the end of the initial link dump, in seconds; 0 = do not wait.
+    /// Default: CONFIG_DB `WARM_RESTART|swss portsyncd_timer`, else 10.
+    #[arg(long, env = "PORTSYNCD_EOIU_TIMEOUT_SECS", value_name = "N")]
+    pub eoiu_timeout_secs: Option<u64>,
+
+    /// A saved state older than this many days is not used for a warm start.
+    #[arg(
+        long,
+        env = "PORTSYNCD_STATE_MAX_AGE_DAYS",
+        value_name = "N",
+        default_value_t = 7
+    )]
+    pub state_max_age_days: u64,
+
+    /// Keep several generations of the saved state (false: keep one).
+    #[arg(long, env = "PORTSYNCD_STATE_ROTATION", value_name = "BOOL", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub state_rotation: bool,
+
+    /// Generations kept when rotation is on.
+    #[arg(long, env = "PORTSYNCD_STATE_GENERATIONS", value_name = "N", default_value = "3", value_parser = parse_positive)]
+    pub state_generations: usize,
+
+    /// Fall back to older generations / the JSON export on corruption (false: cold start).
+    #[arg(long, env = "PORTSYNCD_STATE_RECOVERY", value_name = "BOOL", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub state_recovery: bool,
+
+    /// Compatibility JSON rewritten after each commit: a path, or `off`.
+    /// Default: <state-dir>/port_state.json.
+    #[arg(long, env = "PORTSYNCD_JSON_EXPORT", value_name = "PATH|off", value_parser = parse_json_export)]
+    pub json_export: Option<JsonExport>,
+
+    /// Serve Prometheus metrics.
+    #[arg(long, env = "PORTSYNCD_METRICS_ENABLED", value_name = "BOOL", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub metrics_enabled: bool,
+
+    /// Address of the metrics endpoint (GET /metrics).
+    #[arg(
+        long,
+        env = "PORTSYNCD_METRICS_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9810"
+    )]
+    pub metrics_listen: SocketAddr,
+
+    /// error, warn, info, debug or trace.
+    #[arg(long, env = "PORTSYNCD_LOG_LEVEL", value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+}
+
+impl Config {
+    /// The JSON export path, resolved against the state directory.
+    pub fn json_export_path(&self) -> Option<PathBuf> {
+        match &self.json_export {
+            None | Some(JsonExport::Default) => Some(self.state_dir.join("port_state.json")),
+            Some(JsonExport::Off) => None,
+            Some(JsonExport::Path(p)) => Some(p.clone()),
+        }
+    }
+
+    /// Generations to keep.
+    pub fn generations(&self) -> usize {
+        if self.state_rotation {
+            self.state_generations
+        } else {
+            1
+        }
+    }
+
+    /// Maximum age of a saved state usable for a warm start.
+    pub fn state_max_age(&self) -> Duration {
+        Duration::from_secs(self.state_max_age_days.saturating_mul(86_400))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("portsyncd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_interface() {
+        let c = parse(&[]).expect("defaults parse");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/sonic/portsyncd"));
+        assert_eq!(c.eoiu_timeout_secs, None);
+        assert_eq!(c.state_max_age(), Duration::from_secs(7 * 86_400));
+        assert_eq!(c.generations(), 3);
+        assert!(c.state_recovery && c.metrics_enabled);
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:9810");
+        assert_eq!(
+            c.json_export_path(),
+            Some(PathBuf::from("/var/lib/sonic/portsyncd/port_state.json"))
+        );
+    }
+
+    #[test]
+    fn bools_rotation_and_export() {
+        let c = parse(&[
+            "--state-rotation",
+            "0",
+            "--metrics-enabled",
+            "false",
+            "--json-export",
+            "off",
+        ])
+        .expect("parses");
+        assert_eq!(c.generations(), 1);
+        assert!(!c.metrics_enabled);
+        assert_eq!(c.json_export_path(), None);
+    }
+
+    #[test]
+    fn bad_values_name_the_option_and_value_and_exit_2() {
+        for (args, opt, val) in [
+            (&["--state-rotation", "yes"][..], "--state-rotation", "yes"),
+            (
+                &["--eoiu-timeout-secs", "-3"][..],
+                "--eoiu-timeout-secs",
+                "-3",
+            ),
+            (
+                &["--state-generations", "0"][..],
+                "--state-generations",
+                "0",
+            ),
+            (
+                &["--metrics-listen", "nowhere"][..],
+                "--metrics-listen",
+                "nowhere",
+            ),
+            (&["--log-level", "loud"][..], "--log-level", "loud"),
+        ] {
+            let e = parse(args).expect_err("must be refused");
+            let msg = e.to_string();
+            assert!(msg.contains(opt) && msg.contains(val), "{msg}");
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+}
