@@ -165,6 +165,8 @@ pub struct Core {
     unknown: BTreeSet<String>,
     next_recheck: Option<Instant>,
     ignored_ifindex: BTreeSet<u32>,
+    /// Names of the old netdevs (they exist: their STATE_DB entries are not deleted as stale).
+    old_names: BTreeSet<String>,
     init_pending: BTreeSet<String>,
     init_done: Flag,
     reconciled: Flag,
@@ -210,6 +212,7 @@ impl Core {
             unknown: BTreeSet::new(),
             next_recheck: None,
             ignored_ifindex: BTreeSet::new(),
+            old_names: BTreeSet::new(),
             init_pending,
             init_done: Flag::Idle,
             reconciled: Flag::Idle,
@@ -256,6 +259,7 @@ impl Core {
                     // SONiC: an Ethernet netdev that exists at a cold start is left over from an
                     // earlier run. Set it down and ignore its ifindex for the process lifetime.
                     self.ignored_ifindex.insert(ev.link.ifindex);
+                    self.old_names.insert(name.clone());
                     if self
                         .kernel
                         .get(name)
@@ -390,7 +394,7 @@ impl Core {
             .chain(
                 std::mem::take(&mut self.stale_candidates)
                     .into_iter()
-                    .filter(|n| !self.kernel.contains_key(n)),
+                    .filter(|n| !self.kernel.contains_key(n) && !self.old_names.contains(n)),
             )
             .collect();
         for n in gone {

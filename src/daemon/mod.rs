@@ -1,0 +1,464 @@
+//! The loop that wires it all: one owner of state (the core), events in, actions out.
+//!
+//! ```text
+//! netlink thread ──Items/Overrun──┐
+//! redis thread ────WorkDone───────┼──▶ loop (Core) ──Work──▶ redis thread (write Redis first)
+//! store thread ────Committed──────┤                 ──Snapshot──▶ store thread (then commit)
+//! signal thread ───Stop───────────┘
+//! ```
+
+mod startup;
+mod workers;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::core::{Core, Notice, StartMode, SyncOutcome, Work, WorkResult};
+use crate::logging::RateLimit;
+use crate::metrics::{Metrics, MetricsServer};
+use crate::netlink::{self, LinkSocket, NetlinkItem};
+use crate::sonic::{DbLayout, SonicDb};
+use crate::store::{PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, StoreError};
+
+pub use startup::BaselineSource;
+use workers::{Input, StoreMsg};
+
+/// Shortest gap between two store commits in steady state (bursts are coalesced).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest wait for the Redis batch in flight at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Fatal errors (main maps them to exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    #[error("netlink: {0}")]
+    Netlink(#[from] netlink::NetlinkError),
+    #[error("redis: {0}")]
+    Redis(#[from] crate::sonic::DbError),
+    #[error("cannot start thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// The store configuration the options describe.
+pub fn store_config(cfg: &Config) -> StoreConfig {
+    StoreConfig {
+        dir: cfg.state_dir.clone(),
+        generations: cfg.generations(),
+        recovery: cfg.state_recovery,
+        max_age: cfg.state_max_age(),
+        json_export: cfg.json_export_path(),
+        cache_capacity_bytes: 8 << 20,
+    }
+}
+
+/// Counts and logs the recovery ladder's steps.
+fn account_recovery(rec: &Recovered, metrics: &Metrics) {
+    for step in &rec.steps {
+        warn!(from = %step.from, reason = %step.reason, "state recovery: step down the ladder");
+        metrics.state_load_failures.inc();
+    }
+    match rec.source {
+        RecoverySource::Newest => {}
+        RecoverySource::PreviousGeneration => metrics.recoveries_previous_generation.inc(),
+        RecoverySource::JsonExport => metrics.recoveries_json_export.inc(),
+        RecoverySource::ColdStart if !rec.steps.is_empty() || rec.stale => {
+            metrics.recoveries_cold_start.inc()
+        }
+        RecoverySource::ColdStart => {}
+    }
+    if rec.stale {
+        warn!(saved_at = ?rec.saved_at, "saved state is older than the maximum age: not used for a warm start");
+    }
+    info!(source = ?rec.source, generation = rec.generation, ports = rec.snapshot.as_ref().map_or(0, |s| s.ports.len()), "state store opened");
+}
+
+fn layout(cfg: &Config, stop: &AtomicBool) -> Option<DbLayout> {
+    let mut logged = false;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let res = match &cfg.redis_url {
+            Some(url) => DbLayout::from_redis_url(url),
+            None => DbLayout::from_config_file(&cfg.db_config, cfg.namespace.as_deref()),
+        };
+        match res {
+            Ok(l) => return Some(l),
+            Err(e) => {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                if !logged {
+                    warn!(error = %e, "database layout not available yet; retrying");
+                    logged = true;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs the daemon until `stop` is set (SIGTERM/SIGINT). Returns after the final commit.
+pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<(), DaemonError> {
+    let t_start = Instant::now();
+    // 1. The store (local, before anything else): the saved state and the lifetime counters.
+    let store_cfg = store_config(&cfg);
+    let (store, recovered) = match Store::open(store_cfg.clone()) {
+        Ok((s, r)) => (Some(s), r),
+        Err(e @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => return Err(e.into()),
+        Err(e) => {
+            error!(error = %e, "state store unusable; running without persistence (cold start)");
+            (None, Recovered::cold())
+        }
+    };
+    let metrics = Arc::new(Metrics::from_saved(&recovered.counters));
+    if store.is_none() {
+        metrics.state_load_failures.inc();
+        metrics.recoveries_cold_start.inc();
+    }
+    account_recovery(&recovered, &metrics);
+
+    let _metrics_server = if cfg.metrics_enabled {
+        match MetricsServer::start(cfg.metrics_listen, Arc::clone(&metrics)) {
+            Ok(s) => {
+                info!(addr = %s.addr, "metrics at GET /metrics");
+                Some(s)
+            }
+            Err(e) => {
+                error!(error = %e, "metrics endpoint not available");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    // 2. Redis: layout, connection, warm/cold, APPL_DB, baseline.
+    let Some(layout) = layout(&cfg, &stop) else {
+        return Ok(());
+    };
+    let mut db = SonicDb::new(layout);
+    match db.wait_connected(&stop) {
+        Ok(()) => {}
+        Err(crate::sonic::DbError::Stopped { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    let startup = match startup::run(&mut db, &recovered, cfg.eoiu_timeout_secs, &stop) {
+        Ok(s) => s,
+        Err(crate::sonic::DbError::Stopped { .. }) => return Ok(()),
+        Err(e) if stop.load(Ordering::Relaxed) => {
+            info!(error = %e, "stopped during start-up");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let warm = startup.core.mode == StartMode::Warm;
+    if warm {
+        metrics.starts_warm.inc();
+    } else {
+        metrics.starts_cold.inc();
+    }
+
+    // 3. Netlink: join the group before the dump is requested (the loop requests it).
+    let sock = Arc::new(LinkSocket::open()?);
+    info!(rcvbuf = sock.rcvbuf_bytes(), "netlink link group joined");
+
+    let (tx, rx) = mpsc::channel::<Input>();
+    let (work_tx, work_rx) = mpsc::channel::<Work>();
+    let (store_tx, store_rx) = mpsc::channel::<StoreMsg>();
+    let reader = workers::netlink_reader(Arc::clone(&sock), tx.clone(), Arc::clone(&stop))?;
+    let writer = workers::redis_writer(db, work_rx, tx.clone(), Arc::clone(&metrics))?;
+    let committer = workers::store_committer(store, store_cfg, store_rx, tx.clone())?;
+    let sig_tx = tx.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.recv().is_ok() {
+                let _ = sig_tx.send(Input::Stop);
+            }
+        })?;
+    drop(tx);
+
+    let mut lp = Loop {
+        core: Core::new(startup.core, Instant::now()),
+        sock,
+        metrics: Arc::clone(&metrics),
+        work_tx,
+        store_tx,
+        in_flight: false,
+        retry_at: None,
+        backoff: Duration::from_millis(100),
+        last_commit: None,
+        commit_pending: false,
+        warm,
+        baseline_source: startup.baseline_source,
+        t_start,
+        parse_warnings: RateLimit::new(Duration::from_secs(10)),
+        overrun_log: RateLimit::new(Duration::from_secs(10)),
+    };
+    lp.run(&rx);
+
+    // Shutdown: finish the batch in flight, then one final commit.
+    stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while lp.in_flight {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Input::WorkDone(r)) => lp.on_work_done(r, Instant::now()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let final_snap = lp.snapshot();
+    let ports = final_snap.ports.len();
+    if lp.store_tx.send(StoreMsg::Final(final_snap, reply_tx)).is_ok() {
+        match reply_rx.recv_timeout(SHUTDOWN_GRACE) {
+            Ok(Ok(generation)) => info!(generation, ports, "final state committed"),
+            Ok(Err(e)) => error!(error = %e, "final state commit failed"),
+            Err(_) => error!("final state commit did not finish in time"),
+        }
+    }
+    drop(lp);
+    let _ = committer.join();
+    let _ = writer.join();
+    let _ = reader.join();
+    info!("portsyncd stopped");
+    Ok(())
+}
+
+struct Loop {
+    core: Core,
+    sock: Arc<LinkSocket>,
+    metrics: Arc<Metrics>,
+    work_tx: Sender<Work>,
+    store_tx: Sender<StoreMsg>,
+    in_flight: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_commit: Option<Instant>,
+    commit_pending: bool,
+    warm: bool,
+    baseline_source: BaselineSource,
+    t_start: Instant,
+    parse_warnings: RateLimit,
+    overrun_log: RateLimit,
+}
+
+impl Loop {
+    fn run(&mut self, rx: &Receiver<Input>) {
+        loop {
+            let now = Instant::now();
+            let wake = [
+                self.core.next_deadline(),
+                self.retry_at.filter(|_| !self.in_flight),
+                self.commit_pending
+                    .then(|| self.last_commit.map(|t| t + COMMIT_INTERVAL))
+                    .flatten(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = wake.map_or(Duration::from_secs(1), |w| w.saturating_duration_since(now));
+            let first = match rx.recv_timeout(timeout) {
+                Ok(i) => Some(i),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // Drain what is already queued, so a burst becomes one batch.
+            let mut inputs: Vec<Input> = first.into_iter().collect();
+            while inputs.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(i) => inputs.push(i),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            for input in inputs {
+                if self.handle(input, now) {
+                    return;
+                }
+            }
+            self.step(now);
+        }
+    }
+
+    /// Applies one input; true when the daemon must stop.
+    fn handle(&mut self, input: Input, now: Instant) -> bool {
+        match input {
+            Input::Netlink(items) => {
+                for item in items {
+                    self.on_item(item, now);
+                }
+            }
+            Input::Overrun => {
+                self.metrics.netlink_overruns.inc();
+                if let Some(suppressed) = self.overrun_log.allow(now) {
+                    warn!(suppressed, "netlink overrun (ENOBUFS): events lost, resyncing with a fresh dump");
+                }
+                self.core.on_overrun();
+            }
+            Input::WorkDone(r) => self.on_work_done(r, now),
+            Input::Committed(Ok(_)) => self.metrics.state_commits.inc(),
+            Input::Committed(Err(e)) => {
+                self.metrics.state_save_failures.inc();
+                error!(error = %e, "state commit failed; Redis is unaffected, will retry");
+                self.commit_pending = true;
+            }
+            Input::Stop => {
+                info!("stop requested");
+                return true;
+            }
+        }
+        false
+    }
+
+    fn on_item(&mut self, item: NetlinkItem, now: Instant) {
+        match item {
+            NetlinkItem::Link {
+                seq,
+                dump_intr,
+                event,
+            } => {
+                self.metrics.netlink_messages.inc();
+                self.core.on_link(seq, &event, dump_intr);
+            }
+            NetlinkItem::Done { seq, dump_intr } => self.core.on_dump_done(seq, dump_intr, false, now),
+            NetlinkItem::Error { seq, code } => {
+                warn!(seq, code, "netlink error reply");
+                self.core.on_dump_done(seq, false, true, now);
+            }
+            NetlinkItem::Ignored => {}
+            NetlinkItem::Malformed { reason } => {
+                if let Some(suppressed) = self.parse_warnings.allow(now) {
+                    warn!(%reason, suppressed, "undecodable netlink message skipped");
+                }
+            }
+        }
+    }
+
+    fn on_work_done(&mut self, r: WorkResult, now: Instant) {
+        self.in_flight = false;
+        match r {
+            WorkResult::Done { .. } => {
+                self.backoff = Duration::from_millis(100);
+                self.retry_at = None;
+            }
+            WorkResult::Failed => {
+                self.retry_at = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        self.core.on_work_result(r);
+    }
+
+    /// After inputs: timers, notices, dump requests, the next batch, the next commit.
+    fn step(&mut self, now: Instant) {
+        self.core.on_tick(now);
+        for n in self.core.drain_notices() {
+            self.on_notice(n);
+        }
+        if self.core.dump_due(now) {
+            match self.sock.request_dump() {
+                Ok(seq) => {
+                    let before = self.core.stats().resyncs;
+                    self.core.on_dump_requested(seq, now);
+                    if self.core.stats().resyncs > before {
+                        self.metrics.netlink_resyncs.inc();
+                        info!(seq, "link dump requested (resync)");
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "link dump request failed; retrying");
+                    self.core.on_dump_request_failed(now);
+                }
+            }
+        }
+        if !self.in_flight && self.retry_at.is_none_or(|t| now >= t) {
+            if let Some(work) = self.core.take_work(now) {
+                if self.work_tx.send(work).is_ok() {
+                    self.in_flight = true;
+                }
+            }
+        }
+        if self.core.take_snapshot_due() {
+            self.commit_pending = true;
+        }
+        if self.commit_pending && self.last_commit.is_none_or(|t| now >= t + COMMIT_INTERVAL) {
+            self.commit_pending = false;
+            self.last_commit = Some(now);
+            let _ = self.store_tx.send(StoreMsg::Commit(self.snapshot()));
+        }
+    }
+
+    fn on_notice(&mut self, n: Notice) {
+        match n {
+            Notice::SyncCompleted(end) => {
+                match end.outcome {
+                    SyncOutcome::Eoiu => self.metrics.initial_sync_eoiu.inc(),
+                    SyncOutcome::Timeout => self.metrics.initial_sync_timeout.inc(),
+                }
+                self.metrics.initial_sync_seconds.observe(end.elapsed);
+                if self.warm {
+                    if end.outcome == SyncOutcome::Eoiu && self.baseline_source == BaselineSource::Store {
+                        self.metrics.warm_reconciled_saved_eoiu.inc();
+                    } else {
+                        self.metrics.warm_reconciled_degraded.inc();
+                    }
+                }
+                info!(
+                    outcome = end.outcome.label(),
+                    sync_ms = end.elapsed.as_millis() as u64,
+                    since_start_ms = self.t_start.elapsed().as_millis() as u64,
+                    "initial sync complete; reconciling"
+                );
+                self.commit_pending = true; // a cold start saves state too; counters change
+            }
+            Notice::SetAdminDown { ifindex, name } => {
+                info!(ifname = %name, ifindex, "old netdev at cold start: set admin down, ignored from now on");
+                if let Err(e) = netlink::set_admin_down(ifindex) {
+                    warn!(ifname = %name, ifindex, error = %e, "cannot set old netdev admin down");
+                }
+            }
+            Notice::DumpInconsistent { seq } => {
+                warn!(seq, "link dump inconsistent (interrupted or overrun): dumping again");
+            }
+            Notice::Vanished { names } => {
+                info!(count = names.len(), ports = ?names, "ports vanished without a DELLINK (found by resync)");
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let ports: BTreeMap<String, PortRecord> = self
+            .core
+            .published_ports()
+            .map(|(name, status, k)| {
+                let (ifindex, flags) = k.map_or((0, 0), |k| (k.ifindex, k.flags));
+                (
+                    name.to_string(),
+                    PortRecord {
+                        name: name.to_string(),
+                        ifindex,
+                        admin_up: status.admin_up,
+                        oper_up: status.oper_up,
+                        flags,
+                        mtu: status.mtu,
+                        published: status.fields().into_iter().collect(),
+                    },
+                )
+            })
+            .collect();
+        Snapshot {
+            ports,
+            counters: self.metrics.to_saved(),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Start-up against Redis: warm or cold by SONiC's rule, the cold-start APPL_DB writes, and the
+//! baseline (what STATE_DB is believed to hold) for the reconcile.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::core::{CoreConfig, PortStatus, StartMode};
+use crate::sonic::{DbError, SonicDb};
+use crate::store::Recovered;
+
+/// Where the warm-start baseline came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineSource {
+    /// A valid saved state from the store (newest or an older generation, or the JSON export).
+    Store,
+    /// No usable saved state: read back from STATE_DB `PORT_TABLE`.
+    StateDb,
+    /// Cold start: no baseline is trusted.
+    None,
+}
+
+/// What start-up decided.
+#[derive(Debug)]
+pub struct Startup {
+    pub core: CoreConfig,
+    pub baseline_source: BaselineSource,
+}
+
+/// Runs `op` until it succeeds, retrying errors that may heal (Redis away) with backoff; gives up on
+/// other errors or when `stop` is set.
+pub fn retry<T>(
+    stop: &AtomicBool,
+    what: &str,
+    mut op: impl FnMut() -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let mut delay = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        match op() {
+            Ok(v) => {
+                if logged {
+                    info!(step = what, "redis reachable again, start-up continues");
+                }
+                return Ok(v);
+            }
+            Err(e) if e.is_transient() && !stop.load(Ordering::Relaxed) => {
+                if !logged {
+                    warn!(step = what, error = %e, "redis not reachable during start-up; retrying with backoff");
+                    logged = true;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Cold or warm, by SONiC's rule; increments `restore_count` on a warm start.
+fn decide_mode(db: &mut SonicDb, stop: &AtomicBool) -> Result<bool, DbError> {
+    let enabled = retry(stop, "read WARM_RESTART_ENABLE_TABLE", || db.warm_enabled())?;
+    let count = if enabled {
+        retry(stop, "read restore_count", || db.read_restore_count())?
+    } else {
+        None
+    };
+    match count {
+        Some(n) => {
+            retry(stop, "write restore_count", || db.write_restore_count(n + 1))?;
+            retry(stop, "write warm state", || db.write_warm_state("initialized"))?;
+            info!(restore_count = n + 1, "warm start");
+            Ok(true)
+        }
+        None => {
+            if enabled {
+                warn!("warm restart enabled but restore_count is missing (STATE_DB flushed?): cold start");
+            }
+            retry(stop, "write restore_count", || db.write_restore_count(0))?;
+            retry(stop, "write warm state", || db.write_warm_state("disabled"))?;
+            info!("cold start");
+            Ok(false)
+        }
+    }
+}
+
+fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
+    let snap = recovered.snapshot.as_ref()?;
+    Some(
+        snap.ports
+            .iter()
+            .map(|(name, r)| {
+                let status = PortStatus::from_fields(&r.published).unwrap_or(PortStatus {
+                    admin_up: r.admin_up,
+                    oper_up: r.oper_up,
+                    mtu: r.mtu,
+                });
+                (name.clone(), status)
+            })
+            .collect(),
+    )
+}
+
+fn state_db_statuses(rows: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeMap<String, PortStatus> {
+    rows.iter()
+        .filter(|(n, _)| crate::core::port::qualifying_name(n))
+        .filter_map(|(n, f)| PortStatus::from_fields(f).map(|s| (n.clone(), s)))
+        .collect()
+}
+
+/// Everything up to (not including) the netlink loop.
+pub fn run(
+    db: &mut SonicDb,
+    recovered: &Recovered,
+    eoiu_timeout_opt: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<Startup, DbError> {
+    let warm = decide_mode(db, stop)?;
+    let config_ports = retry(stop, "read CONFIG_DB PORT", || db.read_config_ports())?;
+    let configured: BTreeSet<String> = config_ports.keys().cloned().collect();
+
+    let timer = match eoiu_timeout_opt {
+        Some(n) => n,
+        None => retry(stop, "read portsyncd_timer", || db.read_warm_timer())?.unwrap_or(10),
+    };
+    let eoiu_timeout = Some(Duration::from_secs(timer));
+
+    let mut already_initialised = BTreeSet::new();
+    let mode = if warm {
+        StartMode::Warm
+    } else {
+        for name in &configured {
+            if retry(stop, "read APPL_DB admin_status", || db.app_port_has_admin_status(name))? {
+                already_initialised.insert(name.clone());
+            }
+        }
+        retry(stop, "publish APPL_DB PORT_TABLE", || db.publish_app_ports(&config_ports))?;
+        retry(stop, "publish PortConfigDone", || {
+            db.publish_port_config_done(config_ports.len())
+        })?;
+        info!(ports = config_ports.len(), "published CONFIG_DB ports to APPL_DB, PortConfigDone");
+        let dpu = retry(stop, "read switch_type", || db.switch_type())?.as_deref() == Some("dpu");
+        StartMode::Cold { old_netdev: !dpu }
+    };
+
+    let mut app_known = BTreeSet::new();
+    for name in &configured {
+        if retry(stop, "read APPL_DB PORT_TABLE", || db.app_port_exists(name))? {
+            app_known.insert(name.clone());
+        }
+    }
+
+    // What STATE_DB holds now: the fallback baseline, and the check that the saved state did not lag.
+    let state_rows = retry(stop, "read STATE_DB PORT_TABLE", || db.read_state_ports())?;
+    let in_redis = state_db_statuses(&state_rows);
+    let saved = statuses_of(recovered);
+    let (baseline, baseline_source) = if warm {
+        match saved {
+            Some(mut saved) => {
+                // The store may lag Redis (a crash between a write and its commit): where STATE_DB
+                // says otherwise, STATE_DB is what Redis holds.
+                let mut lagged = 0usize;
+                saved.retain(|n, s| match in_redis.get(n) {
+                    Some(r) if r != s => {
+                        lagged += 1;
+                        *s = *r;
+                        true
+                    }
+                    Some(_) => true,
+                    None => {
+                        lagged += 1;
+                        false
+                    }
+                });
+                for (n, s) in &in_redis {
+                    saved.entry(n.clone()).or_insert(*s);
+                }
+                info!(
+                    ports = saved.len(),
+                    source = ?recovered.source,
+                    generation = recovered.generation,
+                    corrected_from_state_db = lagged,
+                    "warm-start baseline from the saved state"
+                );
+                (saved, BaselineSource::Store)
+            }
+            None => {
+                warn!(
+                    ports = in_redis.len(),
+                    stale = recovered.stale,
+                    "no usable saved state: warm-start baseline read from STATE_DB PORT_TABLE"
+                );
+                (in_redis, BaselineSource::StateDb)
+            }
+        }
+    } else {
+        // Cold: nothing is trusted; entries of ports that are gone get deleted after the first dump.
+        let mut candidates = in_redis;
+        if let Some(saved) = saved {
+            for (n, s) in saved {
+                candidates.entry(n).or_insert(s);
+            }
+        }
+        (candidates, BaselineSource::None)
+    };
+    if warm {
+        retry(stop, "write warm state", || db.write_warm_state("restored"))?;
+    }
+    Ok(Startup {
+        core: CoreConfig {
+            mode,
+            configured,
+            already_initialised,
+            app_known,
+            baseline,
+            eoiu_timeout,
+        },
+        baseline_source,
+    })
+}

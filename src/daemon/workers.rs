@@ -1,0 +1,210 @@
+//! The I/O edges, each on a thread of its own, talking to the loop through one channel:
+//! the netlink reader, the Redis writer and the store committer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use crate::core::{Work, WorkResult};
+use crate::logging::RateLimit;
+use crate::metrics::Metrics;
+use crate::netlink::{LinkSocket, NetlinkItem, RecvOutcome};
+use crate::sonic::{SonicDb, StateWrite};
+use crate::store::{Snapshot, Store, StoreConfig};
+
+/// Everything that wakes the loop.
+#[derive(Debug)]
+pub enum Input {
+    Netlink(Vec<NetlinkItem>),
+    Overrun,
+    WorkDone(WorkResult),
+    Committed(Result<u64, String>),
+    Stop,
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_string()).spawn(f)
+}
+
+/// Reads the netlink socket until `stop`; every datagram becomes one `Input`.
+pub fn netlink_reader(
+    sock: Arc<LinkSocket>,
+    tx: Sender<Input>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    spawn("netlink", move || {
+        let mut buf = Vec::new();
+        let mut errors = RateLimit::new(Duration::from_secs(10));
+        while !stop.load(Ordering::Relaxed) {
+            let input = match sock.recv(&mut buf) {
+                Ok(RecvOutcome::Items(items)) => Input::Netlink(items),
+                Ok(RecvOutcome::Overrun) => Input::Overrun,
+                Ok(RecvOutcome::Timeout) => continue,
+                Err(e) => {
+                    if let Some(suppressed) = errors.allow(Instant::now()) {
+                        error!(error = %e, suppressed, "netlink receive failed");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if tx.send(input).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Executes `Work` against Redis, one batch at a time, and reports each result.
+pub fn redis_writer(
+    mut db: SonicDb,
+    rx: Receiver<Work>,
+    tx: Sender<Input>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<JoinHandle<()>> {
+    spawn("redis", move || {
+        let mut reconnects_seen = db.reconnects();
+        let mut was_ok = true;
+        for work in rx {
+            let result = execute(&mut db, &work, &metrics);
+            let now = db.reconnects();
+            metrics.redis_reconnects.add(now.saturating_sub(reconnects_seen));
+            reconnects_seen = now;
+            let res = match result {
+                Ok(known) => {
+                    if !was_ok {
+                        info!("redis writes succeed again; outstanding writes re-sent");
+                    }
+                    was_ok = true;
+                    WorkResult::Done { known }
+                }
+                Err(e) => {
+                    if was_ok {
+                        warn!(error = %e, "redis write failed; will retry with backoff");
+                    } else {
+                        debug!(error = %e, "redis write failed again");
+                    }
+                    was_ok = false;
+                    WorkResult::Failed
+                }
+            };
+            if tx.send(Input::WorkDone(res)).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+fn execute(
+    db: &mut SonicDb,
+    work: &Work,
+    metrics: &Metrics,
+) -> Result<Vec<(String, bool)>, crate::sonic::DbError> {
+    let mut known = Vec::with_capacity(work.checks.len());
+    for name in &work.checks {
+        known.push((name.clone(), db.app_port_exists(name)?));
+    }
+    if !work.writes.is_empty() {
+        let writes: Vec<StateWrite> = work
+            .writes
+            .iter()
+            .map(|(name, v)| match v {
+                Some(s) => StateWrite::Set {
+                    name: name.clone(),
+                    fields: s.fields(),
+                },
+                None => StateWrite::Del { name: name.clone() },
+            })
+            .collect();
+        db.apply_state_writes(&writes)?;
+        for (name, v) in &work.writes {
+            match v {
+                Some(s) => {
+                    metrics.state_writes_set.inc();
+                    debug!(ifname = %name, admin = s.admin_up, oper = s.oper_up, mtu = s.mtu, "STATE_DB PORT_TABLE set");
+                }
+                None => {
+                    metrics.state_writes_del.inc();
+                    info!(ifname = %name, "STATE_DB PORT_TABLE entry deleted");
+                }
+            }
+        }
+    }
+    if work.port_init_done {
+        db.publish_port_init_done()?;
+        info!("PortInitDone published: every configured port has a host interface");
+    }
+    if work.reconciled {
+        db.write_warm_state("reconciled")?;
+        info!("warm restart reconciled");
+    }
+    Ok(known)
+}
+
+/// A request to the store thread.
+pub enum StoreMsg {
+    Commit(Snapshot),
+    /// The last commit before exit; the thread answers on the channel and ends.
+    Final(Snapshot, Sender<Result<u64, String>>),
+}
+
+/// Commits snapshots, coalescing a burst into its newest (group commit). After a failure the store
+/// is reopened before the next commit (it stops trusting itself after an I/O error).
+pub fn store_committer(
+    store: Option<Store>,
+    reopen: StoreConfig,
+    rx: Receiver<StoreMsg>,
+    tx: Sender<Input>,
+) -> std::io::Result<JoinHandle<()>> {
+    spawn("store", move || {
+        let mut store = store;
+        let mut last_reopen: Option<Instant> = None;
+        while let Ok(mut msg) = rx.recv() {
+            // Group commit: only the newest pending snapshot matters.
+            while let Ok(next) = rx.try_recv() {
+                if let StoreMsg::Final(..) = msg {
+                    break;
+                }
+                msg = next;
+            }
+            let (snap, reply) = match msg {
+                StoreMsg::Commit(s) => (s, None),
+                StoreMsg::Final(s, r) => (s, Some(r)),
+            };
+            if store.is_none()
+                && last_reopen.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
+                last_reopen = Some(Instant::now());
+                match Store::open(reopen.clone()) {
+                    Ok((s, _)) => {
+                        info!(dir = %reopen.dir.display(), "state store reopened");
+                        store = Some(s);
+                    }
+                    Err(e) => warn!(error = %e, "state store cannot be reopened yet"),
+                }
+            }
+            let res = match store.as_mut() {
+                Some(s) => s.commit(&snap).map_err(|e| e.to_string()),
+                None => Err("state store is not open".to_string()),
+            };
+            if res.is_err() {
+                store = None; // reopen (and re-verify) before trusting it again
+            }
+            match reply {
+                Some(r) => {
+                    let _ = r.send(res);
+                    break;
+                }
+                None => {
+                    if tx.send(Input::Committed(res)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
