@@ -5,3 +5,4 @@ pub mod config;
 pub mod core;
 pub mod logging;
 pub mod metrics;
+pub mod netlink;
