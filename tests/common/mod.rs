@@ -1,2 +1,4 @@
-pub mod netns;
 pub mod daemon;
+pub mod monitor;
+pub mod netns;
+pub mod rig;

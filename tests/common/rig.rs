@@ -1,0 +1,136 @@
+//! A whole test switch: a private netns for the "front-panel ports", a private redis-server seeded
+//! with a CONFIG_DB PORT table, the orchagent stand-in, and the state directory for portsyncd.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::daemon::{self, Daemon, Standin};
+use super::netns::Netns;
+use super::redis::RedisServer;
+
+pub struct Rig {
+    pub ns: Netns,
+    pub redis: RedisServer,
+    pub state_dir: PathBuf,
+    _standin: Standin,
+    _tmp: tempfile::TempDir,
+}
+
+impl Rig {
+    /// A rig whose CONFIG_DB lists `ports`.
+    pub fn new(ports: &[&str]) -> Rig {
+        let redis = RedisServer::start();
+        daemon::seed_config_ports(&redis.socket, ports);
+        let standin = Standin::start(&redis.url());
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state_dir = tmp.path().join("state");
+        Rig {
+            ns: Netns::new(),
+            redis,
+            state_dir,
+            _standin: standin,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn start(&self, extra: &[&str]) -> Daemon {
+        Daemon::start(&self.ns.name, &self.redis.url(), &self.state_dir, extra)
+    }
+
+    pub fn start_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with_env(&self.ns.name, &self.redis.url(), &self.state_dir, extra, env)
+    }
+
+    /// `redis-cli -n db ARGS`.
+    pub fn cli(&self, db: u32, args: &[&str]) -> String {
+        daemon::cli(&self.redis.socket, db, args)
+    }
+
+    pub fn state(&self, port: &str) -> BTreeMap<String, String> {
+        daemon::state_port(&self.redis.socket, port)
+    }
+
+    pub fn appl(&self, key: &str) -> BTreeMap<String, String> {
+        daemon::hgetall(&self.redis.socket, daemon::APPL_DB, key)
+    }
+
+    /// Creates `port` (veth peer `p<port>`), both ends up.
+    pub fn add_port(&self, port: &str) {
+        let peer = peer_of(port);
+        self.ns.add_veth(port, &peer);
+        self.ns.set_up(&peer);
+        self.ns.set_up(port);
+    }
+
+    /// The kernel's truth for `port` in STATE_DB's terms: (oper, admin, mtu), or None if absent.
+    pub fn kernel(&self, port: &str) -> Option<(String, String, String)> {
+        let out = self.ns.exec(&["cat", &format!("/sys/class/net/{port}/flags")]);
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let flags = u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()?;
+        let mtu_out = self.ns.exec(&["cat", &format!("/sys/class/net/{port}/mtu")]);
+        let mtu = String::from_utf8_lossy(&mtu_out.stdout).trim().to_string();
+        let ud = |b: bool| if b { "up" } else { "down" }.to_string();
+        Some((ud(flags & 0x40 != 0), ud(flags & 0x1 != 0), mtu))
+    }
+
+    /// True when STATE_DB matches the kernel for every port in `ports` (absent = no entry).
+    pub fn converged(&self, ports: &[String]) -> bool {
+        ports.iter().all(|p| {
+            let s = self.state(p);
+            match self.kernel(p) {
+                Some((oper, admin, mtu)) => {
+                    s.get("state").map(String::as_str) == Some("ok")
+                        && s.get("netdev_oper_status") == Some(&oper)
+                        && s.get("admin_status") == Some(&admin)
+                        && s.get("mtu") == Some(&mtu)
+                }
+                None => s.is_empty(),
+            }
+        })
+    }
+
+    /// Ports that differ between STATE_DB and the kernel (for failure messages).
+    pub fn mismatches(&self, ports: &[String]) -> Vec<String> {
+        ports
+            .iter()
+            .filter(|p| !self.converged(std::slice::from_ref(*p)))
+            .map(|p| format!("{p}: kernel {:?} state {:?}", self.kernel(p), self.state(p)))
+            .collect()
+    }
+
+    pub fn wait_converged(&self, ports: &[String], timeout: Duration) -> bool {
+        daemon::wait_until(timeout, || self.converged(ports))
+    }
+
+    /// Enables SONiC warm restart for the next start.
+    pub fn enable_warm(&self) {
+        self.cli(
+            daemon::STATE_DB,
+            &["HSET", "WARM_RESTART_ENABLE_TABLE|system", "enable", "true"],
+        );
+    }
+
+    pub fn warm_table(&self) -> BTreeMap<String, String> {
+        daemon::hgetall(
+            &self.redis.socket,
+            daemon::STATE_DB,
+            "WARM_RESTART_TABLE|portsyncd",
+        )
+    }
+}
+
+/// The veth peer of a port: `p` + the port's number (`Ethernet12` -> `p12`).
+pub fn peer_of(port: &str) -> String {
+    format!("p{}", port.trim_start_matches(|c: char| c.is_alphabetic()))
+}
+
+/// `Ethernet0`, `Ethernet4`, ... (`n` names).
+pub fn port_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("Ethernet{}", i * 4)).collect()
+}

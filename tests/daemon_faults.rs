@@ -1,0 +1,104 @@
+//! Faults the daemon must heal by itself: Redis connections killed or stalled during link changes,
+//! and the daemon stopped during a burst of thousands of link changes (netlink overrun).
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{signal, wait_until};
+use common::rig::{peer_of, port_names, Rig};
+
+const T: Duration = Duration::from_secs(20);
+
+fn ready(rig: &Rig, n: usize) -> (common::daemon::Daemon, Vec<String>) {
+    let names = port_names(n);
+    let d = rig.start(&[]);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+    assert!(wait_until(T, || rig.appl(&format!("PORT_TABLE:{}", names[n - 1])).len() == 7));
+    let mut batch = String::new();
+    for p in &names {
+        let peer = peer_of(p);
+        batch += &format!("link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n");
+    }
+    rig.ns.ip_batch(&batch);
+    assert!(rig.wait_converged(&names, T), "{:?}", rig.mismatches(&names));
+    (d, names)
+}
+
+fn flap_batch(names: &[String], rounds: usize, seed: usize) -> String {
+    let mut b = String::new();
+    for r in 0..rounds {
+        for (i, p) in names.iter().enumerate() {
+            match (r + i + seed) % 4 {
+                0 => b += &format!("link set {p} down\n"),
+                1 => b += &format!("link set {p} up\n"),
+                2 => b += &format!("link set {} down\n", peer_of(p)),
+                _ => b += &format!("link set {p} mtu {}\nlink set {} up\n", 1500 + (r % 7) * 100, peer_of(p)),
+            }
+        }
+    }
+    b
+}
+
+fn config(n: usize) -> Vec<String> {
+    port_names(n)
+}
+
+#[test]
+fn redis_connection_killed_during_link_changes_converges() {
+    let names = config(8);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rig = Rig::new(&refs);
+    let (mut d, names) = ready(&rig, 8);
+    for round in 0..5 {
+        rig.ns.ip_batch(&flap_batch(&names, 1, round));
+        rig.cli(0, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        rig.ns.ip_batch(&flap_batch(&names, 1, round + 1));
+    }
+    assert!(rig.wait_converged(&names, T), "{:?}\n{}", rig.mismatches(&names), d.log_text());
+    assert!(d.metric("portsyncd_redis_reconnects_total") >= 1.0, "{}", d.metrics());
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn redis_stalled_during_link_changes_converges() {
+    let names = config(8);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rig = Rig::new(&refs);
+    let (mut d, names) = ready(&rig, 8);
+    signal(rig.redis.pid(), libc::SIGSTOP);
+    rig.ns.ip_batch(&flap_batch(&names, 3, 0));
+    std::thread::sleep(Duration::from_secs(3)); // longer than the client's 2 s timeout
+    rig.ns.ip_batch(&flap_batch(&names, 1, 2));
+    signal(rig.redis.pid(), libc::SIGCONT);
+    assert!(rig.wait_converged(&names, T), "{:?}\n{}", rig.mismatches(&names), d.log_text());
+    // The daemon neither exited nor spun: it is still alive and answering.
+    assert!(d.wait(Duration::from_millis(10)).is_none());
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn daemon_stopped_during_a_burst_detects_the_overrun_and_converges() {
+    let n = 64;
+    let names = config(n);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rig = Rig::new(&refs);
+    let (mut d, names) = ready(&rig, n);
+    signal(d.pid(), libc::SIGSTOP);
+    // Thousands of link changes while the daemon cannot read: the kernel must drop notifications.
+    rig.ns.ip_batch(&flap_batch(&names, 150, 0));
+    // Some ports also vanish for good while it is stopped.
+    rig.ns.ip_batch("link del Ethernet0\nlink del Ethernet4\n");
+    signal(d.pid(), libc::SIGCONT);
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}\n{}",
+        rig.mismatches(&names),
+        d.log_text()
+    );
+    let m = d.metrics();
+    assert!(common::daemon::parse_metric(&m, "portsyncd_netlink_overruns_total") >= 1.0, "{m}");
+    assert!(common::daemon::parse_metric(&m, "portsyncd_netlink_resyncs_total") >= 1.0, "{m}");
+    assert!(rig.state("Ethernet0").is_empty());
+    assert_eq!(d.terminate().code(), Some(0));
+}
