@@ -6,3 +6,4 @@ pub mod core;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
+pub mod sonic;

@@ -1,0 +1,16 @@
+//! SONiC's Redis databases: the layout (`database_config.json`), resilient connections, the
+//! ProducerStateTable protocol for APPL_DB, and the CONFIG_DB / STATE_DB / warm-restart tables
+//! portsyncd reads and writes. See `shared/spec/sonic-contract.md` for the observable contract.
+
+pub mod conn;
+pub mod dbconfig;
+pub mod error;
+pub mod producer;
+pub mod tables;
+pub mod warm;
+
+pub use conn::{Backoff, Conn, ConnOptions};
+pub use dbconfig::{DbEndpoint, DbLayout, RedisAddr};
+pub use error::{DbConfigError, DbError};
+pub use producer::ProducerStateTable;
+pub use tables::{PortConfig, SonicDb, StateWrite};
