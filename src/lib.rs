@@ -2,3 +2,4 @@
 //! remembers what it published in a crash-safe store so a restart never churns and never lies.
 
 pub mod core;
+pub mod store;
