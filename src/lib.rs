@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;
 pub mod sonic;
+pub mod store;

@@ -1,0 +1,268 @@
+//! The narrow storage trait under the store, its sled implementation, and an in-memory backend with
+//! fault knobs for tests.
+//!
+//! The store needs only: point reads, ordered prefix scans, one atomic multi-key write, and a durability
+//! barrier. Everything above (framing, generations, the ladder) is backend-independent and unit-tested
+//! on [`MemBackend`].
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A failure reported by a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The operating system refused an operation.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The backend detected damage in its own files.
+    #[error("backend reports corruption: {0}")]
+    Corruption(String),
+    /// Anything else the backend reported.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One atomic write: puts (`Some`) and removes (`None`), applied all or nothing.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// What the store needs from a key-value engine.
+pub trait Backend: Send {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+    /// Every pair whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
+    /// Every key starting with `prefix`, in key order (values are not read).
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError>;
+    /// Apply `batch` atomically: after a crash either all of it or none of it is visible.
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError>;
+    /// Durability barrier: when this returns Ok, every applied batch survives a power cut.
+    fn sync(&self) -> Result<(), BackendError>;
+    /// Bytes used on disk, when known.
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// sled 0.34.7, made power-safe: `flush()` then `fsync` of the `db` file (sled's own flush only calls
+/// `sync_file_range` on Linux; see docs/durability.md).
+pub struct SledBackend {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+fn sled_err(e: sled::Error) -> BackendError {
+    match e {
+        sled::Error::Io(io) => BackendError::Io(io),
+        sled::Error::Corruption { at, bt: _ } => BackendError::Corruption(format!("at {at:?}")),
+        other => BackendError::Other(other.to_string()),
+    }
+}
+
+impl SledBackend {
+    /// Open (or create) a sled database in `dir`. sled may panic on some damaged files; the caller
+    /// (`Store::open`) runs this under `catch_unwind`.
+    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<SledBackend, BackendError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(sled_err)?;
+        Ok(SledBackend {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.db.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err))
+            .collect()
+    }
+
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
+        self.db
+            .scan_prefix(prefix)
+            .keys()
+            .map(|r| r.map(|k| k.to_vec()).map_err(sled_err))
+            .collect()
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.db.apply_batch(b).map_err(sled_err)
+    }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        self.db.flush().map_err(sled_err)?;
+        // sled's flush() ends in sync_file_range: neither the disk cache nor the file size reach the
+        // platter. A real fsync of the log file makes the flushed batches power-safe.
+        File::open(self.dir.join("db"))?.sync_all()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
+    }
+}
+
+/// Fault knobs of [`MemBackend`].
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Fail every `apply` from now on.
+    pub fail_apply: bool,
+    /// Fail every `sync` from now on.
+    pub fail_sync: bool,
+    /// Fail every read from now on.
+    pub fail_read: bool,
+}
+
+#[derive(Default)]
+struct MemInner {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    faults: Faults,
+    applies: usize,
+    syncs: usize,
+}
+
+/// An in-memory backend for tests. Clones share the same map, so a test keeps a handle to damage the
+/// data or inject faults after handing a clone to the store.
+#[derive(Clone, Default)]
+pub struct MemBackend {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+fn injected(what: &str) -> BackendError {
+    BackendError::Io(std::io::Error::other(format!("injected {what} failure")))
+}
+
+impl MemBackend {
+    pub fn new() -> MemBackend {
+        MemBackend::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemInner> {
+        // A panic while holding the lock only happens in a failing test; keep going with the data.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change the fault knobs.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// Rewrite the raw value under `key` (test damage). Returns false when the key is absent.
+    pub fn tamper(&self, key: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> bool {
+        match self.lock().map.get_mut(key) {
+            Some(v) => {
+                f(v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Put or remove a raw value (test setup).
+    pub fn raw_set(&self, key: &[u8], value: Option<Vec<u8>>) {
+        let mut g = self.lock();
+        match value {
+            Some(v) => g.map.insert(key.to_vec(), v),
+            None => g.map.remove(key),
+        };
+    }
+
+    /// Every key, in order.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.lock().map.keys().cloned().collect()
+    }
+
+    /// (applies, syncs) so far.
+    pub fn op_counts(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.applies, g.syncs)
+    }
+}
+
+impl Backend for MemBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let g = self.lock();
+        if g.faults.fail_read {
+            return Err(injected("read"));
+        }
+        Ok(g.map.get(key).cloned())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        let g = self.lock();
+        if g.faults.fail_read {
+            return Err(injected("read"));
+        }
+        Ok(g.map
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
+        Ok(self
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        let mut g = self.lock();
+        if g.faults.fail_apply {
+            return Err(injected("apply"));
+        }
+        g.applies += 1;
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => g.map.insert(k, v),
+                None => g.map.remove(&k),
+            };
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        let mut g = self.lock();
+        if g.faults.fail_sync {
+            return Err(injected("sync"));
+        }
+        g.syncs += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,406 @@
+//! The compatibility JSON (`port_state.json`): rendering, strict parsing, its checksum, and the atomic
+//! write (temp file, fsync, rename, fsync of the directory).
+//!
+//! The legacy fields keep their meaning exactly:
+//! `{"ports": {"Ethernet0": {"name", "admin_state": 0|1, "oper_state": 0|1, "flags", "mtu"}}, "saved_at", "version": 1}`.
+//! Extra top-level fields: `generation`, `ifindex` (name -> ifindex), `published` (name -> STATE_DB
+//! fields), `counters` (lifetime metrics) and `checksum`.
+//!
+//! **Checksum**: CRC32 (IEEE) of the canonical serialisation of the document without its `checksum`
+//! field — compact JSON, object keys sorted bytewise, no whitespace — as 8 lowercase hex digits. Any
+//! change to any field, including the extras, breaks it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use super::record::{PortRecord, Snapshot};
+
+/// The legacy format's `version`.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A parsed state file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonState {
+    pub snapshot: Snapshot,
+    pub saved_at: u64,
+    /// The store generation it was exported from (absent in legacy files).
+    pub generation: Option<u64>,
+    /// Whether a checksum was present (and then it verified).
+    pub checksummed: bool,
+}
+
+/// Why a state file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error("cannot read {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("not valid JSON: {0}")]
+    Syntax(String),
+    #[error("field {field}: {why}")]
+    Field { field: String, why: String },
+    #[error("checksum mismatch (file says {stored}, content gives {computed})")]
+    Checksum { stored: String, computed: String },
+    #[error("no checksum field")]
+    NoChecksum,
+    #[error("unsupported version {0}")]
+    Version(u64),
+}
+
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                canonical(&m[*k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The checksum of a document (its `checksum` field, if any, excluded).
+pub fn checksum(doc: &Map<String, Value>) -> String {
+    let mut m = doc.clone();
+    m.remove("checksum");
+    let mut s = String::new();
+    canonical(&Value::Object(m), &mut s);
+    format!("{:08x}", crc32fast::hash(s.as_bytes()))
+}
+
+/// Render `snap` as the compatibility JSON, checksum included.
+pub fn render(snap: &Snapshot, saved_at: u64, generation: u64) -> Vec<u8> {
+    let mut ports = Map::new();
+    let mut ifindex = Map::new();
+    let mut published = Map::new();
+    for (name, p) in &snap.ports {
+        ports.insert(
+            name.clone(),
+            json!({
+                "name": p.name,
+                "admin_state": u8::from(p.admin_up),
+                "oper_state": u8::from(p.oper_up),
+                "flags": p.flags,
+                "mtu": p.mtu,
+            }),
+        );
+        ifindex.insert(name.clone(), json!(p.ifindex));
+        published.insert(name.clone(), json!(p.published));
+    }
+    let mut doc = Map::new();
+    doc.insert("ports".into(), Value::Object(ports));
+    doc.insert("saved_at".into(), json!(saved_at));
+    doc.insert("version".into(), json!(FORMAT_VERSION));
+    doc.insert("generation".into(), json!(generation));
+    doc.insert("ifindex".into(), Value::Object(ifindex));
+    doc.insert("published".into(), Value::Object(published));
+    doc.insert("counters".into(), json!(snap.counters));
+    let sum = checksum(&doc);
+    doc.insert("checksum".into(), json!(sum));
+    let mut out = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+fn bad(field: impl Into<String>, why: impl Into<String>) -> JsonError {
+    JsonError::Field {
+        field: field.into(),
+        why: why.into(),
+    }
+}
+
+fn get_u64(m: &Map<String, Value>, key: &str, ctx: &str) -> Result<u64, JsonError> {
+    match m.get(key) {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| bad(format!("{ctx}{key}"), "expected an unsigned integer")),
+        None => Err(bad(format!("{ctx}{key}"), "missing")),
+    }
+}
+
+fn get_u32(m: &Map<String, Value>, key: &str, ctx: &str) -> Result<u32, JsonError> {
+    let v = get_u64(m, key, ctx)?;
+    u32::try_from(v).map_err(|_| bad(format!("{ctx}{key}"), format!("{v} out of range")))
+}
+
+fn get_bool01(m: &Map<String, Value>, key: &str, ctx: &str) -> Result<bool, JsonError> {
+    match get_u64(m, key, ctx)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(bad(
+            format!("{ctx}{key}"),
+            format!("expected 0 or 1, found {v}"),
+        )),
+    }
+}
+
+fn opt_obj<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, JsonError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(bad(key, "expected an object")),
+    }
+}
+
+/// Parse a state file (legacy or exported). A present checksum must verify; `require_checksum` also
+/// rejects a file without one (the recovery ladder only trusts checksummed exports).
+pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| JsonError::Syntax(e.to_string()))?;
+    let doc = v
+        .as_object()
+        .ok_or_else(|| bad("(top level)", "expected an object"))?;
+    let checksummed = match doc.get("checksum") {
+        Some(Value::String(stored)) => {
+            let computed = checksum(doc);
+            if *stored != computed {
+                return Err(JsonError::Checksum {
+                    stored: stored.clone(),
+                    computed,
+                });
+            }
+            true
+        }
+        Some(_) => return Err(bad("checksum", "expected a string")),
+        None if require_checksum => return Err(JsonError::NoChecksum),
+        None => false,
+    };
+    let version = get_u64(doc, "version", "")?;
+    if version != FORMAT_VERSION {
+        return Err(JsonError::Version(version));
+    }
+    let saved_at = get_u64(doc, "saved_at", "")?;
+    let generation = match doc.get("generation") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(get_u64(doc, "generation", "")?),
+    };
+    let ports = match doc.get("ports") {
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(bad("ports", "expected an object")),
+        None => return Err(bad("ports", "missing")),
+    };
+    let ifindex = opt_obj(doc, "ifindex")?;
+    let published = opt_obj(doc, "published")?;
+    let mut snapshot = Snapshot::default();
+    for (key, p) in ports {
+        let ctx = format!("ports.{key}.");
+        let p = p
+            .as_object()
+            .ok_or_else(|| bad(format!("ports.{key}"), "expected an object"))?;
+        let name = match p.get("name") {
+            Some(Value::String(n)) if n == key => n.clone(),
+            Some(Value::String(n)) => {
+                return Err(bad(
+                    format!("{ctx}name"),
+                    format!("{n:?} differs from its key"),
+                ))
+            }
+            Some(_) => return Err(bad(format!("{ctx}name"), "expected a string")),
+            None => key.clone(),
+        };
+        let mut rec = PortRecord {
+            name,
+            admin_up: get_bool01(p, "admin_state", &ctx)?,
+            oper_up: get_bool01(p, "oper_state", &ctx)?,
+            flags: get_u32(p, "flags", &ctx)?,
+            mtu: get_u32(p, "mtu", &ctx)?,
+            ..PortRecord::default()
+        };
+        if let Some(ix) = ifindex {
+            if ix.contains_key(key) {
+                rec.ifindex = get_u32(ix, key, "ifindex.")?;
+            }
+        }
+        if let Some(Some(fields)) = published.map(|m| m.get(key)) {
+            let fields = fields
+                .as_object()
+                .ok_or_else(|| bad(format!("published.{key}"), "expected an object"))?;
+            for (f, val) in fields {
+                let s = val
+                    .as_str()
+                    .ok_or_else(|| bad(format!("published.{key}.{f}"), "expected a string"))?;
+                rec.published.insert(f.clone(), s.to_string());
+            }
+        }
+        snapshot.ports.insert(key.clone(), rec);
+    }
+    if let Some(c) = opt_obj(doc, "counters")? {
+        for (k, _) in c {
+            snapshot
+                .counters
+                .insert(k.clone(), get_u64(c, k, "counters.")?);
+        }
+    }
+    Ok(JsonState {
+        snapshot,
+        saved_at,
+        generation,
+        checksummed,
+    })
+}
+
+/// Read and parse a state file.
+pub fn read(path: &Path, require_checksum: bool) -> Result<JsonState, JsonError> {
+    let bytes = fs::read(path).map_err(|err| JsonError::Read {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    parse(&bytes, require_checksum)
+}
+
+/// fsync a directory so a rename or a new entry in it survives a power cut.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        super::fault::crash_point(super::fault::CrashPoint::ExportTempWritten);
+        fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        let mut s = Snapshot::default();
+        s.ports.insert(
+            "Ethernet0".into(),
+            PortRecord {
+                name: "Ethernet0".into(),
+                ifindex: 5,
+                admin_up: true,
+                oper_up: true,
+                flags: 69699,
+                mtu: 9100,
+                published: [("oper_status".to_string(), "up".to_string())].into(),
+            },
+        );
+        s.counters.insert("starts_total{mode=\"cold\"}".into(), 2);
+        s
+    }
+
+    #[test]
+    fn render_parse_round_trip_and_legacy_fields() {
+        let bytes = render(&snap(), 1700000000, 12);
+        let st = parse(&bytes, true).unwrap();
+        assert_eq!(st.snapshot, snap());
+        assert_eq!(
+            (st.saved_at, st.generation, st.checksummed),
+            (1700000000, Some(12), true)
+        );
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["ports"]["Ethernet0"],
+            json!({"name": "Ethernet0", "admin_state": 1, "oper_state": 1, "flags": 69699, "mtu": 9100})
+        );
+        assert_eq!(v["version"], json!(1));
+    }
+
+    #[test]
+    fn checksum_catches_any_value_change() {
+        let bytes = render(&snap(), 1, 1);
+        let text = String::from_utf8(bytes).unwrap();
+        for (from, to) in [
+            ("9100", "9101"),
+            ("69699", "69698"),
+            ("\"up\"", "\"dn\""),
+            (": 2", ": 3"),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text);
+            assert!(
+                matches!(parse(bad.as_bytes(), true), Err(JsonError::Checksum { .. })),
+                "{from}"
+            );
+        }
+        // Reformatting does not change the checksum (it is over the canonical form).
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(parse(serde_json::to_string(&v).unwrap().as_bytes(), true).is_ok());
+    }
+
+    #[test]
+    fn legacy_without_checksum() {
+        let legacy = br#"{"ports": {"Ethernet0": {"name": "Ethernet0", "admin_state": 1, "oper_state": 0, "flags": 4099, "mtu": 9100}}, "saved_at": 1600000000, "version": 1}"#;
+        assert!(matches!(parse(legacy, true), Err(JsonError::NoChecksum)));
+        let st = parse(legacy, false).unwrap();
+        let p = &st.snapshot.ports["Ethernet0"];
+        assert!(p.admin_up && !p.oper_up && p.flags == 4099 && p.ifindex == 0);
+        assert!(!st.checksummed && st.generation.is_none());
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "JSON"),
+            (b"{\"ports\": {", "JSON"),
+            (b"[1,2]", "top level"),
+            (br#"{"ports": [], "saved_at": 1, "version": 1}"#, "ports"),
+            (br#"{"ports": {}, "saved_at": "x", "version": 1}"#, "saved_at"),
+            (br#"{"ports": {}, "saved_at": 1, "version": 2}"#, "version"),
+            (br#"{"ports": {"E": {"admin_state": 2, "oper_state": 0, "flags": 1, "mtu": 1}}, "saved_at": 1, "version": 1}"#, "admin_state"),
+            (br#"{"ports": {"E": {"admin_state": 1, "oper_state": 0, "flags": -1, "mtu": 1}}, "saved_at": 1, "version": 1}"#, "flags"),
+            (br#"{"ports": {"E": {"name": "F", "admin_state": 1, "oper_state": 0, "flags": 1, "mtu": 1}}, "saved_at": 1, "version": 1}"#, "name"),
+        ];
+        for (input, needle) in cases {
+            let e = parse(input, false).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("port_state.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

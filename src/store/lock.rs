@@ -1,0 +1,83 @@
+//! The pid lock: `<state-dir>/portsyncd.pid`, held with `flock(LOCK_EX | LOCK_NB)` for as long as a
+//! [`PidLock`] lives. It holds the owner's pid so a second opener (the daemon, or `portsyncd-state`
+//! while the daemon runs) can say who holds the store. The kernel drops the lock when the owner dies, so
+//! a stale file from a killed process never blocks anyone.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// File name of the lock inside the state directory.
+pub const LOCK_FILE: &str = "portsyncd.pid";
+
+/// Why the lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it (`pid` as written in the file; 0 if unreadable).
+    #[error("held by pid {pid}")]
+    Held { pid: u32 },
+    #[error("cannot lock {path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
+}
+
+/// A held lock; released on drop (the file stays, with the last owner's pid).
+#[derive(Debug)]
+pub struct PidLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl PidLock {
+    /// Take the lock in `dir` (which must exist) and write our pid into it.
+    pub fn acquire(dir: &Path) -> Result<PidLock, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let io_err = |err| LockError::Io {
+            path: path.clone(),
+            err,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err)?;
+        // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                return Err(LockError::Held {
+                    pid: s.trim().parse().unwrap_or(0),
+                });
+            }
+            Err(TryLockError::Error(err)) => return Err(io_err(err)),
+        }
+        file.set_len(0).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        Ok(PidLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_learns_the_pid_and_drop_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = PidLock::acquire(dir.path()).unwrap();
+        match PidLock::acquire(dir.path()) {
+            Err(LockError::Held { pid }) => assert_eq!(pid, std::process::id()),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(a);
+        assert!(PidLock::acquire(dir.path()).is_ok());
+    }
+}

@@ -1,0 +1,401 @@
+//! [`Store`]: open (defensively, with the recovery ladder) and commit.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::backend::{Backend, SledBackend, WriteBatch};
+use super::fault::{crash_point, CrashPoint};
+use super::generation::{self, SCHEMA_KEY, SCHEMA_VERSION};
+use super::json_export;
+use super::lock::{LockError, PidLock};
+use super::migrate;
+use super::reader::{self, GenerationInfo};
+use super::record::Snapshot;
+use super::recovery::{self, LadderInput, LadderStep, Recovered};
+use super::{unix_now, StoreError};
+
+/// Name of sled's directory inside the state directory.
+pub const SLED_DIR: &str = "sled";
+
+/// How to open a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The state directory: holds `sled/`, the pid lock and (by default) the JSON export.
+    pub dir: PathBuf,
+    /// Generations kept (1 when rotation is off).
+    pub generations: usize,
+    /// Fall back to older generations and the JSON export when the newest fails (false: cold start).
+    pub recovery: bool,
+    /// A state older than this (by its stored timestamp) is not offered for a warm start.
+    pub max_age: Duration,
+    /// Where the compatibility JSON is written after each commit (None: off).
+    pub json_export: Option<PathBuf>,
+    /// sled's page cache.
+    pub cache_capacity_bytes: u64,
+}
+
+impl StoreConfig {
+    /// The daemon's defaults for `dir`: 3 generations, recovery on, 7 days, `dir/port_state.json`, 8 MiB.
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        let dir = dir.into();
+        StoreConfig {
+            json_export: Some(dir.join(migrate::LEGACY_FILE)),
+            dir,
+            generations: 3,
+            recovery: true,
+            max_age: Duration::from_secs(7 * 86_400),
+            cache_capacity_bytes: 8 << 20,
+        }
+    }
+}
+
+/// An open store. Holds the pid lock until dropped.
+pub struct Store {
+    backend: Box<dyn Backend>,
+    cfg: StoreConfig,
+    next_gen: u64,
+    gens: BTreeSet<u64>,
+    poisoned: Option<String>,
+    export_failures: u64,
+    _lock: Option<PidLock>,
+}
+
+fn lock_err(e: LockError) -> StoreError {
+    match e {
+        LockError::Held { pid } => StoreError::InUse { pid },
+        LockError::Io { path, err } => StoreError::Io { path, source: err },
+    }
+}
+
+/// Rename `<dir>/sled` to `<dir>/sled.quarantine-<unix>[-n]` (never deleted) and fsync `dir`.
+fn quarantine(dir: &Path) -> Result<PathBuf, StoreError> {
+    let from = dir.join(SLED_DIR);
+    let now = unix_now();
+    let mut to = dir.join(format!("{SLED_DIR}.quarantine-{now}"));
+    let mut n = 1;
+    while to.exists() {
+        to = dir.join(format!("{SLED_DIR}.quarantine-{now}-{n}"));
+        n += 1;
+    }
+    fs::rename(&from, &to).map_err(StoreError::io(&from))?;
+    json_export::sync_dir(dir).map_err(StoreError::io(dir))?;
+    tracing::error!(from = %from.display(), to = %to.display(), "state store quarantined");
+    Ok(to)
+}
+
+fn write_schema(b: &dyn Backend) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    batch.put(SCHEMA_KEY.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
+    b.apply(batch).map_err(|source| StoreError::Backend {
+        op: "writing the schema version",
+        source,
+    })?;
+    b.sync().map_err(|source| StoreError::Backend {
+        op: "writing the schema version",
+        source,
+    })
+}
+
+/// Check the schema of an opened backend. `Ok(None)`: fine. `Ok(Some(why))`: damaged. A fresh backend
+/// (no schema, no generations) gets the current schema written.
+fn check_schema(b: &dyn Backend) -> Result<Option<String>, StoreError> {
+    match generation::read_schema(b) {
+        Ok(Some(v)) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
+        Ok(Some(v)) if v == SCHEMA_VERSION => Ok(None),
+        Ok(Some(v)) => Ok(Some(format!("unknown schema version {v}"))),
+        Ok(None) => match generation::list(b) {
+            Ok(g) if g.is_empty() => write_schema(b).map(|_| None),
+            Ok(_) => Ok(Some("schema version missing".into())),
+            Err(e) => Ok(Some(format!("cannot read: {e}"))),
+        },
+        Err(e) => Ok(Some(format!("cannot read the schema version: {e}"))),
+    }
+}
+
+/// Step 0001: a brand-new store imports the newest valid legacy JSON file as its first generation.
+fn migrate_legacy(b: &dyn Backend, cfg: &StoreConfig) -> Result<(), StoreError> {
+    let mut candidates = migrate::legacy_candidates(&cfg.dir.join(migrate::LEGACY_FILE));
+    if let Some(p) = &cfg.json_export {
+        for c in migrate::legacy_candidates(p) {
+            if !candidates.contains(&c) {
+                candidates.push(c);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let imp = migrate::read_legacy(&candidates);
+    if let Some((path, st)) = imp.chosen {
+        let gen = st.generation.unwrap_or(0) + 1;
+        let (batch, _) = generation::build(gen, &st.snapshot, st.saved_at);
+        b.apply(batch).map_err(|source| StoreError::Backend {
+            op: "legacy import",
+            source,
+        })?;
+        b.sync().map_err(|source| StoreError::Backend {
+            op: "legacy import",
+            source,
+        })?;
+        tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "imported legacy state");
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Open the store in `cfg.dir` (created if missing), take the pid lock, and run the recovery ladder.
+    ///
+    /// sled's open runs under `catch_unwind`; if it fails, leftover `snap.*.generating` files are moved
+    /// aside and the open retried; if it still fails, `sled/` is quarantined (renamed, never deleted), the
+    /// ladder continues with the JSON export, and a fresh store is created so commits work. A brand-new
+    /// store imports the legacy `port_state.json` (migration 0001).
+    pub fn open(cfg: StoreConfig) -> Result<(Store, Recovered), StoreError> {
+        Store::open_inner(cfg, true)
+    }
+
+    /// Like [`Store::open`] without the automatic legacy import (used by `portsyncd-state import`).
+    pub fn open_without_migration(cfg: StoreConfig) -> Result<(Store, Recovered), StoreError> {
+        Store::open_inner(cfg, false)
+    }
+
+    fn open_inner(cfg: StoreConfig, migrate: bool) -> Result<(Store, Recovered), StoreError> {
+        if !cfg.dir.exists() {
+            fs::create_dir_all(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
+            if let Some(parent) = cfg.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                json_export::sync_dir(parent).map_err(StoreError::io(parent))?;
+            }
+        }
+        let lock = PidLock::acquire(&cfg.dir).map_err(lock_err)?;
+        let sled_dir = cfg.dir.join(SLED_DIR);
+        let existed = sled_dir.exists();
+        let mut steps = Vec::new();
+        let mut backend = match reader::open_sled(&sled_dir, cfg.cache_capacity_bytes, true) {
+            Ok(b) => Some(b),
+            Err(reason) => {
+                Store::give_up_on_sled(&cfg.dir, reason, &mut steps)?;
+                None
+            }
+        };
+        if let Some(b) = &backend {
+            if let Some(why) = check_schema(b)? {
+                backend = None;
+                Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
+            }
+        }
+        if let (Some(b), true, false) = (&backend, migrate, existed) {
+            migrate_legacy(b, &cfg)?;
+        }
+        let outcome = recovery::run(LadderInput {
+            backend: backend.as_ref().map(|b| b as &dyn Backend),
+            json_export: cfg.json_export.as_deref(),
+            recovery: cfg.recovery,
+            max_age: cfg.max_age,
+            now: unix_now(),
+            steps,
+        });
+        if outcome.unreadable {
+            backend = None;
+            quarantine(&cfg.dir)?;
+        }
+        let backend = match backend {
+            Some(b) => b,
+            None => Store::fresh_sled(&cfg)?,
+        };
+        let mut store = Store::assemble(Box::new(backend), cfg, Some(lock))?;
+        store.next_gen = store.next_gen.max(outcome.max_generation + 1);
+        Ok((store, outcome.recovered))
+    }
+
+    fn give_up_on_sled(
+        dir: &Path,
+        reason: String,
+        steps: &mut Vec<LadderStep>,
+    ) -> Result<(), StoreError> {
+        let to = quarantine(dir)?;
+        let from = "sled store".to_string();
+        let reason = format!("{reason}; quarantined to {}", to.display());
+        tracing::warn!(from = %from, reason = %reason, "state recovery: stepping down");
+        steps.push(LadderStep { from, reason });
+        Ok(())
+    }
+
+    fn fresh_sled(cfg: &StoreConfig) -> Result<SledBackend, StoreError> {
+        let sled_dir = cfg.dir.join(SLED_DIR);
+        let b =
+            reader::open_sled(&sled_dir, cfg.cache_capacity_bytes, false).map_err(|reason| {
+                StoreError::Open {
+                    dir: sled_dir.clone(),
+                    reason,
+                }
+            })?;
+        write_schema(&b)?;
+        json_export::sync_dir(&sled_dir).map_err(StoreError::io(&sled_dir))?;
+        json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
+        Ok(b)
+    }
+
+    fn assemble(
+        backend: Box<dyn Backend>,
+        cfg: StoreConfig,
+        lock: Option<PidLock>,
+    ) -> Result<Store, StoreError> {
+        let gens: BTreeSet<u64> = generation::list(backend.as_ref())
+            .map_err(|source| StoreError::Backend {
+                op: "listing generations",
+                source,
+            })?
+            .into_iter()
+            .collect();
+        let next_gen = gens.last().map_or(1, |g| g + 1);
+        Ok(Store {
+            backend,
+            cfg,
+            next_gen,
+            gens,
+            poisoned: None,
+            export_failures: 0,
+            _lock: lock,
+        })
+    }
+
+    /// Open over any backend (tests, other engines): schema check and the ladder, no pid lock, no
+    /// quarantine, no migration.
+    pub fn with_backend(
+        backend: Box<dyn Backend>,
+        cfg: StoreConfig,
+    ) -> Result<(Store, Recovered), StoreError> {
+        if let Some(why) = check_schema(backend.as_ref())? {
+            return Err(StoreError::Corruption { what: why });
+        }
+        let outcome = recovery::run(LadderInput {
+            backend: Some(backend.as_ref()),
+            json_export: cfg.json_export.as_deref(),
+            recovery: cfg.recovery,
+            max_age: cfg.max_age,
+            now: unix_now(),
+            steps: Vec::new(),
+        });
+        let mut store = Store::assemble(backend, cfg, None)?;
+        store.next_gen = store.next_gen.max(outcome.max_generation + 1);
+        Ok((store, outcome.recovered))
+    }
+
+    /// Commit `snap` as a new generation, stamped now. Durable when `Ok`.
+    pub fn commit(&mut self, snap: &Snapshot) -> Result<u64, StoreError> {
+        self.commit_at(snap, unix_now())
+    }
+
+    /// Commit `snap` with an explicit `saved_at` (unix seconds; the legacy import keeps the file's time).
+    ///
+    /// Protocol: one atomic batch (records + manifest) → sled `flush()` → `fsync(db)` → acknowledged;
+    /// then prune generations beyond the configured count; then rewrite the JSON export (a failure there
+    /// is logged and counted in [`Store::export_failures`], the commit stands). After any backend failure
+    /// the store is poisoned: every later commit fails fast with [`StoreError::Poisoned`] until reopened,
+    /// because it can no longer tell what reached the disk.
+    pub fn commit_at(&mut self, snap: &Snapshot, saved_at: u64) -> Result<u64, StoreError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StoreError::Poisoned { why: why.clone() });
+        }
+        let gen = self.next_gen;
+        let (batch, _) = generation::build(gen, snap, saved_at);
+        crash_point(CrashPoint::BeforeApply);
+        let written = self.backend.apply(batch).and_then(|()| {
+            crash_point(CrashPoint::AfterApply);
+            self.backend.sync()
+        });
+        if let Err(source) = written {
+            return Err(self.poison("commit", source));
+        }
+        crash_point(CrashPoint::AfterSync);
+        self.next_gen = gen + 1;
+        self.gens.insert(gen);
+        self.prune(gen)?;
+        crash_point(CrashPoint::AfterPrune);
+        if let Some(path) = &self.cfg.json_export {
+            if let Err(e) =
+                json_export::write_atomic(path, &json_export::render(snap, saved_at, gen))
+            {
+                self.export_failures += 1;
+                tracing::warn!(path = %path.display(), error = %e, generation = gen, "JSON export failed");
+            }
+        }
+        crash_point(CrashPoint::AfterExport);
+        tracing::debug!(
+            generation = gen,
+            ports = snap.ports.len(),
+            "state committed"
+        );
+        Ok(gen)
+    }
+
+    fn poison(&mut self, op: &'static str, source: super::BackendError) -> StoreError {
+        let why = format!("{op} failed: {source}");
+        tracing::error!(error = %why, "state store disabled until reopened");
+        self.poisoned = Some(why);
+        StoreError::Backend { op, source }
+    }
+
+    /// Remove generations older than the newest `cfg.generations` (the new one is already durable). The
+    /// removal is not fsynced on its own: the next commit's fsync or sled's background flush covers it,
+    /// and sled replays its log in order, so it can never land without the generation that replaced it.
+    fn prune(&mut self, newest: u64) -> Result<(), StoreError> {
+        let keep = self.cfg.generations.max(1) as u64;
+        let old: Vec<u64> = self
+            .gens
+            .iter()
+            .copied()
+            .filter(|g| g + keep <= newest)
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for &g in &old {
+            if let Err(source) = generation::remove_into(self.backend.as_ref(), g, &mut batch) {
+                return Err(self.poison("prune", source));
+            }
+        }
+        if let Err(source) = self.backend.apply(batch) {
+            return Err(self.poison("prune", source));
+        }
+        for g in old {
+            self.gens.remove(&g);
+        }
+        Ok(())
+    }
+
+    /// Every stored generation, newest first, each verified.
+    pub fn generations(&self) -> Result<Vec<GenerationInfo>, StoreError> {
+        reader::describe(self.backend.as_ref())
+    }
+
+    /// The generation the next commit will get.
+    pub fn next_generation(&self) -> u64 {
+        self.next_gen
+    }
+
+    /// JSON export failures since open.
+    pub fn export_failures(&self) -> u64 {
+        self.export_failures
+    }
+
+    /// Why commits are refused, if they are.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// Bytes on disk, when the backend knows.
+    pub fn size_on_disk(&self) -> Option<u64> {
+        self.backend.size_on_disk()
+    }
+}
