@@ -5,10 +5,13 @@ use std::time::{Duration, Instant};
 /// Installs the global `tracing` subscriber at `level` (error, warn, info, debug, trace).
 /// `RUST_LOG` may refine it per module.
 pub fn init(level: &str) {
+    use std::io::IsTerminal;
+    // `level` applies to portsyncd itself; dependencies (sled is chatty at debug) stay at warn.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,portsyncd={level}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

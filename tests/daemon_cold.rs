@@ -27,7 +27,9 @@ fn cold_start_publishes_config_verbatim_and_port_config_done() {
     let config = common::daemon::hgetall(&rig.redis.socket, 4, "PORT|Ethernet4");
     assert_eq!(appl, config, "APPL_DB fields are CONFIG_DB's, verbatim");
     assert_eq!(appl["lanes"], "4,5,6,7");
-    assert!(wait_until(T, || rig.appl("PORT_TABLE:PortConfigDone").get("count")
+    assert!(wait_until(T, || rig
+        .appl("PORT_TABLE:PortConfigDone")
+        .get("count")
         == Some(&"3".to_string())));
     let warm = rig.warm_table();
     assert_eq!(warm.get("restore_count").map(String::as_str), Some("0"));
@@ -48,21 +50,53 @@ fn state_db_follows_up_carrier_admin_mtu_and_delete() {
     rig.add_port("Ethernet0");
     rig.add_port("Ethernet4");
     let st = |p: &str| summary(&rig.state(p));
-    let want = |o: &str, a: &str, m: &str| ("ok".to_string(), o.to_string(), a.to_string(), m.to_string());
-    assert!(wait_until(T, || st("Ethernet0") == want("up", "up", "1500")), "{:?}\n{}", st("Ethernet0"), d.log_text());
+    let want = |o: &str, a: &str, m: &str| {
+        (
+            "ok".to_string(),
+            o.to_string(),
+            a.to_string(),
+            m.to_string(),
+        )
+    };
+    assert!(
+        wait_until(T, || st("Ethernet0") == want("up", "up", "1500")),
+        "{:?}\n{}",
+        st("Ethernet0"),
+        d.log_text()
+    );
     // Carrier loss: the peer goes down.
     rig.ns.set_down(&peer_of("Ethernet0"));
-    assert!(wait_until(T, || st("Ethernet0") == want("down", "up", "1500")), "{:?}", st("Ethernet0"));
+    assert!(
+        wait_until(T, || st("Ethernet0") == want("down", "up", "1500")),
+        "{:?}",
+        st("Ethernet0")
+    );
     // Admin down.
     rig.ns.set_down("Ethernet4");
-    assert!(wait_until(T, || st("Ethernet4") == want("down", "down", "1500")), "{:?}", st("Ethernet4"));
+    assert!(
+        wait_until(T, || st("Ethernet4") == want("down", "down", "1500")),
+        "{:?}",
+        st("Ethernet4")
+    );
     // MTU change.
     rig.ns.set_mtu("Ethernet4", 9100);
-    assert!(wait_until(T, || st("Ethernet4") == want("down", "down", "9100")), "{:?}", st("Ethernet4"));
+    assert!(
+        wait_until(T, || st("Ethernet4") == want("down", "down", "9100")),
+        "{:?}",
+        st("Ethernet4")
+    );
     // Delete.
     rig.ns.del_link("Ethernet4");
-    assert!(wait_until(T, || rig.state("Ethernet4").is_empty()), "{:?}", rig.state("Ethernet4"));
-    assert!(rig.converged(&s(&["Ethernet0", "Ethernet4"])), "{:?}", rig.mismatches(&s(&["Ethernet0", "Ethernet4"])));
+    assert!(
+        wait_until(T, || rig.state("Ethernet4").is_empty()),
+        "{:?}",
+        rig.state("Ethernet4")
+    );
+    assert!(
+        rig.converged(&s(&["Ethernet0", "Ethernet4"])),
+        "{:?}",
+        rig.mismatches(&s(&["Ethernet0", "Ethernet4"]))
+    );
     assert_eq!(d.terminate().code(), Some(0));
 }
 
@@ -75,9 +109,15 @@ fn port_init_done_only_when_every_configured_port_exists() {
     assert!(wait_until(T, || !rig.state("Ethernet0").is_empty()));
     // Past the EOIU timeout, with Ethernet4 still missing: no PortInitDone.
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(rig.appl("PORT_TABLE:PortInitDone").is_empty(), "sent while a port is missing");
+    assert!(
+        rig.appl("PORT_TABLE:PortInitDone").is_empty(),
+        "sent while a port is missing"
+    );
     rig.add_port("Ethernet4");
-    assert!(wait_until(T, || rig.appl("PORT_TABLE:PortInitDone").get("lanes") == Some(&"0".to_string())));
+    assert!(wait_until(T, || rig
+        .appl("PORT_TABLE:PortInitDone")
+        .get("lanes")
+        == Some(&"0".to_string())));
     assert_eq!(d.terminate().code(), Some(0));
 }
 
@@ -105,11 +145,25 @@ fn foreign_state_db_fields_survive_and_bridge_membership_keeps_the_entry() {
     let mut d = rig.start(&[]);
     wait_until(T, || rig.appl("PORT_TABLE:Ethernet0").len() == 7);
     rig.add_port("Ethernet0");
-    assert!(wait_until(T, || rig.state("Ethernet0").get("netdev_oper_status") == Some(&"up".into())));
+    assert!(wait_until(T, || rig
+        .state("Ethernet0")
+        .get("netdev_oper_status")
+        == Some(&"up".into())));
     // orchagent's own fields in the same hash.
-    rig.cli(STATE_DB, &["HSET", "PORT_TABLE|Ethernet0", "host_tx_ready", "true", "speed", "100000"]);
+    rig.cli(
+        STATE_DB,
+        &[
+            "HSET",
+            "PORT_TABLE|Ethernet0",
+            "host_tx_ready",
+            "true",
+            "speed",
+            "100000",
+        ],
+    );
     rig.ns.set_mtu("Ethernet0", 9000);
-    assert!(wait_until(T, || rig.state("Ethernet0").get("mtu") == Some(&"9000".into())));
+    assert!(wait_until(T, || rig.state("Ethernet0").get("mtu")
+        == Some(&"9000".into())));
     let e = rig.state("Ethernet0");
     assert_eq!(e.get("host_tx_ready").map(String::as_str), Some("true"));
     assert_eq!(e.get("speed").map(String::as_str), Some("100000"));
@@ -120,9 +174,18 @@ fn foreign_state_db_fields_survive_and_bridge_membership_keeps_the_entry() {
     rig.ns.ip("link set Ethernet0 nomaster");
     std::thread::sleep(Duration::from_millis(300));
     let e = rig.state("Ethernet0");
-    assert_eq!(e.get("state").map(String::as_str), Some("ok"), "{e:?}\n{}", d.log_text());
+    assert_eq!(
+        e.get("state").map(String::as_str),
+        Some("ok"),
+        "{e:?}\n{}",
+        d.log_text()
+    );
     assert_eq!(e.get("host_tx_ready").map(String::as_str), Some("true"));
-    assert!(rig.converged(&s(&["Ethernet0"])), "{:?}", rig.mismatches(&s(&["Ethernet0"])));
+    assert!(
+        rig.converged(&s(&["Ethernet0"])),
+        "{:?}",
+        rig.mismatches(&s(&["Ethernet0"]))
+    );
     assert_eq!(d.terminate().code(), Some(0));
 }
 
@@ -131,13 +194,22 @@ fn old_netdevs_at_cold_start_are_set_down_and_ignored() {
     let rig = Rig::new(&["Ethernet0", "Ethernet4"]);
     rig.add_port("Ethernet0"); // exists before the daemon: left over from an earlier run
     let mut d = rig.start(&[]);
-    assert!(d.wait_log("old netdev at cold start", T), "{}", d.log_text());
-    assert!(wait_until(T, || rig.kernel("Ethernet0").map(|k| k.1) == Some("down".into())));
+    assert!(
+        d.wait_log("old netdev at cold start", T),
+        "{}",
+        d.log_text()
+    );
+    assert!(wait_until(T, || rig.kernel("Ethernet0").map(|k| k.1)
+        == Some("down".into())));
     rig.ns.set_up("Ethernet0"); // later messages for that ifindex are ignored
     rig.add_port("Ethernet4");
     assert!(wait_until(T, || !rig.state("Ethernet4").is_empty()));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(rig.state("Ethernet0").is_empty(), "{:?}", rig.state("Ethernet0"));
+    assert!(
+        rig.state("Ethernet0").is_empty(),
+        "{:?}",
+        rig.state("Ethernet0")
+    );
     assert_eq!(d.terminate().code(), Some(0));
 }
 
@@ -149,23 +221,39 @@ fn bad_options_exit_2_naming_option_and_value() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--state-rotation") && err.contains("maybe"), "{err}");
+    assert!(
+        err.contains("--state-rotation") && err.contains("maybe"),
+        "{err}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portsyncd"))
         .env("PORTSYNCD_EOIU_TIMEOUT_SECS", "soon")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("eoiu-timeout-secs") && err.contains("soon"), "{err}");
+    assert!(
+        err.contains("eoiu-timeout-secs") && err.contains("soon"),
+        "{err}"
+    );
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_portsyncd"))
         .arg("--help")
         .output()
         .expect("run");
     let help = String::from_utf8_lossy(&help.stdout);
     for opt in [
-        "--db-config", "--namespace", "--redis-url", "--state-dir", "--eoiu-timeout-secs",
-        "--state-max-age-days", "--state-rotation", "--state-generations", "--state-recovery",
-        "--json-export", "--metrics-enabled", "--metrics-listen", "--log-level",
+        "--db-config",
+        "--namespace",
+        "--redis-url",
+        "--state-dir",
+        "--eoiu-timeout-secs",
+        "--state-max-age-days",
+        "--state-rotation",
+        "--state-generations",
+        "--state-recovery",
+        "--json-export",
+        "--metrics-enabled",
+        "--metrics-listen",
+        "--log-level",
     ] {
         assert!(help.contains(opt), "--help lacks {opt}");
     }

@@ -14,14 +14,23 @@ fn ready(rig: &Rig, n: usize) -> (common::daemon::Daemon, Vec<String>) {
     let names = port_names(n);
     let d = rig.start(&[]);
     assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
-    assert!(wait_until(T, || rig.appl(&format!("PORT_TABLE:{}", names[n - 1])).len() == 7));
+    assert!(wait_until(T, || rig
+        .appl(&format!("PORT_TABLE:{}", names[n - 1]))
+        .len()
+        == 7));
     let mut batch = String::new();
     for p in &names {
         let peer = peer_of(p);
-        batch += &format!("link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n");
+        batch += &format!(
+            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
+        );
     }
     rig.ns.ip_batch(&batch);
-    assert!(rig.wait_converged(&names, T), "{:?}", rig.mismatches(&names));
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}",
+        rig.mismatches(&names)
+    );
     (d, names)
 }
 
@@ -33,7 +42,13 @@ fn flap_batch(names: &[String], rounds: usize, seed: usize) -> String {
                 0 => b += &format!("link set {p} down\n"),
                 1 => b += &format!("link set {p} up\n"),
                 2 => b += &format!("link set {} down\n", peer_of(p)),
-                _ => b += &format!("link set {p} mtu {}\nlink set {} up\n", 1500 + (r % 7) * 100, peer_of(p)),
+                _ => {
+                    b += &format!(
+                        "link set {p} mtu {}\nlink set {} up\n",
+                        1500 + (r % 7) * 100,
+                        peer_of(p)
+                    )
+                }
             }
         }
     }
@@ -55,8 +70,17 @@ fn redis_connection_killed_during_link_changes_converges() {
         rig.cli(0, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
         rig.ns.ip_batch(&flap_batch(&names, 1, round + 1));
     }
-    assert!(rig.wait_converged(&names, T), "{:?}\n{}", rig.mismatches(&names), d.log_text());
-    assert!(d.metric("portsyncd_redis_reconnects_total") >= 1.0, "{}", d.metrics());
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}\n{}",
+        rig.mismatches(&names),
+        d.log_text()
+    );
+    assert!(
+        d.metric("portsyncd_redis_reconnects_total") >= 1.0,
+        "{}",
+        d.metrics()
+    );
     assert_eq!(d.terminate().code(), Some(0));
 }
 
@@ -71,7 +95,12 @@ fn redis_stalled_during_link_changes_converges() {
     std::thread::sleep(Duration::from_secs(3)); // longer than the client's 2 s timeout
     rig.ns.ip_batch(&flap_batch(&names, 1, 2));
     signal(rig.redis.pid(), libc::SIGCONT);
-    assert!(rig.wait_converged(&names, T), "{:?}\n{}", rig.mismatches(&names), d.log_text());
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}\n{}",
+        rig.mismatches(&names),
+        d.log_text()
+    );
     // The daemon neither exited nor spun: it is still alive and answering.
     assert!(d.wait(Duration::from_millis(10)).is_none());
     assert_eq!(d.terminate().code(), Some(0));
@@ -97,8 +126,14 @@ fn daemon_stopped_during_a_burst_detects_the_overrun_and_converges() {
         d.log_text()
     );
     let m = d.metrics();
-    assert!(common::daemon::parse_metric(&m, "portsyncd_netlink_overruns_total") >= 1.0, "{m}");
-    assert!(common::daemon::parse_metric(&m, "portsyncd_netlink_resyncs_total") >= 1.0, "{m}");
+    assert!(
+        common::daemon::parse_metric(&m, "portsyncd_netlink_overruns_total") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        common::daemon::parse_metric(&m, "portsyncd_netlink_resyncs_total") >= 1.0,
+        "{m}"
+    );
     assert!(rig.state("Ethernet0").is_empty());
     assert_eq!(d.terminate().code(), Some(0));
 }

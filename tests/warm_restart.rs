@@ -23,13 +23,21 @@ fn first_run(rig: &Rig, names: &[String]) {
     let mut batch = String::new();
     for p in names {
         let peer = peer_of(p);
-        batch += &format!("link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n");
+        batch += &format!(
+            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
+        );
     }
     rig.ns.ip_batch(&batch);
     assert!(rig.wait_converged(names, T), "{:?}", rig.mismatches(names));
-    assert!(wait_until(T, || !rig.appl("PORT_TABLE:PortInitDone").is_empty()));
+    assert!(wait_until(T, || !rig
+        .appl("PORT_TABLE:PortInitDone")
+        .is_empty()));
     assert_eq!(d.terminate().code(), Some(0), "{}", d.log_text());
-    assert!(d.log_text().contains("final state committed"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("final state committed"),
+        "{}",
+        d.log_text()
+    );
 }
 
 fn rig_with(n: usize) -> (Rig, Vec<String>) {
@@ -40,7 +48,8 @@ fn rig_with(n: usize) -> (Rig, Vec<String>) {
 
 fn wait_reconciled(rig: &Rig, d: &Daemon) {
     assert!(
-        wait_until(T, || rig.warm_table().get("state").map(String::as_str) == Some("reconciled")),
+        wait_until(T, || rig.warm_table().get("state").map(String::as_str)
+            == Some("reconciled")),
         "not reconciled: {:?}\n{}",
         rig.warm_table(),
         d.log_text()
@@ -57,9 +66,15 @@ fn warm_restart_with_nothing_changed_writes_nothing() {
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
     let mut d = rig.start(&[]);
     wait_reconciled(&rig, &d);
-    assert!(wait_until(T, || !rig.appl("PORT_TABLE:PortInitDone").is_empty()));
+    assert!(wait_until(T, || !rig
+        .appl("PORT_TABLE:PortInitDone")
+        .is_empty()));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(mon.state_port_writes(), Vec::<String>::new(), "STATE_DB churn");
+    assert_eq!(
+        mon.state_port_writes(),
+        Vec::<String>::new(),
+        "STATE_DB churn"
+    );
     let appl: Vec<String> = mon
         .writes(0)
         .into_iter()
@@ -71,12 +86,31 @@ fn warm_restart_with_nothing_changed_writes_nothing() {
     assert_eq!(warm.get("restore_count").map(String::as_str), Some("1"));
     assert!(rig.converged(&names));
     let m = d.metrics();
-    assert_eq!(parse_metric(&m, "portsyncd_starts_total{mode=\"warm\"}"), 1.0, "{m}");
-    assert_eq!(parse_metric(&m, "portsyncd_starts_total{mode=\"cold\"}"), 1.0, "lifetime: {m}");
-    assert_eq!(parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"), 2.0, "{m}");
-    assert_eq!(parse_metric(&m, "portsyncd_initial_sync_seconds_count"), 2.0, "{m}");
     assert_eq!(
-        parse_metric(&m, "portsyncd_warm_restarts_total{result=\"reconciled_saved_state_eoiu\"}"),
+        parse_metric(&m, "portsyncd_starts_total{mode=\"warm\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_starts_total{mode=\"cold\"}"),
+        1.0,
+        "lifetime: {m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_initial_sync_seconds_count"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(
+            &m,
+            "portsyncd_warm_restarts_total{result=\"reconciled_saved_state_eoiu\"}"
+        ),
         1.0,
         "{m}"
     );
@@ -87,7 +121,7 @@ fn warm_restart_with_nothing_changed_writes_nothing() {
 fn warm_restart_writes_exactly_what_changed_while_down() {
     let (rig, names) = rig_with(5); // Ethernet0..16
     first_run(&rig, &names[..4]); // Ethernet16 has no netdev yet
-    // While the daemon is down: admin down, MTU, a deleted link, a new link.
+                                  // While the daemon is down: admin down, MTU, a deleted link, a new link.
     rig.ns.set_down("Ethernet0");
     rig.ns.set_mtu("Ethernet4", 9000);
     rig.ns.del_link("Ethernet8");
@@ -96,7 +130,11 @@ fn warm_restart_writes_exactly_what_changed_while_down() {
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
     let mut d = rig.start(&[]);
     wait_reconciled(&rig, &d);
-    assert!(rig.wait_converged(&names, T), "{:?}", rig.mismatches(&names));
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}",
+        rig.mismatches(&names)
+    );
     std::thread::sleep(Duration::from_millis(300));
     let written = mon.state_ports_written();
     let want: BTreeSet<String> = ["Ethernet0", "Ethernet4", "Ethernet8", "Ethernet16"]
@@ -104,7 +142,12 @@ fn warm_restart_writes_exactly_what_changed_while_down() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(written, want, "{:#?}", mon.state_port_writes());
-    assert_eq!(mon.state_port_writes().len(), 4, "one write each: {:#?}", mon.state_port_writes());
+    assert_eq!(
+        mon.state_port_writes().len(),
+        4,
+        "one write each: {:#?}",
+        mon.state_port_writes()
+    );
     assert!(rig.state("Ethernet8").is_empty());
     assert_eq!(d.terminate().code(), Some(0));
 }
@@ -117,18 +160,37 @@ fn eoiu_timeout_zero_and_long() {
     // 0 = no wait.
     let mut d = rig.start(&["--eoiu-timeout-secs", "0"]);
     assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
-    assert!(d.log_text().contains("outcome=\"timeout\"") || d.log_text().contains("outcome=timeout"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("outcome=\"timeout\"") || d.log_text().contains("outcome=timeout"),
+        "{}",
+        d.log_text()
+    );
     assert_eq!(d.terminate().code(), Some(0));
     // A long timeout with a prompt dump completes at EOIU, promptly.
     let mut d = rig.start(&["--eoiu-timeout-secs", "600"]);
-    assert!(d.wait_log("initial sync complete", Duration::from_secs(5)), "{}", d.log_text());
+    assert!(
+        d.wait_log("initial sync complete", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
     let log = d.log_text();
-    assert!(log.contains("outcome=\"eoiu\"") || log.contains("outcome=eoiu"), "{log}");
+    assert!(
+        log.contains("outcome=\"eoiu\"") || log.contains("outcome=eoiu"),
+        "{log}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let m = d.metrics();
     // Lifetime: 2 EOIU (first run + this) and 1 timeout; never twice for one start.
-    assert_eq!(parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"), 2.0, "{m}");
-    assert_eq!(parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"), 1.0, "{m}");
+    assert_eq!(
+        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"),
+        1.0,
+        "{m}"
+    );
     assert_eq!(d.terminate().code(), Some(0));
 }
 
@@ -146,15 +208,32 @@ fn a_dump_that_never_completes_ends_at_the_timeout() {
     );
     assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(2), "completed before the timeout: {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "completed before the timeout: {waited:?}"
+    );
     let log = d.log_text();
-    assert!(log.contains("outcome=\"timeout\"") || log.contains("outcome=timeout"), "{log}");
-    assert!(rig.wait_converged(&names, T), "{:?}", rig.mismatches(&names));
+    assert!(
+        log.contains("outcome=\"timeout\"") || log.contains("outcome=timeout"),
+        "{log}"
+    );
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}",
+        rig.mismatches(&names)
+    );
     std::thread::sleep(Duration::from_millis(300));
     let m = d.metrics();
-    assert_eq!(parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"), 1.0, "{m}");
     assert_eq!(
-        parse_metric(&m, "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}"),
+        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(
+            &m,
+            "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}"
+        ),
         1.0,
         "{m}"
     );
@@ -188,7 +267,12 @@ fn sigkill_during_a_link_storm_then_warm_restart_converges_every_time() {
                 .spawn()
                 .expect("ip batch");
             use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(batch.as_bytes()).expect("write");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(batch.as_bytes())
+                .expect("write");
             child.wait().expect("wait")
         });
         // Kill at a moment that varies from round to round (start-up, sync, mid-storm).
@@ -204,7 +288,11 @@ fn sigkill_during_a_link_storm_then_warm_restart_converges_every_time() {
             rig.mismatches(&names),
             d2.log_text()
         );
-        assert!(!d2.log_text().contains("fatal"), "round {round}: {}", d2.log_text());
+        assert!(
+            !d2.log_text().contains("fatal"),
+            "round {round}: {}",
+            d2.log_text()
+        );
         d2.kill(); // leave the next round a store written by a killed process too
     }
 }

@@ -24,7 +24,9 @@ use crate::logging::RateLimit;
 use crate::metrics::{Metrics, MetricsServer};
 use crate::netlink::{self, LinkSocket, NetlinkItem};
 use crate::sonic::{DbLayout, SonicDb};
-use crate::store::{PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, StoreError};
+use crate::store::{
+    PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, StoreError,
+};
 
 pub use startup::BaselineSource;
 use workers::{Input, StoreMsg};
@@ -112,10 +114,21 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     let store_cfg = store_config(&cfg);
     let (store, recovered) = match Store::open(store_cfg.clone()) {
         Ok((s, r)) => (Some(s), r),
-        Err(e @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => return Err(e.into()),
+        Err(e @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => {
+            return Err(e.into())
+        }
         Err(e) => {
             error!(error = %e, "state store unusable; running without persistence (cold start)");
-            (None, Recovered::cold())
+            let cold = Recovered {
+                snapshot: None,
+                source: RecoverySource::ColdStart,
+                generation: None,
+                saved_at: None,
+                stale: false,
+                counters: BTreeMap::new(),
+                steps: Vec::new(),
+            };
+            (None, cold)
         }
     };
     let metrics = Arc::new(Metrics::from_saved(&recovered.counters));
@@ -219,7 +232,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     let (reply_tx, reply_rx) = mpsc::channel();
     let final_snap = lp.snapshot();
     let ports = final_snap.ports.len();
-    if lp.store_tx.send(StoreMsg::Final(final_snap, reply_tx)).is_ok() {
+    if lp
+        .store_tx
+        .send(StoreMsg::Final(final_snap, reply_tx))
+        .is_ok()
+    {
         match reply_rx.recv_timeout(SHUTDOWN_GRACE) {
             Ok(Ok(generation)) => info!(generation, ports, "final state committed"),
             Ok(Err(e)) => error!(error = %e, "final state commit failed"),
@@ -254,6 +271,7 @@ struct Loop {
 
 impl Loop {
     fn run(&mut self, rx: &Receiver<Input>) {
+        self.step(Instant::now()); // the first dump is due at once
         loop {
             let now = Instant::now();
             let wake = [
@@ -301,7 +319,10 @@ impl Loop {
             Input::Overrun => {
                 self.metrics.netlink_overruns.inc();
                 if let Some(suppressed) = self.overrun_log.allow(now) {
-                    warn!(suppressed, "netlink overrun (ENOBUFS): events lost, resyncing with a fresh dump");
+                    warn!(
+                        suppressed,
+                        "netlink overrun (ENOBUFS): events lost, resyncing with a fresh dump"
+                    );
                 }
                 self.core.on_overrun();
             }
@@ -330,7 +351,9 @@ impl Loop {
                 self.metrics.netlink_messages.inc();
                 self.core.on_link(seq, &event, dump_intr);
             }
-            NetlinkItem::Done { seq, dump_intr } => self.core.on_dump_done(seq, dump_intr, false, now),
+            NetlinkItem::Done { seq, dump_intr } => {
+                self.core.on_dump_done(seq, dump_intr, false, now)
+            }
             NetlinkItem::Error { seq, code } => {
                 warn!(seq, code, "netlink error reply");
                 self.core.on_dump_done(seq, false, true, now);
@@ -407,7 +430,9 @@ impl Loop {
                 }
                 self.metrics.initial_sync_seconds.observe(end.elapsed);
                 if self.warm {
-                    if end.outcome == SyncOutcome::Eoiu && self.baseline_source == BaselineSource::Store {
+                    if end.outcome == SyncOutcome::Eoiu
+                        && self.baseline_source == BaselineSource::Store
+                    {
                         self.metrics.warm_reconciled_saved_eoiu.inc();
                     } else {
                         self.metrics.warm_reconciled_degraded.inc();
@@ -428,7 +453,10 @@ impl Loop {
                 }
             }
             Notice::DumpInconsistent { seq } => {
-                warn!(seq, "link dump inconsistent (interrupted or overrun): dumping again");
+                warn!(
+                    seq,
+                    "link dump inconsistent (interrupted or overrun): dumping again"
+                );
             }
             Notice::Vanished { names } => {
                 info!(count = names.len(), ports = ?names, "ports vanished without a DELLINK (found by resync)");

@@ -69,8 +69,12 @@ fn decide_mode(db: &mut SonicDb, stop: &AtomicBool) -> Result<bool, DbError> {
     };
     match count {
         Some(n) => {
-            retry(stop, "write restore_count", || db.write_restore_count(n + 1))?;
-            retry(stop, "write warm state", || db.write_warm_state("initialized"))?;
+            retry(stop, "write restore_count", || {
+                db.write_restore_count(n + 1)
+            })?;
+            retry(stop, "write warm state", || {
+                db.write_warm_state("initialized")
+            })?;
             info!(restore_count = n + 1, "warm start");
             Ok(true)
         }
@@ -103,7 +107,9 @@ fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
     )
 }
 
-fn state_db_statuses(rows: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeMap<String, PortStatus> {
+fn state_db_statuses(
+    rows: &BTreeMap<String, BTreeMap<String, String>>,
+) -> BTreeMap<String, PortStatus> {
     rows.iter()
         .filter(|(n, _)| crate::core::port::qualifying_name(n))
         .filter_map(|(n, f)| PortStatus::from_fields(f).map(|s| (n.clone(), s)))
@@ -132,15 +138,22 @@ pub fn run(
         StartMode::Warm
     } else {
         for name in &configured {
-            if retry(stop, "read APPL_DB admin_status", || db.app_port_has_admin_status(name))? {
+            if retry(stop, "read APPL_DB admin_status", || {
+                db.app_port_has_admin_status(name)
+            })? {
                 already_initialised.insert(name.clone());
             }
         }
-        retry(stop, "publish APPL_DB PORT_TABLE", || db.publish_app_ports(&config_ports))?;
+        retry(stop, "publish APPL_DB PORT_TABLE", || {
+            db.publish_app_ports(&config_ports)
+        })?;
         retry(stop, "publish PortConfigDone", || {
             db.publish_port_config_done(config_ports.len())
         })?;
-        info!(ports = config_ports.len(), "published CONFIG_DB ports to APPL_DB, PortConfigDone");
+        info!(
+            ports = config_ports.len(),
+            "published CONFIG_DB ports to APPL_DB, PortConfigDone"
+        );
         let dpu = retry(stop, "read switch_type", || db.switch_type())?.as_deref() == Some("dpu");
         StartMode::Cold { old_netdev: !dpu }
     };

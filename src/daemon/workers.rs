@@ -72,7 +72,9 @@ pub fn redis_writer(
         for work in rx {
             let result = execute(&mut db, &work, &metrics);
             let now = db.reconnects();
-            metrics.redis_reconnects.add(now.saturating_sub(reconnects_seen));
+            metrics
+                .redis_reconnects
+                .add(now.saturating_sub(reconnects_seen));
             reconnects_seen = now;
             let res = match result {
                 Ok(known) => {
@@ -175,8 +177,7 @@ pub fn store_committer(
                 StoreMsg::Commit(s) => (s, None),
                 StoreMsg::Final(s, r) => (s, Some(r)),
             };
-            if store.is_none()
-                && last_reopen.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            if store.is_none() && last_reopen.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
             {
                 last_reopen = Some(Instant::now());
                 match Store::open(reopen.clone()) {

@@ -15,9 +15,7 @@
 //! about 10x slower than this path (see `tests/netlink_parser_bench.rs`, which prints both), and it
 //! rejects a whole message when any single attribute it knows has an unexpected size.
 
-use netlink_packet_core::{
-    NetlinkBuffer, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP_INTR,
-};
+use netlink_packet_core::{NetlinkBuffer, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP_INTR};
 use netlink_packet_route::link::LinkHeader;
 
 use crate::core::{Link, LinkEvent, LinkOp};

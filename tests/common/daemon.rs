@@ -146,7 +146,15 @@ impl Daemon {
     /// GET /metrics from inside the namespace.
     pub fn metrics(&self) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "curl", "-sf", "--max-time", "5"])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-sf",
+                "--max-time",
+                "5",
+            ])
             .arg(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .output()
             .expect("run curl");
@@ -270,5 +278,10 @@ pub fn seed_config_ports(socket: &Path, names: &[&str]) {
 /// `(state, oper, admin, mtu)` of a STATE_DB entry, for compact assertions.
 pub fn summary(m: &BTreeMap<String, String>) -> (String, String, String, String) {
     let g = |k: &str| m.get(k).cloned().unwrap_or_default();
-    (g("state"), g("netdev_oper_status"), g("admin_status"), g("mtu"))
+    (
+        g("state"),
+        g("netdev_oper_status"),
+        g("admin_status"),
+        g("mtu"),
+    )
 }

@@ -13,8 +13,18 @@ pub struct Monitor {
 
 /// Redis commands that modify data.
 const WRITES: &[&str] = &[
-    "\"HSET\"", "\"HMSET\"", "\"HDEL\"", "\"DEL\"", "\"SET\"", "\"SADD\"", "\"SREM\"", "\"SPOP\"",
-    "\"PUBLISH\"", "\"EVALSHA\"", "\"EVAL\"", "\"UNLINK\"",
+    "\"HSET\"",
+    "\"HMSET\"",
+    "\"HDEL\"",
+    "\"DEL\"",
+    "\"SET\"",
+    "\"SADD\"",
+    "\"SREM\"",
+    "\"SPOP\"",
+    "\"PUBLISH\"",
+    "\"EVALSHA\"",
+    "\"EVAL\"",
+    "\"UNLINK\"",
 ];
 
 impl Monitor {

@@ -41,7 +41,13 @@ impl Rig {
     }
 
     pub fn start_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
-        Daemon::start_with_env(&self.ns.name, &self.redis.url(), &self.state_dir, extra, env)
+        Daemon::start_with_env(
+            &self.ns.name,
+            &self.redis.url(),
+            &self.state_dir,
+            extra,
+            env,
+        )
     }
 
     /// `redis-cli -n db ARGS`.
@@ -67,13 +73,17 @@ impl Rig {
 
     /// The kernel's truth for `port` in STATE_DB's terms: (oper, admin, mtu), or None if absent.
     pub fn kernel(&self, port: &str) -> Option<(String, String, String)> {
-        let out = self.ns.exec(&["cat", &format!("/sys/class/net/{port}/flags")]);
+        let out = self
+            .ns
+            .exec(&["cat", &format!("/sys/class/net/{port}/flags")]);
         if !out.status.success() {
             return None;
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let flags = u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()?;
-        let mtu_out = self.ns.exec(&["cat", &format!("/sys/class/net/{port}/mtu")]);
+        let mtu_out = self
+            .ns
+            .exec(&["cat", &format!("/sys/class/net/{port}/mtu")]);
         let mtu = String::from_utf8_lossy(&mtu_out.stdout).trim().to_string();
         let ud = |b: bool| if b { "up" } else { "down" }.to_string();
         Some((ud(flags & 0x40 != 0), ud(flags & 0x1 != 0), mtu))
