@@ -1,0 +1,144 @@
+//! bench-core: the sans-IO core's own cost, without kernel or Redis — CPU per link event, the cost of
+//! the EOIU timeout check made after every batch of events, and the cost of rendering and snapshotting
+//! metrics. Prints numbers (medians over several runs); asserts nothing.
+//!
+//!   cargo run --release --bin bench-core -- [--ports 2048] [--events 200000] [--runs 7]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use portsyncd::core::link::{IFF_LOWER_UP, IFF_RUNNING, IFF_UP};
+use portsyncd::core::{Core, CoreConfig, Link, LinkEvent, LinkOp, StartMode, WorkResult};
+use portsyncd::metrics::Metrics;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("Ethernet{}", i * 4)).collect()
+}
+
+fn core(ports: &[String], now: Instant) -> Core {
+    let set: BTreeSet<String> = ports.iter().cloned().collect();
+    let mut c = Core::new(
+        CoreConfig {
+            mode: StartMode::Warm,
+            configured: set.clone(),
+            already_initialised: BTreeSet::new(),
+            app_known: set,
+            baseline: BTreeMap::new(),
+            eoiu_timeout: Some(Duration::from_secs(10)),
+        },
+        now,
+    );
+    c.on_dump_requested(1, now);
+    c.on_dump_done(1, false, false, now);
+    c
+}
+
+fn event(i: usize, ports: &[String], k: usize) -> LinkEvent {
+    let flags = match k % 3 {
+        0 => IFF_UP | IFF_RUNNING | IFF_LOWER_UP | 0x1002,
+        1 => IFF_UP | 0x1002,
+        _ => 0x1002,
+    };
+    LinkEvent {
+        op: LinkOp::New,
+        link: Link {
+            ifindex: 10 + i as u32,
+            name: ports[i].clone(),
+            flags,
+            mtu: 9100,
+            kind: Some("veth".into()),
+            master: 0,
+        },
+    }
+}
+
+fn main() {
+    let n = arg("--ports", 2048);
+    let events = arg("--events", 200_000);
+    let runs = arg("--runs", 7);
+    let ports = names(n);
+    let evs: Vec<LinkEvent> = (0..events).map(|k| event(k % n, &ports, k / n + k)).collect();
+
+    // 1. Per event: on_link, with a batch taken and confirmed every 64 events (as the loop does).
+    let mut per_event = Vec::new();
+    let mut tick_cost = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let mut c = core(&ports, t0);
+        let start = Instant::now();
+        for (k, ev) in evs.iter().enumerate() {
+            c.on_link(0, ev, false);
+            if k % 64 == 63 {
+                let now = Instant::now();
+                c.on_tick(now);
+                if c.take_work(now).is_some() {
+                    c.on_work_result(WorkResult::Done { known: vec![] });
+                }
+            }
+        }
+        per_event.push(start.elapsed().as_nanos() as f64 / events as f64);
+
+        // 2. The EOIU timeout check alone, while waiting (the worst case: it runs every wake-up).
+        let mut waiting = Core::new(
+            CoreConfig {
+                mode: StartMode::Warm,
+                configured: BTreeSet::new(),
+                already_initialised: BTreeSet::new(),
+                app_known: BTreeSet::new(),
+                baseline: BTreeMap::new(),
+                eoiu_timeout: Some(Duration::from_secs(3600)),
+            },
+            t0,
+        );
+        let now = Instant::now();
+        let reps = 1_000_000;
+        let start = Instant::now();
+        for _ in 0..reps {
+            waiting.on_tick(black_box(now));
+        }
+        tick_cost.push(start.elapsed().as_nanos() as f64 / reps as f64);
+        black_box(&waiting);
+    }
+
+    // 3. Metrics: counter increment and a full render.
+    let m = Metrics::default();
+    let reps = 10_000_000u64;
+    let start = Instant::now();
+    for _ in 0..reps {
+        m.netlink_messages.inc();
+    }
+    let inc_ns = start.elapsed().as_nanos() as f64 / reps as f64;
+    let mut render = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        for _ in 0..1000 {
+            black_box(m.render());
+        }
+        render.push(start.elapsed().as_micros() as f64 / 1000.0);
+    }
+
+    println!("bench-core: {n} ports, {events} link events, {runs} runs (medians)");
+    println!("  core CPU per link event (incl. batching):  {:>8.0} ns", median(per_event.clone()));
+    println!("  EOIU timeout check per call:               {:>8.1} ns", median(tick_cost));
+    println!("  metrics counter increment:                 {:>8.1} ns", inc_ns);
+    println!("  metrics render (GET /metrics):             {:>8.1} µs", median(render));
+    println!(
+        "  metrics share of per-event cost (2 incs):  {:>8.3} %",
+        200.0 * inc_ns / median(per_event)
+    );
+}
