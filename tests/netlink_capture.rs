@@ -13,18 +13,76 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// `IFLA_*` names by attribute type (linux/if_link.h), for the annotations.
 const IFLA_NAMES: &[&str] = &[
-    "UNSPEC", "ADDRESS", "BROADCAST", "IFNAME", "MTU", "LINK", "QDISC", "STATS", "COST", "PRIORITY",
-    "MASTER", "WIRELESS", "PROTINFO", "TXQLEN", "MAP", "WEIGHT", "OPERSTATE", "LINKMODE",
-    "LINKINFO", "NET_NS_PID", "IFALIAS", "NUM_VF", "VFINFO_LIST", "STATS64", "VF_PORTS",
-    "PORT_SELF", "AF_SPEC", "GROUP", "NET_NS_FD", "EXT_MASK", "PROMISCUITY", "NUM_TX_QUEUES",
-    "NUM_RX_QUEUES", "CARRIER", "PHYS_PORT_ID", "CARRIER_CHANGES", "PHYS_SWITCH_ID",
-    "LINK_NETNSID", "PHYS_PORT_NAME", "PROTO_DOWN", "GSO_MAX_SEGS", "GSO_MAX_SIZE", "PAD", "XDP",
-    "EVENT", "NEW_NETNSID", "IF_NETNSID", "CARRIER_UP_COUNT", "CARRIER_DOWN_COUNT",
-    "NEW_IFINDEX", "MIN_MTU", "MAX_MTU", "PROP_LIST", "ALT_IFNAME", "PERM_ADDRESS",
-    "PROTO_DOWN_REASON", "PARENT_DEV_NAME", "PARENT_DEV_BUS_NAME", "GRO_MAX_SIZE",
-    "TSO_MAX_SIZE", "TSO_MAX_SEGS", "ALLMULTI", "DEVLINK_PORT", "GSO_IPV4_MAX_SIZE",
-    "GRO_IPV4_MAX_SIZE", "DPLL_PIN", "MAX_PACING_OFFLOAD_HORIZON", "NETNS_IMMUTABLE",
-    "HEADROOM", "TAILROOM",
+    "UNSPEC",
+    "ADDRESS",
+    "BROADCAST",
+    "IFNAME",
+    "MTU",
+    "LINK",
+    "QDISC",
+    "STATS",
+    "COST",
+    "PRIORITY",
+    "MASTER",
+    "WIRELESS",
+    "PROTINFO",
+    "TXQLEN",
+    "MAP",
+    "WEIGHT",
+    "OPERSTATE",
+    "LINKMODE",
+    "LINKINFO",
+    "NET_NS_PID",
+    "IFALIAS",
+    "NUM_VF",
+    "VFINFO_LIST",
+    "STATS64",
+    "VF_PORTS",
+    "PORT_SELF",
+    "AF_SPEC",
+    "GROUP",
+    "NET_NS_FD",
+    "EXT_MASK",
+    "PROMISCUITY",
+    "NUM_TX_QUEUES",
+    "NUM_RX_QUEUES",
+    "CARRIER",
+    "PHYS_PORT_ID",
+    "CARRIER_CHANGES",
+    "PHYS_SWITCH_ID",
+    "LINK_NETNSID",
+    "PHYS_PORT_NAME",
+    "PROTO_DOWN",
+    "GSO_MAX_SEGS",
+    "GSO_MAX_SIZE",
+    "PAD",
+    "XDP",
+    "EVENT",
+    "NEW_NETNSID",
+    "IF_NETNSID",
+    "CARRIER_UP_COUNT",
+    "CARRIER_DOWN_COUNT",
+    "NEW_IFINDEX",
+    "MIN_MTU",
+    "MAX_MTU",
+    "PROP_LIST",
+    "ALT_IFNAME",
+    "PERM_ADDRESS",
+    "PROTO_DOWN_REASON",
+    "PARENT_DEV_NAME",
+    "PARENT_DEV_BUS_NAME",
+    "GRO_MAX_SIZE",
+    "TSO_MAX_SIZE",
+    "TSO_MAX_SEGS",
+    "ALLMULTI",
+    "DEVLINK_PORT",
+    "GSO_IPV4_MAX_SIZE",
+    "GRO_IPV4_MAX_SIZE",
+    "DPLL_PIN",
+    "MAX_PACING_OFFLOAD_HORIZON",
+    "NETNS_IMMUTABLE",
+    "HEADROOM",
+    "TAILROOM",
 ];
 
 fn hex(bytes: &[u8]) -> String {
@@ -75,12 +133,19 @@ fn emit(name: &str, what: &str, dgram: &[u8]) {
             while a + 4 <= len {
                 let alen = u16_at(msg, a) as usize;
                 let aty = u16_at(msg, a + 2) & 0x3fff;
-                let nested = if u16_at(msg, a + 2) & 0x8000 != 0 { " (nested)" } else { "" };
+                let nested = if u16_at(msg, a + 2) & 0x8000 != 0 {
+                    " (nested)"
+                } else {
+                    ""
+                };
                 let end = (a + ((alen + 3) & !3)).min(len);
                 let label = IFLA_NAMES.get(aty as usize).copied().unwrap_or("?");
                 let value = &msg[a + 4..a + alen];
                 let detail = match aty {
-                    3 => format!(" = {:?}", String::from_utf8_lossy(value).trim_end_matches('\0')),
+                    3 => format!(
+                        " = {:?}",
+                        String::from_utf8_lossy(value).trim_end_matches('\0')
+                    ),
                     4 | 10 | 13 | 5 => format!(" = {}", u32_at(value, 0)),
                     18 => {
                         let kind_len = u16_at(value, 0) as usize;
@@ -91,7 +156,10 @@ fn emit(name: &str, what: &str, dgram: &[u8]) {
                     }
                     _ => String::new(),
                 };
-                println!("{}  # IFLA_{label}{nested}, len {alen}{detail}", hex(&msg[a..end]));
+                println!(
+                    "{}  # IFLA_{label}{nested}, len {alen}{detail}",
+                    hex(&msg[a..end])
+                );
                 a = end;
             }
         } else if len > 16 {
@@ -151,19 +219,18 @@ fn capture_fixtures_inside() {
     let mut n = 0;
     loop {
         let d = recv(&dump_sock);
-        let done = u16_at(&d, 4) == 3
-            || {
-                // NLMSG_DONE may share the last datagram
-                let mut off = 0;
-                let mut found = false;
-                while off + 16 <= d.len() {
-                    if u16_at(&d, off + 4) == 3 {
-                        found = true;
-                    }
-                    off += (u32_at(&d, off) as usize + 3) & !3;
+        let done = u16_at(&d, 4) == 3 || {
+            // NLMSG_DONE may share the last datagram
+            let mut off = 0;
+            let mut found = false;
+            while off + 16 <= d.len() {
+                if u16_at(&d, off + 4) == 3 {
+                    found = true;
                 }
-                found
-            };
+                off += (u32_at(&d, off) as usize + 3) & !3;
+            }
+            found
+        };
         emit(&format!("dump_{n}"), "dump datagram", &d);
         n += 1;
         if done {
@@ -179,13 +246,25 @@ fn capture_fixtures_inside() {
     ns.set_up("Ethernet0");
     // Up and running (IFF_RUNNING 0x40: the peer is up, so the carrier is on).
     let d = recv_until(&sock, |d| is_link(d, 16, e0) && u32_at(d, 24) & 0x40 != 0);
-    emit("newlink_up", "RTM_NEWLINK notification: Ethernet0 up and running", &d);
+    emit(
+        "newlink_up",
+        "RTM_NEWLINK notification: Ethernet0 up and running",
+        &d,
+    );
     ns.set_mtu("Ethernet0", 9100);
     let d = recv_until(&sock, |d| is_link(d, 16, e0) && u32_at(d, 28) == 0);
-    emit("newlink_mtu", "RTM_NEWLINK notification: Ethernet0 mtu 9100", &d);
+    emit(
+        "newlink_mtu",
+        "RTM_NEWLINK notification: Ethernet0 mtu 9100",
+        &d,
+    );
     ns.ip("link set peer0 master br0");
     let d = recv_until(&sock, |d| is_link(d, 16, p0) && d[16] == 0);
-    emit("newlink_master", "RTM_NEWLINK notification: peer0 enslaved to br0", &d);
+    emit(
+        "newlink_master",
+        "RTM_NEWLINK notification: peer0 enslaved to br0",
+        &d,
+    );
     ns.ip("link set peer0 nomaster");
     let d = recv_until(&sock, |d| is_link(d, 17, p0));
     emit(
@@ -195,7 +274,11 @@ fn capture_fixtures_inside() {
     );
     ns.set_down("Ethernet0");
     let d = recv_until(&sock, |d| is_link(d, 16, e0) && u32_at(d, 24) & 1 == 0);
-    emit("newlink_down", "RTM_NEWLINK notification: Ethernet0 set down", &d);
+    emit(
+        "newlink_down",
+        "RTM_NEWLINK notification: Ethernet0 set down",
+        &d,
+    );
     ns.del_link("Ethernet0");
     let d = recv_until(&sock, |d| is_link(d, 17, e0));
     emit("dellink", "RTM_DELLINK notification: Ethernet0 deleted", &d);

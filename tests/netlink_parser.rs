@@ -29,7 +29,7 @@ fn hex(text: &str) -> Vec<u8> {
         .map(|line| line.split('#').next().unwrap_or(""))
         .flat_map(|s| s.chars().filter(|c| !c.is_whitespace()))
         .collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits");
+    assert!(digits.len().is_multiple_of(2), "odd number of hex digits");
     (0..digits.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).expect("hex digit"))
@@ -163,7 +163,10 @@ fn dellink_from_bridge_carries_master() {
     assert_eq!(event.op, LinkOp::Del);
     assert_eq!(event.link.name, "peer0");
     assert_eq!(event.link.master, 4);
-    assert_eq!(event.link.kind, None, "the AF_BRIDGE notice has no IFLA_LINKINFO");
+    assert_eq!(
+        event.link.kind, None,
+        "the AF_BRIDGE notice has no IFLA_LINKINFO"
+    );
 }
 
 #[test]
@@ -179,7 +182,11 @@ fn dump_datagrams_hold_several_links_then_done() {
             assert_eq!(seq, 4242);
             assert!(!dump_intr);
             assert_eq!(event.op, LinkOp::New);
-            (event.link.ifindex, event.link.name.clone(), event.link.kind.clone())
+            (
+                event.link.ifindex,
+                event.link.name.clone(),
+                event.link.kind.clone(),
+            )
         })
         .collect();
     assert_eq!(
@@ -295,11 +302,17 @@ fn truncated_header_stops_the_walk() {
     let bytes = hex(NEWLINK_UP);
     for cut in [1, 8, 15] {
         let items = parse_datagram(&bytes[..cut]);
-        assert!(matches!(items[..], [NetlinkItem::Malformed { .. }]), "{cut}: {items:?}");
+        assert!(
+            matches!(items[..], [NetlinkItem::Malformed { .. }]),
+            "{cut}: {items:?}"
+        );
     }
     // The length header says 1500 but only 1000 bytes arrived.
     let items = parse_datagram(&bytes[..1000]);
-    assert!(matches!(items[..], [NetlinkItem::Malformed { .. }]), "{items:?}");
+    assert!(
+        matches!(items[..], [NetlinkItem::Malformed { .. }]),
+        "{items:?}"
+    );
 }
 
 #[test]
@@ -308,7 +321,10 @@ fn nlmsg_len_below_header_size_stops_the_walk() {
         let mut bytes = hex(NEWLINK_UP);
         set_nlmsg_len(&mut bytes, len);
         let items = parse_datagram(&bytes);
-        assert!(matches!(items[..], [NetlinkItem::Malformed { .. }]), "{len}: {items:?}");
+        assert!(
+            matches!(items[..], [NetlinkItem::Malformed { .. }]),
+            "{len}: {items:?}"
+        );
     }
 }
 
@@ -332,11 +348,17 @@ fn link_without_name_or_header_is_malformed() {
     let bytes = hex(NEWLINK_UP)[..32].to_vec();
     let mut no_name = bytes.clone();
     set_nlmsg_len(&mut no_name, 32);
-    assert!(matches!(parse_datagram(&no_name)[..], [NetlinkItem::Malformed { .. }]));
+    assert!(matches!(
+        parse_datagram(&no_name)[..],
+        [NetlinkItem::Malformed { .. }]
+    ));
     // A NEWLINK shorter than its ifinfomsg.
     let mut short = bytes[..24].to_vec();
     set_nlmsg_len(&mut short, 24);
-    assert!(matches!(parse_datagram(&short)[..], [NetlinkItem::Malformed { .. }]));
+    assert!(matches!(
+        parse_datagram(&short)[..],
+        [NetlinkItem::Malformed { .. }]
+    ));
 }
 
 #[test]

@@ -60,7 +60,10 @@ fn collect_dump(sock: &LinkSocket, seq: u32) -> Vec<LinkEvent> {
                 for item in items {
                     match item {
                         NetlinkItem::Link {
-                            seq: s, event, dump_intr, ..
+                            seq: s,
+                            event,
+                            dump_intr,
+                            ..
                         } if s == seq => {
                             assert!(!dump_intr, "dump interrupted");
                             links.push(event);
@@ -100,7 +103,11 @@ fn dump_inner() {
     ns.set_mtu("Ethernet0", 9100);
     let sock = LinkSocket::open().expect("open");
     // As root, SO_RCVBUFFORCE gives the full 16 MiB (the kernel reports it doubled).
-    assert!(sock.rcvbuf_bytes() >= 16 * 1024 * 1024, "rcvbuf {}", sock.rcvbuf_bytes());
+    assert!(
+        sock.rcvbuf_bytes() >= 16 * 1024 * 1024,
+        "rcvbuf {}",
+        sock.rcvbuf_bytes()
+    );
 
     let seq = sock.request_dump().expect("dump");
     assert_ne!(seq, 0);
@@ -251,7 +258,9 @@ fn overrun_inner() {
     // ~1.5 KiB each into a buffer of a few KiB.
     let mut batch = String::new();
     for i in 0..32 {
-        batch.push_str(&format!("link add Ethernet{i} type veth peer name peer{i}\n"));
+        batch.push_str(&format!(
+            "link add Ethernet{i} type veth peer name peer{i}\n"
+        ));
         batch.push_str(&format!("link set Ethernet{i} up\n"));
     }
     ns.ip_batch(&batch);
@@ -268,7 +277,10 @@ fn overrun_inner() {
     }
     println!("overruns {overruns}, items received {links}");
     assert!(overruns >= 1, "no ENOBUFS seen");
-    assert!(links < 128, "every notification arrived ({links}): nothing was lost");
+    assert!(
+        links < 128,
+        "every notification arrived ({links}): nothing was lost"
+    );
 
     // Recovery: a fresh dump sees every link.
     sock.set_rcvbuf_for_test(1 << 20).expect("grow rcvbuf");

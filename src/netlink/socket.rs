@@ -145,7 +145,8 @@ impl LinkSocket {
 
     /// Shrinks (or grows) the receive buffer with plain `SO_RCVBUF`; for overrun tests.
     pub fn set_rcvbuf_for_test(&self, bytes: usize) -> Result<(), NetlinkError> {
-        sockopt::set_rcvbuf(self.socket.as_fd(), bytes).map_err(NetlinkError::io("set SO_RCVBUF"))?;
+        sockopt::set_rcvbuf(self.socket.as_fd(), bytes)
+            .map_err(NetlinkError::io("set SO_RCVBUF"))?;
         let rcvbuf = self
             .socket
             .get_rx_buf_sz()

@@ -157,7 +157,13 @@ impl Netns {
         let exe = exe.to_str().expect("utf-8 test path");
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name, exe])
-            .args(["--exact", test_name, "--nocapture", "--ignored", "--test-threads=1"])
+            .args([
+                "--exact",
+                test_name,
+                "--nocapture",
+                "--ignored",
+                "--test-threads=1",
+            ])
             .env(IN_NETNS_ENV, &self.name)
             .envs(extra_env.iter().copied())
             .output()
