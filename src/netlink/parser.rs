@@ -212,3 +212,38 @@ fn read_i32(value: &[u8]) -> Option<i32> {
 fn align4(len: usize) -> usize {
     (len + 3) & !3
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An NLMSG_ERROR for request `seq` with `code`, followed by the echoed request header.
+    fn error_msg(seq: u32, code: i32) -> Vec<u8> {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&36u32.to_ne_bytes()); // nlmsg_len: 16 + 4 + 16
+        msg.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // portid (the kernel)
+        msg.extend_from_slice(&code.to_ne_bytes());
+        msg.extend_from_slice(&[0; 16]); // the request's nlmsghdr, unused here
+        msg
+    }
+
+    #[test]
+    fn find_ack_matches_the_sequence_number() {
+        assert_eq!(find_ack(&error_msg(5, 0), 5), Some(Ack::Ok));
+        assert_eq!(find_ack(&error_msg(5, -19), 5), Some(Ack::Err(-19)));
+        assert_eq!(find_ack(&error_msg(4, 0), 5), None);
+        let mut two = error_msg(4, -1);
+        two.extend(error_msg(5, 0));
+        assert_eq!(find_ack(&two, 5), Some(Ack::Ok));
+    }
+
+    #[test]
+    fn find_ack_on_garbage_is_none() {
+        assert_eq!(find_ack(&[], 1), None);
+        assert_eq!(find_ack(&[0xff; 7], 1), None);
+        assert_eq!(find_ack(&error_msg(1, 0)[..18], 1), None);
+    }
+}
