@@ -112,9 +112,16 @@ fn dump_inner() {
     let seq = sock.request_dump().expect("dump");
     assert_ne!(seq, 0);
     let links = collect_dump(&sock, seq);
-    let mut names: Vec<&str> = links.iter().map(|e| e.link.name.as_str()).collect();
-    names.sort_unstable();
-    assert_eq!(names, ["Ethernet0", "lo", "peer0"]);
+    let names: Vec<&str> = links.iter().map(|e| e.link.name.as_str()).collect();
+    // A new namespace may also hold fallback tunnel devices (sit0, tunl0...) if their modules are
+    // loaded; the dump must hold at least ours, once each.
+    for name in ["lo", "Ethernet0", "peer0"] {
+        assert_eq!(
+            names.iter().filter(|n| **n == name).count(),
+            1,
+            "{name} in {names:?}"
+        );
+    }
     let eth = links.iter().find(|e| e.link.name == "Ethernet0").unwrap();
     assert_eq!(eth.link.mtu, 9100);
     assert_eq!(eth.link.kind.as_deref(), Some("veth"));
@@ -123,7 +130,7 @@ fn dump_inner() {
     // A second dump gets a fresh sequence number and ends with its own Done.
     let seq2 = sock.request_dump().expect("dump");
     assert_ne!(seq2, seq);
-    assert_eq!(collect_dump(&sock, seq2).len(), 3);
+    assert_eq!(collect_dump(&sock, seq2).len(), links.len());
 }
 
 #[test]
@@ -285,7 +292,11 @@ fn overrun_inner() {
     // Recovery: a fresh dump sees every link.
     sock.set_rcvbuf_for_test(1 << 20).expect("grow rcvbuf");
     let seq = sock.request_dump().expect("dump");
-    assert_eq!(collect_dump(&sock, seq).len(), 1 + 64);
+    let ours = collect_dump(&sock, seq)
+        .iter()
+        .filter(|e| e.link.name.starts_with("Ethernet") || e.link.name.starts_with("peer"))
+        .count();
+    assert_eq!(ours, 64);
 }
 
 /// With `PORTSYNCD_FAULT_DROP_DUMP_DONE=1`, the dump's links arrive but its Done never does.
@@ -307,14 +318,16 @@ fn fault_drop_dump_done_inner() {
     let sock = LinkSocket::open().expect("open");
     let seq = sock.request_dump().expect("dump");
     let mut buf = Vec::new();
-    let mut links = 0;
+    let mut links = Vec::new();
     let mut timeouts = 0;
     while timeouts < 3 {
         match sock.recv(&mut buf).expect("recv") {
             RecvOutcome::Items(items) => {
                 for item in items {
                     match item {
-                        NetlinkItem::Link { seq: s, .. } if s == seq => links += 1,
+                        NetlinkItem::Link { seq: s, event, .. } if s == seq => {
+                            links.push(event.link.name)
+                        }
                         NetlinkItem::Done { .. } => panic!("Done was not dropped"),
                         _ => {}
                     }
@@ -324,5 +337,5 @@ fn fault_drop_dump_done_inner() {
             RecvOutcome::Timeout => timeouts += 1,
         }
     }
-    assert_eq!(links, 3);
+    assert!(links.iter().any(|n| n == "Ethernet0"), "{links:?}");
 }
