@@ -7,9 +7,11 @@
 //! Loads `DIR` (the "disk"), mounts it on `MNT` and prints `ready` on stdout. Writes, truncates and
 //! directory changes stay volatile until an fsync covers them (see `model.rs`).
 //!
-//! - `SIGUSR1` cuts the power: everything not fsynced is dropped, the durable state replaces `DIR`,
+//! Control: a `cut` line on stdin or `SIGUSR1`; an `unmount` line on stdin or `SIGTERM`/`SIGINT`.
+//!
+//! - A cut drops the power: everything not fsynced is dropped, the durable state replaces `DIR`,
 //!   `cut` is printed, and every further operation fails with `EIO`.
-//! - `SIGTERM`/`SIGINT` (or an external unmount): the same — only durable state is written to
+//! - An unmount (or an external `umount`): the same — only durable state is written to
 //!   `DIR` — then the filesystem unmounts and the process exits. The disk never sees data that was
 //!   not fsynced, clean shutdown or not; this keeps one model and makes every test stricter.
 //! - `--write-through` is a fault hook: every change is durable at once (a disk without cache). A
@@ -21,10 +23,10 @@ mod backing;
 mod fuse;
 mod model;
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::Context;
 use clap::Parser;
@@ -53,7 +55,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // fuser logs every unimplemented call (xattrs, ioctls) at warn level.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
         )
         .init();
     match run(Args::parse()) {
@@ -63,6 +66,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A request to the filesystem, from a signal or a stdin line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Cut,
+    Unmount,
 }
 
 fn say(line: &str) {
@@ -119,19 +129,46 @@ fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("mounting on {}", args.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
 
+    let (tx, rx) = mpsc::channel::<Control>();
     let mut signals = Signals::new([SIGUSR1, SIGTERM, SIGINT]).context("installing signal handlers")?;
     let signal_handle = signals.handle();
-    let sig_model = Arc::clone(&model);
+    let sig_tx = tx.clone();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            let ctl = if sig == SIGUSR1 { Control::Cut } else { Control::Unmount };
+            if sig_tx.send(ctl).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        // EOF (e.g. stdin is /dev/null) just ends this thread; signals still work.
+        for line in std::io::stdin().lock().lines() {
+            let ctl = match line.as_deref().map(str::trim) {
+                Ok("cut") => Control::Cut,
+                Ok("unmount") => Control::Unmount,
+                Ok(other) => {
+                    tracing::warn!(line = other, "unknown control line");
+                    continue;
+                }
+                Err(_) => break,
+            };
+            if tx.send(ctl).is_err() {
+                break;
+            }
+        }
+    });
+    let ctl_model = Arc::clone(&model);
     let backing = args.backing.clone();
     let mountpoint = args.mountpoint.clone();
-    let signal_thread = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            match cut_and_persist(&sig_model, &backing) {
-                Ok(_) if sig == SIGUSR1 => say("cut"),
+    let control_thread = std::thread::spawn(move || {
+        for ctl in rx {
+            match cut_and_persist(&ctl_model, &backing) {
+                Ok(_) if ctl == Control::Cut => say("cut"),
                 Ok(_) => {}
                 Err(e) => say(&format!("error {e:#}")),
             }
-            if sig != SIGUSR1 {
+            if ctl == Control::Unmount {
                 unmount(&mut unmounter, &mountpoint);
                 break;
             }
@@ -143,7 +180,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Unmounted (by a signal above or from outside): make sure the disk holds the durable state.
     let persisted = cut_and_persist(&model, &args.backing);
     signal_handle.close();
-    let _ = signal_thread.join();
+    // The control thread ends after an unmount request; after an external unmount it may still be
+    // waiting for stdin, so it is not joined.
+    if control_thread.is_finished() {
+        let _ = control_thread.join();
+    }
     run_result.context("FUSE session")?;
     persisted?;
     Ok(())
