@@ -26,21 +26,32 @@ const ENTRY: &str = "child_process_entry_point";
 fn child(role: &str, dir: &Path) -> Command {
     let exe = std::env::current_exe().expect("path of the test binary");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", ENTRY, "--nocapture", "--test-threads=1", "--quiet"])
-        .env(ROLE_ENV, role)
-        .env(DIR_ENV, dir);
+    cmd.args([
+        "--exact",
+        ENTRY,
+        "--nocapture",
+        "--test-threads=1",
+        "--quiet",
+    ])
+    .env(ROLE_ENV, role)
+    .env(DIR_ENV, dir);
     cmd
 }
 
 fn runs() -> usize {
-    std::env::var("POWERCUT_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(20)
+    std::env::var("POWERCUT_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
 }
 
 /// Not a test: the entry point of the child processes the power-cut tests spawn. Without
 /// `POWERCUT_ROLE` it returns at once.
 #[test]
 fn child_process_entry_point() {
-    let Ok(role) = std::env::var(ROLE_ENV) else { return };
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
     let dir = PathBuf::from(std::env::var(DIR_ENV).expect("POWERCUT_DIR"));
     let code = match role.as_str() {
         "sled-flush-writer" => report(sled_writer(&dir, false)),
@@ -69,7 +80,10 @@ fn report(result: anyhow::Result<()>) -> i32 {
 /// Both writers make the freshly created database durable once (sled writes `conf` without any
 /// fsync and never fsyncs its directory), so they differ only in what follows `flush()`.
 fn sled_writer(dir: &Path, sync_db: bool) -> anyhow::Result<()> {
-    let db = sled::Config::new().path(dir).cache_capacity(8 << 20).open()?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(8 << 20)
+        .open()?;
     File::open(dir.join("conf"))?.sync_all()?;
     let db_file = File::open(dir.join("db"))?;
     db_file.sync_all()?;
@@ -112,7 +126,11 @@ fn check_sequence(db: &sled::Db) -> String {
             return format!("error key of {} bytes", k.len());
         };
         if v.as_ref() != key {
-            return format!("error value of key {} is {:?}", u64::from_be_bytes(key), v.as_ref());
+            return format!(
+                "error value of key {} is {:?}",
+                u64::from_be_bytes(key),
+                v.as_ref()
+            );
         }
         count += 1;
         newest = Some(u64::from_be_bytes(key));
@@ -142,7 +160,10 @@ fn sled_flush_loses_acknowledged_writes_and_sync_all_keeps_them() {
         control.lost >= 1,
         "the negative control lost nothing: the harness cannot see unsynced writes. {control_line}"
     );
-    assert_eq!(synced.lost, 0, "the synced path lost acknowledged writes. {synced_line}");
+    assert_eq!(
+        synced.lost, 0,
+        "the synced path lost acknowledged writes. {synced_line}"
+    );
 }
 
 /// The harness's own check: on a disk with no cache (`--write-through`), the same control loses

@@ -49,7 +49,8 @@ pub fn fuse_available() -> bool {
     if is_root && has_dev {
         return true;
     }
-    let why = format!("power-cut tests need root and /dev/fuse (root: {is_root}, /dev/fuse: {has_dev})");
+    let why =
+        format!("power-cut tests need root and /dev/fuse (root: {is_root}, /dev/fuse: {has_dev})");
     if std::env::var("PORTSYNCD_SKIP_FUSE").as_deref() == Ok("1") {
         eprintln!("SKIPPED: {why} (PORTSYNCD_SKIP_FUSE=1)");
         return false;
@@ -211,7 +212,8 @@ impl Harness {
         let mut fs1 = MountedFs::start(self, &disk, &mnt)?;
         let mut w = LineChild::spawn(writer(&mnt.join(DATA_DIR)), &tmp.path().join("writer.err"))?;
         let first = w.next_ack(self.step_timeout)?;
-        let cut_after = Duration::from_millis(self.rng.below(self.max_cut_delay.as_millis() as u64 + 1));
+        let cut_after =
+            Duration::from_millis(self.rng.below(self.max_cut_delay.as_millis() as u64 + 1));
         let started = Instant::now();
         let mut last_ack = first;
         while started.elapsed() < cut_after {
@@ -225,9 +227,17 @@ impl Harness {
 
         // Power back on: a fresh mount of what was durable.
         let mut fs2 = MountedFs::start(self, &disk, &mnt)?;
-        let verdict = run_verifier(verifier(&mnt.join(DATA_DIR)), &tmp.path().join("verifier.err"), self.step_timeout);
+        let verdict = run_verifier(
+            verifier(&mnt.join(DATA_DIR)),
+            &tmp.path().join("verifier.err"),
+            self.step_timeout,
+        );
         fs2.unmount(self.step_timeout)?;
-        Ok(Outcome { last_ack, verdict, cut_after })
+        Ok(Outcome {
+            last_ack,
+            verdict,
+            cut_after,
+        })
     }
 }
 
@@ -241,9 +251,20 @@ struct LineChild {
 impl LineChild {
     fn spawn(mut cmd: Command, err_path: &Path) -> anyhow::Result<Self> {
         let err = fs::File::create(err_path)?;
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err).spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout pipe"))?;
-        Ok(Self { child, lines: spawn_line_reader(stdout), err_path: err_path.to_owned() })
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout pipe"))?;
+        Ok(Self {
+            child,
+            lines: spawn_line_reader(stdout),
+            err_path: err_path.to_owned(),
+        })
     }
 
     fn stderr_tail(&self) -> String {
@@ -300,7 +321,11 @@ impl LineChild {
 
     /// After the child is dead: the highest ack still in the pipe.
     fn drain_acks(&mut self) -> u64 {
-        self.lines.iter().filter_map(|l| parse_ack(&l)).max().unwrap_or(0)
+        self.lines
+            .iter()
+            .filter_map(|l| parse_ack(&l))
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -322,10 +347,11 @@ fn spawn_line_reader(out: impl std::io::Read + Send + 'static) -> Receiver<Strin
 }
 
 fn run_verifier(mut cmd: Command, err_path: &Path, timeout: Duration) -> Verdict {
-    let mut child = match LineChild::spawn(std::mem::replace(&mut cmd, Command::new("true")), err_path) {
-        Ok(c) => c,
-        Err(e) => return Verdict::Failed(format!("spawn: {e}")),
-    };
+    let mut child =
+        match LineChild::spawn(std::mem::replace(&mut cmd, Command::new("true")), err_path) {
+            Ok(c) => c,
+            Err(e) => return Verdict::Failed(format!("spawn: {e}")),
+        };
     let deadline = Instant::now() + timeout;
     let mut verdict = None;
     loop {
@@ -335,7 +361,10 @@ fn run_verifier(mut cmd: Command, err_path: &Path, timeout: Duration) -> Verdict
                 let line = line.trim();
                 if line == "none" {
                     verdict = Some(Verdict::Empty);
-                } else if let Some(n) = line.strip_prefix("newest ").and_then(|n| n.trim().parse().ok()) {
+                } else if let Some(n) = line
+                    .strip_prefix("newest ")
+                    .and_then(|n| n.trim().parse().ok())
+                {
                     verdict = Some(Verdict::Newest(n));
                 } else if line.starts_with("error") {
                     verdict = Some(Verdict::Failed(line.to_owned()));
@@ -376,8 +405,16 @@ impl MountedFs {
         }
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout pipe"))?;
-        let mut fs = Self { child, stdin, lines: spawn_line_reader(stdout), mnt: mnt.to_owned() };
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout pipe"))?;
+        let mut fs = Self {
+            child,
+            stdin,
+            lines: spawn_line_reader(stdout),
+            mnt: mnt.to_owned(),
+        };
         fs.expect_line("ready", h.step_timeout)?;
         Ok(fs)
     }
@@ -386,12 +423,18 @@ impl MountedFs {
         match self.lines.recv_timeout(timeout) {
             Ok(line) if line.trim() == want => Ok(()),
             Ok(line) => anyhow::bail!("powercut-fs said {line:?}, expected {want:?}"),
-            Err(e) => anyhow::bail!("powercut-fs did not say {want:?}: {e} (exit: {:?})", self.child.try_wait()),
+            Err(e) => anyhow::bail!(
+                "powercut-fs did not say {want:?}: {e} (exit: {:?})",
+                self.child.try_wait()
+            ),
         }
     }
 
     fn send(&mut self, line: &str) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().ok_or_else(|| anyhow::anyhow!("stdin closed"))?;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("stdin closed"))?;
         writeln!(stdin, "{line}")?;
         stdin.flush()?;
         Ok(())
@@ -410,10 +453,17 @@ impl MountedFs {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::ensure!(status.success(), "powercut-fs exited with {status}");
-                anyhow::ensure!(!is_mounted(&self.mnt), "{} still mounted", self.mnt.display());
+                anyhow::ensure!(
+                    !is_mounted(&self.mnt),
+                    "{} still mounted",
+                    self.mnt.display()
+                );
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "powercut-fs did not exit within {timeout:?}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "powercut-fs did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -433,9 +483,16 @@ impl Drop for MountedFs {
 
 fn is_mounted(mnt: &Path) -> bool {
     // Canonicalize the parent only: a dead FUSE mount point itself fails stat() with ENOTCONN.
-    let (Some(parent), Some(name)) = (mnt.parent(), mnt.file_name()) else { return false };
-    let Ok(parent) = parent.canonicalize() else { return false };
+    let (Some(parent), Some(name)) = (mnt.parent(), mnt.file_name()) else {
+        return false;
+    };
+    let Ok(parent) = parent.canonicalize() else {
+        return false;
+    };
     let canon = parent.join(name);
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return false };
-    info.lines().any(|l| l.split_whitespace().nth(4).map(OsStr::new) == Some(canon.as_os_str()))
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines()
+        .any(|l| l.split_whitespace().nth(4).map(OsStr::new) == Some(canon.as_os_str()))
 }

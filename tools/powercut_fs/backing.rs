@@ -13,9 +13,10 @@ use crate::model::Tree;
 pub fn load(dir: &Path) -> io::Result<Tree> {
     match fs::metadata(dir) {
         Ok(_) => load_dir(dir),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Ok(Tree::Dir { perm: 0o755, entries: BTreeMap::new() })
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Tree::Dir {
+            perm: 0o755,
+            entries: BTreeMap::new(),
+        }),
         Err(e) => Err(e),
     }
 }
@@ -36,12 +37,21 @@ fn load_dir(dir: &Path) -> io::Result<Tree> {
             entries.insert(entry.file_name(), load_dir(&path)?);
         } else if ft.is_file() {
             let meta = entry.metadata()?;
-            entries.insert(entry.file_name(), Tree::File { perm: perm_of(&meta), data: fs::read(&path)? });
+            entries.insert(
+                entry.file_name(),
+                Tree::File {
+                    perm: perm_of(&meta),
+                    data: fs::read(&path)?,
+                },
+            );
         } else {
             tracing::warn!(path = %path.display(), "skipping entry that is neither file nor directory");
         }
     }
-    Ok(Tree::Dir { perm: perm_of(&meta), entries })
+    Ok(Tree::Dir {
+        perm: perm_of(&meta),
+        entries,
+    })
 }
 
 /// Replace `dir` with `tree`: written beside it, then swapped in by rename.
@@ -65,7 +75,10 @@ pub fn persist(tree: &Tree, dir: &Path) -> io::Result<()> {
 }
 
 fn sibling(dir: &Path, tag: &str) -> PathBuf {
-    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "backing".into());
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "backing".into());
     name.push(format!(".powercut-{tag}"));
     dir.with_file_name(name)
 }
@@ -97,10 +110,25 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         fs::write(dir.join("stale"), b"gone after persist").unwrap();
         let mut sub = BTreeMap::new();
-        sub.insert("db".into(), Tree::File { perm: 0o644, data: vec![1, 2, 3] });
+        sub.insert(
+            "db".into(),
+            Tree::File {
+                perm: 0o644,
+                data: vec![1, 2, 3],
+            },
+        );
         let mut top = BTreeMap::new();
-        top.insert("data".into(), Tree::Dir { perm: 0o755, entries: sub });
-        let tree = Tree::Dir { perm: 0o755, entries: top };
+        top.insert(
+            "data".into(),
+            Tree::Dir {
+                perm: 0o755,
+                entries: sub,
+            },
+        );
+        let tree = Tree::Dir {
+            perm: 0o755,
+            entries: top,
+        };
         persist(&tree, &dir).unwrap();
         assert_eq!(load(&dir).unwrap(), tree);
     }
@@ -109,6 +137,12 @@ mod tests {
     fn missing_dir_is_an_empty_disk() {
         let tmp = tempfile::tempdir().unwrap();
         let t = load(&tmp.path().join("nope")).unwrap();
-        assert_eq!(t, Tree::Dir { perm: 0o755, entries: BTreeMap::new() });
+        assert_eq!(
+            t,
+            Tree::Dir {
+                perm: 0o755,
+                entries: BTreeMap::new()
+            }
+        );
     }
 }

@@ -226,7 +226,10 @@ impl Filesystem for PowercutFs {
             return;
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.lock().rename(parent.0, name, newparent.0, newname, no_replace) {
+        match self
+            .lock()
+            .rename(parent.0, name, newparent.0, newname, no_replace)
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
@@ -297,7 +300,14 @@ impl Filesystem for PowercutFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.lock().sync(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),

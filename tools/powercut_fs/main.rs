@@ -37,7 +37,10 @@ use signal_hook::iterator::Signals;
 use crate::model::Model;
 
 #[derive(Debug, Parser)]
-#[command(name = "powercut-fs", about = "FUSE filesystem that drops unsynced data on a power cut")]
+#[command(
+    name = "powercut-fs",
+    about = "FUSE filesystem that drops unsynced data on a power cut"
+)]
 struct Args {
     /// Directory holding the durable state: loaded at mount, replaced at cut or unmount.
     #[arg(long)]
@@ -108,7 +111,10 @@ fn cut_and_persist(model: &Mutex<Model>, backing: &Path) -> anyhow::Result<bool>
 fn unmount(unmounter: &mut SessionUnmounter, mountpoint: &Path) {
     if let Err(e) = unmounter.unmount() {
         tracing::warn!(error = %e, mountpoint = %mountpoint.display(), "unmount failed, detaching lazily");
-        let status = std::process::Command::new("umount").arg("-l").arg(mountpoint).status();
+        let status = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(mountpoint)
+            .status();
         if !matches!(status, Ok(s) if s.success()) {
             tracing::error!(mountpoint = %mountpoint.display(), "lazy unmount failed too");
         }
@@ -125,17 +131,26 @@ fn run(args: Args) -> anyhow::Result<()> {
         MountOption::FSName("powercut".to_owned()),
         MountOption::Subtype("powercut".to_owned()),
     ];
-    let mut session = Session::new(fuse::PowercutFs::new(Arc::clone(&model)), &args.mountpoint, &config)
-        .with_context(|| format!("mounting on {}", args.mountpoint.display()))?;
+    let mut session = Session::new(
+        fuse::PowercutFs::new(Arc::clone(&model)),
+        &args.mountpoint,
+        &config,
+    )
+    .with_context(|| format!("mounting on {}", args.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
 
     let (tx, rx) = mpsc::channel::<Control>();
-    let mut signals = Signals::new([SIGUSR1, SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGUSR1, SIGTERM, SIGINT]).context("installing signal handlers")?;
     let signal_handle = signals.handle();
     let sig_tx = tx.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {
-            let ctl = if sig == SIGUSR1 { Control::Cut } else { Control::Unmount };
+            let ctl = if sig == SIGUSR1 {
+                Control::Cut
+            } else {
+                Control::Unmount
+            };
             if sig_tx.send(ctl).is_err() {
                 break;
             }

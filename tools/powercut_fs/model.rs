@@ -74,8 +74,14 @@ impl Node {
 /// The durable content of a tree: what a power cut leaves on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tree {
-    File { perm: u16, data: Vec<u8> },
-    Dir { perm: u16, entries: BTreeMap<OsString, Tree> },
+    File {
+        perm: u16,
+        data: Vec<u8>,
+    },
+    Dir {
+        perm: u16,
+        entries: BTreeMap<OsString, Tree>,
+    },
 }
 
 /// Counters of what the model saw, printed by the binary on exit.
@@ -211,7 +217,13 @@ impl Model {
     }
 
     /// Create a file or directory named `name` in `parent`.
-    pub fn create(&mut self, parent: u64, name: &OsStr, kind: Kind, perm: u16) -> Result<u64, Errno> {
+    pub fn create(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        kind: Kind,
+        perm: u16,
+    ) -> Result<u64, Errno> {
         self.alive()?;
         if self.dir_mut(parent)?.entries.contains_key(name) {
             return Err(libc::EEXIST);
@@ -270,7 +282,9 @@ impl Model {
         }
         self.dir_mut(new_parent)?;
         self.dir_mut(parent)?.entries.remove(name);
-        self.dir_mut(new_parent)?.entries.insert(new_name.to_owned(), ino);
+        self.dir_mut(new_parent)?
+            .entries
+            .insert(new_name.to_owned(), ino);
         let now = SystemTime::now();
         self.dir_mut(parent)?.mtime = now;
         self.dir_mut(new_parent)?.mtime = now;
@@ -312,7 +326,12 @@ impl Model {
     }
 
     /// Change size and/or permissions (`setattr`).
-    pub fn set_attr(&mut self, ino: u64, size: Option<u64>, perm: Option<u16>) -> Result<(), Errno> {
+    pub fn set_attr(
+        &mut self,
+        ino: u64,
+        size: Option<u64>,
+        perm: Option<u16>,
+    ) -> Result<(), Errno> {
         self.alive()?;
         let node = self.node_mut(ino)?;
         if let Some(size) = size {
@@ -376,10 +395,16 @@ impl Model {
 
     fn durable_subtree(&self, ino: u64, seen: &mut std::collections::BTreeSet<u64>) -> Tree {
         let Some(node) = self.nodes.get(&ino) else {
-            return Tree::File { perm: 0o644, data: Vec::new() };
+            return Tree::File {
+                perm: 0o644,
+                data: Vec::new(),
+            };
         };
         match node.kind {
-            Kind::File => Tree::File { perm: node.perm, data: node.durable_data.clone() },
+            Kind::File => Tree::File {
+                perm: node.perm,
+                data: node.durable_data.clone(),
+            },
             Kind::Dir => {
                 seen.insert(ino);
                 let mut entries = BTreeMap::new();
@@ -390,7 +415,10 @@ impl Model {
                     }
                     entries.insert(name.clone(), self.durable_subtree(*child, seen));
                 }
-                Tree::Dir { perm: node.perm, entries }
+                Tree::Dir {
+                    perm: node.perm,
+                    entries,
+                }
             }
         }
     }
@@ -401,7 +429,13 @@ mod tests {
     use super::*;
 
     fn empty() -> Model {
-        Model::from_tree(&Tree::Dir { perm: 0o755, entries: BTreeMap::new() }, false)
+        Model::from_tree(
+            &Tree::Dir {
+                perm: 0o755,
+                entries: BTreeMap::new(),
+            },
+            false,
+        )
     }
 
     fn entries(t: &Tree) -> &BTreeMap<OsString, Tree> {
@@ -421,36 +455,58 @@ mod tests {
     #[test]
     fn new_file_without_dir_sync_is_lost_even_if_file_synced() {
         let mut m = empty();
-        let f = m.create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644).unwrap();
+        let f = m
+            .create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644)
+            .unwrap();
         m.write(f, 0, b"hello").unwrap();
         m.sync(f).unwrap();
         assert!(entries(&m.durable_tree()).is_empty());
         m.sync(ROOT_INO).unwrap();
-        assert_eq!(file_data(&entries(&m.durable_tree())[OsStr::new("a")]), b"hello");
+        assert_eq!(
+            file_data(&entries(&m.durable_tree())[OsStr::new("a")]),
+            b"hello"
+        );
     }
 
     #[test]
     fn unsynced_bytes_and_size_are_dropped() {
         let mut m = empty();
-        let f = m.create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644).unwrap();
+        let f = m
+            .create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644)
+            .unwrap();
         m.sync(ROOT_INO).unwrap();
         m.write(f, 0, b"durable").unwrap();
         m.sync(f).unwrap();
         m.write(f, 3, b"VOLATILE-TAIL").unwrap();
         assert_eq!(m.read(f, 0, 100).unwrap(), b"durVOLATILE-TAIL");
-        assert_eq!(file_data(&entries(&m.durable_tree())[OsStr::new("a")]), b"durable");
+        assert_eq!(
+            file_data(&entries(&m.durable_tree())[OsStr::new("a")]),
+            b"durable"
+        );
         m.set_attr(f, Some(2), None).unwrap();
-        assert_eq!(file_data(&entries(&m.durable_tree())[OsStr::new("a")]), b"durable");
+        assert_eq!(
+            file_data(&entries(&m.durable_tree())[OsStr::new("a")]),
+            b"durable"
+        );
     }
 
     #[test]
     fn rename_is_durable_only_after_dir_sync() {
         let mut m = empty();
-        let f = m.create(ROOT_INO, OsStr::new("tmp"), Kind::File, 0o644).unwrap();
+        let f = m
+            .create(ROOT_INO, OsStr::new("tmp"), Kind::File, 0o644)
+            .unwrap();
         m.write(f, 0, b"x").unwrap();
         m.sync(f).unwrap();
         m.sync(ROOT_INO).unwrap();
-        m.rename(ROOT_INO, OsStr::new("tmp"), ROOT_INO, OsStr::new("final"), false).unwrap();
+        m.rename(
+            ROOT_INO,
+            OsStr::new("tmp"),
+            ROOT_INO,
+            OsStr::new("final"),
+            false,
+        )
+        .unwrap();
         let before: Vec<_> = entries(&m.durable_tree()).keys().cloned().collect();
         assert_eq!(before, vec![OsString::from("tmp")]);
         m.sync(ROOT_INO).unwrap();
@@ -461,7 +517,9 @@ mod tests {
     #[test]
     fn cut_freezes_everything() {
         let mut m = empty();
-        let f = m.create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644).unwrap();
+        let f = m
+            .create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644)
+            .unwrap();
         m.cut();
         assert_eq!(m.write(f, 0, b"x"), Err(libc::EIO));
         assert_eq!(m.sync(f), Err(libc::EIO));
@@ -470,19 +528,45 @@ mod tests {
 
     #[test]
     fn write_through_fault_hook_keeps_everything() {
-        let mut m = Model::from_tree(&Tree::Dir { perm: 0o755, entries: BTreeMap::new() }, true);
-        let f = m.create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644).unwrap();
+        let mut m = Model::from_tree(
+            &Tree::Dir {
+                perm: 0o755,
+                entries: BTreeMap::new(),
+            },
+            true,
+        );
+        let f = m
+            .create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644)
+            .unwrap();
         m.write(f, 0, b"kept").unwrap();
-        assert_eq!(file_data(&entries(&m.durable_tree())[OsStr::new("a")]), b"kept");
+        assert_eq!(
+            file_data(&entries(&m.durable_tree())[OsStr::new("a")]),
+            b"kept"
+        );
     }
 
     #[test]
     fn loaded_tree_round_trips() {
         let mut inner = BTreeMap::new();
-        inner.insert(OsString::from("f"), Tree::File { perm: 0o600, data: b"abc".to_vec() });
+        inner.insert(
+            OsString::from("f"),
+            Tree::File {
+                perm: 0o600,
+                data: b"abc".to_vec(),
+            },
+        );
         let mut top = BTreeMap::new();
-        top.insert(OsString::from("d"), Tree::Dir { perm: 0o700, entries: inner });
-        let tree = Tree::Dir { perm: 0o755, entries: top };
+        top.insert(
+            OsString::from("d"),
+            Tree::Dir {
+                perm: 0o700,
+                entries: inner,
+            },
+        );
+        let tree = Tree::Dir {
+            perm: 0o755,
+            entries: top,
+        };
         let m = Model::from_tree(&tree, false);
         assert_eq!(m.durable_tree(), tree);
     }
@@ -490,15 +574,22 @@ mod tests {
     #[test]
     fn rmdir_refuses_non_empty_and_rename_no_replace_refuses_existing() {
         let mut m = empty();
-        let d = m.create(ROOT_INO, OsStr::new("d"), Kind::Dir, 0o755).unwrap();
+        let d = m
+            .create(ROOT_INO, OsStr::new("d"), Kind::Dir, 0o755)
+            .unwrap();
         m.create(d, OsStr::new("x"), Kind::File, 0o644).unwrap();
-        m.create(ROOT_INO, OsStr::new("y"), Kind::File, 0o644).unwrap();
-        assert_eq!(m.remove(ROOT_INO, OsStr::new("d"), true), Err(libc::ENOTEMPTY));
+        m.create(ROOT_INO, OsStr::new("y"), Kind::File, 0o644)
+            .unwrap();
+        assert_eq!(
+            m.remove(ROOT_INO, OsStr::new("d"), true),
+            Err(libc::ENOTEMPTY)
+        );
         assert_eq!(
             m.rename(ROOT_INO, OsStr::new("y"), d, OsStr::new("x"), true),
             Err(libc::EEXIST)
         );
-        m.rename(ROOT_INO, OsStr::new("y"), d, OsStr::new("x"), false).unwrap();
+        m.rename(ROOT_INO, OsStr::new("y"), d, OsStr::new("x"), false)
+            .unwrap();
         assert_eq!(m.lookup(ROOT_INO, OsStr::new("y")), Err(libc::ENOENT));
     }
 }
