@@ -139,6 +139,8 @@ pub struct Harness {
     pub fs_bin: PathBuf,
     /// Fault hook of `powercut-fs`: no cache, every change durable at once.
     pub write_through: bool,
+    /// Cut in torn mode: a random subset of unsynced pages reaches the disk (`--torn-seed`).
+    pub torn: bool,
     /// The cut falls uniformly within this long after the writer's first ack.
     pub max_cut_delay: Duration,
     /// Limit for a writer's first ack, for the verifier, and for mount/unmount steps.
@@ -163,6 +165,7 @@ impl Harness {
         Self {
             fs_bin: PathBuf::from(FS_BIN),
             write_through: false,
+            torn: false,
             max_cut_delay: Duration::from_millis(1200),
             step_timeout: Duration::from_secs(60),
             rng: Rng::new(seed),
@@ -209,7 +212,8 @@ impl Harness {
         fs::create_dir(&mnt)?;
 
         // Power on, write until the cut.
-        let mut fs1 = MountedFs::start(self, &disk, &mnt)?;
+        let torn_seed = self.torn.then(|| self.rng.next_u64());
+        let mut fs1 = MountedFs::start(self, &disk, &mnt, torn_seed)?;
         let mut w = LineChild::spawn(writer(&mnt.join(DATA_DIR)), &tmp.path().join("writer.err"))?;
         let first = w.next_ack(self.step_timeout)?;
         let cut_after =
@@ -226,7 +230,7 @@ impl Harness {
         fs1.unmount(self.step_timeout)?;
 
         // Power back on: a fresh mount of what was durable.
-        let mut fs2 = MountedFs::start(self, &disk, &mnt)?;
+        let mut fs2 = MountedFs::start(self, &disk, &mnt, None)?;
         let verdict = run_verifier(
             verifier(&mnt.join(DATA_DIR)),
             &tmp.path().join("verifier.err"),
@@ -397,11 +401,14 @@ struct MountedFs {
 }
 
 impl MountedFs {
-    fn start(h: &Harness, disk: &Path, mnt: &Path) -> anyhow::Result<Self> {
+    fn start(h: &Harness, disk: &Path, mnt: &Path, torn_seed: Option<u64>) -> anyhow::Result<Self> {
         let mut cmd = Command::new(&h.fs_bin);
         cmd.arg("--backing").arg(disk).arg("--mountpoint").arg(mnt);
         if h.write_through {
             cmd.arg("--write-through");
+        }
+        if let Some(seed) = torn_seed {
+            cmd.arg("--torn-seed").arg(seed.to_string());
         }
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take();

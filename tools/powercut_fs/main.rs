@@ -51,6 +51,10 @@ struct Args {
     /// Fault hook: make every change durable at once (no cache to lose).
     #[arg(long)]
     write_through: bool,
+    /// At a cut, write back a random subset (seeded) of each file's unsynced 4 KiB pages instead
+    /// of dropping them all: torn writes, for checking that recovery rejects them.
+    #[arg(long, value_name = "SEED")]
+    torn_seed: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -87,13 +91,29 @@ fn say(line: &str) {
 
 /// Cut the power once: freeze the model and write its durable tree to the backing directory.
 /// Returns false if the power was already cut.
-fn cut_and_persist(model: &Mutex<Model>, backing: &Path) -> anyhow::Result<bool> {
+fn cut_and_persist(
+    model: &Mutex<Model>,
+    backing: &Path,
+    torn_seed: Option<u64>,
+) -> anyhow::Result<bool> {
     let mut m = model.lock().unwrap_or_else(|p| p.into_inner());
     if m.is_cut() {
         return Ok(false);
     }
     m.cut();
-    let tree = m.durable_tree();
+    let tree = match torn_seed {
+        None => m.durable_tree(),
+        Some(seed) => {
+            // xorshift64: reproducible from the seed alone.
+            let mut state = seed | 1;
+            m.torn_tree(&mut move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            })
+        }
+    };
     let stats = m.stats;
     drop(m);
     backing::persist(&tree, backing)
@@ -174,11 +194,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let ctl_model = Arc::clone(&model);
+    let torn_seed = args.torn_seed;
     let backing = args.backing.clone();
     let mountpoint = args.mountpoint.clone();
     let control_thread = std::thread::spawn(move || {
         for ctl in rx {
-            match cut_and_persist(&ctl_model, &backing) {
+            match cut_and_persist(&ctl_model, &backing, torn_seed) {
                 Ok(_) if ctl == Control::Cut => say("cut"),
                 Ok(_) => {}
                 Err(e) => say(&format!("error {e:#}")),
@@ -193,7 +214,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     say("ready");
     let run_result = session.run();
     // Unmounted (by a signal above or from outside): make sure the disk holds the durable state.
-    let persisted = cut_and_persist(&model, &args.backing);
+    let persisted = cut_and_persist(&model, &args.backing, args.torn_seed);
     signal_handle.close();
     // The control thread ends after an unmount request; after an external unmount it may still be
     // waiting for stdin, so it is not joined.

@@ -385,15 +385,29 @@ impl Model {
         }
     }
 
-    /// What is on disk: the tree reachable from the root through durable entries, with durable bytes.
-    /// A directory reached twice (a cross-directory rename made durable on both sides) is kept
-    /// only at its first position.
+    /// What is on disk after a cut that drops the whole cache: the tree reachable from the root
+    /// through durable entries, with durable bytes. A directory reached twice (a cross-directory
+    /// rename made durable on both sides) is kept only at its first position.
     pub fn durable_tree(&self) -> Tree {
         let mut seen = std::collections::BTreeSet::new();
-        self.durable_subtree(ROOT_INO, &mut seen)
+        self.durable_subtree(ROOT_INO, &mut seen, &mut None)
     }
 
-    fn durable_subtree(&self, ino: u64, seen: &mut std::collections::BTreeSet<u64>) -> Tree {
+    /// What is on disk after a cut during which the disk had written back *part* of its cache:
+    /// the same durable entries, but each file's unsynced 4 KiB pages independently reached the
+    /// platter or not, and its size is either the durable or the volatile one (a grown size with
+    /// unwritten pages reads as zeros). `coin` returns random bits.
+    pub fn torn_tree(&self, coin: &mut dyn FnMut() -> u64) -> Tree {
+        let mut seen = std::collections::BTreeSet::new();
+        self.durable_subtree(ROOT_INO, &mut seen, &mut Some(coin))
+    }
+
+    fn durable_subtree(
+        &self,
+        ino: u64,
+        seen: &mut std::collections::BTreeSet<u64>,
+        coin: &mut Option<&mut dyn FnMut() -> u64>,
+    ) -> Tree {
         let Some(node) = self.nodes.get(&ino) else {
             return Tree::File {
                 perm: 0o644,
@@ -403,7 +417,10 @@ impl Model {
         match node.kind {
             Kind::File => Tree::File {
                 perm: node.perm,
-                data: node.durable_data.clone(),
+                data: match coin {
+                    Some(coin) => torn_bytes(&node.durable_data, &node.data, *coin),
+                    None => node.durable_data.clone(),
+                },
             },
             Kind::Dir => {
                 seen.insert(ino);
@@ -413,7 +430,7 @@ impl Model {
                     if is_dir && seen.contains(child) {
                         continue;
                     }
-                    entries.insert(name.clone(), self.durable_subtree(*child, seen));
+                    entries.insert(name.clone(), self.durable_subtree(*child, seen, coin));
                 }
                 Tree::Dir {
                     perm: node.perm,
@@ -422,6 +439,38 @@ impl Model {
             }
         }
     }
+}
+
+/// Page size of the torn-write model.
+pub const PAGE: usize = 4096;
+
+/// Durable bytes with a random subset of the unsynced pages written back (see [`Model::torn_tree`]).
+pub fn torn_bytes(durable: &[u8], volatile: &[u8], coin: &mut dyn FnMut() -> u64) -> Vec<u8> {
+    if durable == volatile {
+        return durable.to_vec();
+    }
+    let len = if coin() & 1 == 0 {
+        durable.len()
+    } else {
+        volatile.len()
+    };
+    let mut out = vec![0u8; len];
+    let keep = durable.len().min(len);
+    out[..keep].copy_from_slice(&durable[..keep]);
+    for (i, page) in out.chunks_mut(PAGE).enumerate() {
+        let start = i * PAGE;
+        let slice = |b: &'_ [u8]| -> Vec<u8> {
+            let end = (start + PAGE).min(b.len());
+            b.get(start..end).map(<[u8]>::to_vec).unwrap_or_default()
+        };
+        let (v, d) = (slice(volatile), slice(durable));
+        if v != d && coin() & 1 == 1 {
+            page.fill(0);
+            let n = v.len().min(page.len());
+            page[..n].copy_from_slice(&v[..n]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -591,5 +640,59 @@ mod tests {
         m.rename(ROOT_INO, OsStr::new("y"), d, OsStr::new("x"), false)
             .unwrap();
         assert_eq!(m.lookup(ROOT_INO, OsStr::new("y")), Err(libc::ENOENT));
+    }
+
+    #[test]
+    fn torn_bytes_mixes_whole_pages_only() {
+        let durable = vec![1u8; 3 * PAGE];
+        let mut volatile = durable.clone();
+        volatile[PAGE..2 * PAGE].fill(2);
+        volatile.extend(vec![3u8; PAGE]);
+        let mut seen_sizes = std::collections::BTreeSet::new();
+        let mut seen_mid = std::collections::BTreeSet::new();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut coin = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..64 {
+            let t = torn_bytes(&durable, &volatile, &mut coin);
+            seen_sizes.insert(t.len());
+            assert!(t[..PAGE].iter().all(|&b| b == 1));
+            let mid = t[PAGE];
+            assert!(
+                t[PAGE..2 * PAGE].iter().all(|&b| b == mid),
+                "torn inside a page"
+            );
+            seen_mid.insert(mid);
+            if t.len() > 3 * PAGE {
+                let tail = t[3 * PAGE];
+                assert!(tail == 0 || tail == 3);
+                assert!(t[3 * PAGE..].iter().all(|&b| b == tail));
+            }
+        }
+        assert_eq!(
+            seen_sizes.into_iter().collect::<Vec<_>>(),
+            vec![3 * PAGE, 4 * PAGE]
+        );
+        assert_eq!(seen_mid.into_iter().collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn torn_tree_never_invents_entries() {
+        let mut m = empty();
+        let f = m
+            .create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644)
+            .unwrap();
+        m.write(f, 0, b"x").unwrap();
+        let mut coin = || u64::MAX;
+        assert!(entries(&m.torn_tree(&mut coin)).is_empty());
+        m.sync(ROOT_INO).unwrap();
+        assert_eq!(
+            file_data(&entries(&m.torn_tree(&mut coin))[OsStr::new("a")]),
+            b"x"
+        );
     }
 }
