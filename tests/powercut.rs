@@ -155,7 +155,6 @@ fn sled_flush_loses_acknowledged_writes_and_sync_all_keeps_them() {
     let control_line = control.summary("control (insert + flush)");
     let synced_line = synced.summary("synced (insert + flush + db.sync_all)");
     println!("{control_line}\n{synced_line}");
-    eprintln!("{control_line}\n{synced_line}");
     assert!(
         control.lost >= 1,
         "the negative control lost nothing: the harness cannot see unsynced writes. {control_line}"
@@ -201,7 +200,6 @@ fn torn_cuts_never_lose_synced_writes_nor_show_wrong_data() {
     let control_line = control.summary("torn control (insert + flush)");
     let synced_line = synced.summary("torn synced (insert + flush + db.sync_all)");
     println!("{control_line}\n{synced_line}");
-    eprintln!("{control_line}\n{synced_line}");
     for o in control.outcomes.iter().chain(&synced.outcomes) {
         if let Verdict::Failed(why) = &o.verdict {
             assert!(

@@ -333,6 +333,15 @@ impl LineChild {
     }
 }
 
+impl Drop for LineChild {
+    fn drop(&mut self) {
+        // A run that failed half-way must not leave a writer running on a mount.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
 fn parse_ack(line: &str) -> Option<u64> {
     line.trim().strip_prefix("ack ")?.trim().parse().ok()
 }
@@ -350,12 +359,11 @@ fn spawn_line_reader(out: impl std::io::Read + Send + 'static) -> Receiver<Strin
     rx
 }
 
-fn run_verifier(mut cmd: Command, err_path: &Path, timeout: Duration) -> Verdict {
-    let mut child =
-        match LineChild::spawn(std::mem::replace(&mut cmd, Command::new("true")), err_path) {
-            Ok(c) => c,
-            Err(e) => return Verdict::Failed(format!("spawn: {e}")),
-        };
+fn run_verifier(cmd: Command, err_path: &Path, timeout: Duration) -> Verdict {
+    let mut child = match LineChild::spawn(cmd, err_path) {
+        Ok(c) => c,
+        Err(e) => return Verdict::Failed(format!("spawn: {e}")),
+    };
     let deadline = Instant::now() + timeout;
     let mut verdict = None;
     loop {
