@@ -411,7 +411,11 @@ struct MountedFs {
 impl MountedFs {
     fn start(h: &Harness, disk: &Path, mnt: &Path, torn_seed: Option<u64>) -> anyhow::Result<Self> {
         let mut cmd = Command::new(&h.fs_bin);
-        cmd.arg("--backing").arg(disk).arg("--mountpoint").arg(mnt);
+        cmd.arg("--backing")
+            .arg(disk)
+            .arg("--mountpoint")
+            .arg(mnt)
+            .arg("--stdin-control");
         if h.write_through {
             cmd.arg("--write-through");
         }

@@ -1,13 +1,14 @@
 //! `powercut-fs`: a FUSE filesystem that models a volatile disk cache, for power-cut tests.
 //!
 //! ```text
-//! powercut-fs --backing DIR --mountpoint MNT [--write-through]
+//! powercut-fs --backing DIR --mountpoint MNT [--stdin-control] [--torn-seed N] [--write-through]
 //! ```
 //!
 //! Loads `DIR` (the "disk"), mounts it on `MNT` and prints `ready` on stdout. Writes, truncates and
 //! directory changes stay volatile until an fsync covers them (see `model.rs`).
 //!
-//! Control: a `cut` line on stdin or `SIGUSR1`; an `unmount` line on stdin or `SIGTERM`/`SIGINT`.
+//! Control: `SIGUSR1` cuts, `SIGTERM`/`SIGINT` unmount. With `--stdin-control`, also `cut` and
+//! `unmount` lines on stdin, and the end of stdin unmounts (a crashed harness leaves no mount).
 //!
 //! - A cut drops the power: everything not fsynced is dropped, the durable state replaces `DIR`,
 //!   `cut` is printed, and every further operation fails with `EIO`.
@@ -51,6 +52,9 @@ struct Args {
     /// Fault hook: make every change durable at once (no cache to lose).
     #[arg(long)]
     write_through: bool,
+    /// Read `cut` / `unmount` lines from stdin; end of stdin means unmount.
+    #[arg(long)]
+    stdin_control: bool,
     /// At a cut, write back a random subset (seeded) of each file's unsynced 4 KiB pages instead
     /// of dropping them all: torn writes, for checking that recovery rejects them.
     #[arg(long, value_name = "SEED")]
@@ -176,23 +180,26 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    std::thread::spawn(move || {
-        // EOF (e.g. stdin is /dev/null) just ends this thread; signals still work.
-        for line in std::io::stdin().lock().lines() {
-            let ctl = match line.as_deref().map(str::trim) {
-                Ok("cut") => Control::Cut,
-                Ok("unmount") => Control::Unmount,
-                Ok(other) => {
-                    tracing::warn!(line = other, "unknown control line");
-                    continue;
+    if args.stdin_control {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let ctl = match line.as_deref().map(str::trim) {
+                    Ok("cut") => Control::Cut,
+                    Ok("unmount") => Control::Unmount,
+                    Ok(other) => {
+                        tracing::warn!(line = other, "unknown control line");
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                if tx.send(ctl).is_err() {
+                    return;
                 }
-                Err(_) => break,
-            };
-            if tx.send(ctl).is_err() {
-                break;
             }
-        }
-    });
+            // The controller went away (e.g. a harness that crashed): do not stay mounted.
+            let _ = tx.send(Control::Unmount);
+        });
+    }
     let ctl_model = Arc::clone(&model);
     let torn_seed = args.torn_seed;
     let backing = args.backing.clone();
