@@ -23,6 +23,7 @@
 mod backing;
 mod fuse;
 mod model;
+mod torn;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
