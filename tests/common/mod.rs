@@ -1,4 +1,5 @@
 pub mod daemon;
 pub mod monitor;
 pub mod netns;
+pub mod powercut;
 pub mod rig;
