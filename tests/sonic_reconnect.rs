@@ -30,6 +30,7 @@ fn recovers_after_client_kill() {
     let srv = RedisServer::start();
     let mut d = SonicDb::with_options(DbLayout::from_redis_url(&srv.url()).unwrap(), opts());
     d.wait_connected(&AtomicBool::new(false)).unwrap();
+    d.ping().unwrap();
     d.apply_state_writes(&write(1)).unwrap();
     assert_eq!(d.reconnects(), 0);
 

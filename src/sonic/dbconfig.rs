@@ -113,7 +113,8 @@ impl DbLayout {
     /// one that `database_global.json` (in the same directory as `path`) lists for that namespace,
     /// resolved relative to the global file's directory.
     pub fn from_config_file(path: &Path, namespace: Option<&str>) -> Result<Self, DbConfigError> {
-        let config_path = match namespace {
+        // SONiC spells the default namespace as the empty string.
+        let config_path = match namespace.filter(|ns| !ns.is_empty()) {
             None => path.to_path_buf(),
             Some(ns) => {
                 let dir = path.parent().unwrap_or_else(|| Path::new("."));
