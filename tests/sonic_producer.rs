@@ -363,3 +363,39 @@ fn standin_daemon_consumes_live_and_exits_zero_on_sigterm() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn standin_reads_layout_from_db_config() {
+    let srv = RedisServer::start();
+    let cfg = srv.dir.path().join("sonic-db/database_config.json");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"INSTANCES": {{"redis": {{"hostname": "127.0.0.1", "port": 1, "unix_socket_path": "{}"}}}},
+               "DATABASES": {{"APPL_DB": {{"id": 10, "separator": ":", "instance": "redis"}},
+                             "CONFIG_DB": {{"id": 11, "separator": "|", "instance": "redis"}},
+                             "STATE_DB": {{"id": 12, "separator": "|", "instance": "redis"}}}},
+               "VERSION": "1.0"}}"#,
+            srv.socket.display()
+        ),
+    )
+    .unwrap();
+    let mut d = SonicDb::new(DbLayout::from_config_file(&cfg, None).unwrap());
+    let mut sub = ChannelCounter::new(&srv, "PORT_TABLE_CHANNEL@10");
+    d.publish_port_init_done().unwrap();
+    assert_eq!(sub.count(Duration::from_millis(300)), ["G"]);
+    let out = standin()
+        .arg("--db-config")
+        .arg(&cfg)
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hgetall(&srv, "10", "PORT_TABLE:PortInitDone")["lanes"], "0");
+    assert_eq!(srv.cli(&["-n", "0", "DBSIZE"]), "0");
+}
