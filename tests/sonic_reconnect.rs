@@ -54,7 +54,13 @@ fn recovers_after_client_kill() {
 #[test]
 fn stopped_server_times_out_backs_off_and_recovers() {
     let srv = RedisServer::start();
-    let mut d = SonicDb::with_options(DbLayout::from_redis_url(&srv.url()).unwrap(), opts());
+    // A first backoff long enough that the immediate next call surely falls inside it.
+    let opts = ConnOptions {
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(2),
+        ..opts()
+    };
+    let mut d = SonicDb::with_options(DbLayout::from_redis_url(&srv.url()).unwrap(), opts);
     d.apply_state_writes(&write(1)).unwrap();
 
     srv.signal(libc::SIGSTOP);
