@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::DbConfigError;
+pub use super::redis_url::parse_redis_url;
 
 /// Where a Redis server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +114,8 @@ impl DbLayout {
     /// one that `database_global.json` (in the same directory as `path`) lists for that namespace,
     /// resolved relative to the global file's directory.
     pub fn from_config_file(path: &Path, namespace: Option<&str>) -> Result<Self, DbConfigError> {
-        let config_path = match namespace {
+        // SONiC spells the default namespace as the empty string.
+        let config_path = match namespace.filter(|ns| !ns.is_empty()) {
             None => path.to_path_buf(),
             Some(ns) => {
                 let dir = path.parent().unwrap_or_else(|| Path::new("."));
@@ -206,66 +208,6 @@ fn namespace_include(text: &str, path: &Path, namespace: &str) -> Result<String,
             path: path.to_path_buf(),
             namespace: namespace.to_string(),
         })
-}
-
-/// Parses `unix:///path` or `redis://host[:port][/]`.
-pub fn parse_redis_url(url: &str) -> Result<RedisAddr, DbConfigError> {
-    let bad = |reason| DbConfigError::BadUrl {
-        url: url.to_string(),
-        reason,
-    };
-    if let Some(path) = url.strip_prefix("unix://") {
-        if !path.starts_with('/') {
-            return Err(bad(
-                "a unix socket path must be absolute (unix:///path/redis.sock)",
-            ));
-        }
-        if path.len() == 1 {
-            return Err(bad("the unix socket path is empty"));
-        }
-        return Ok(RedisAddr::Unix(PathBuf::from(path)));
-    }
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| bad("the scheme must be unix:// or redis://"))?;
-    let hostport = rest.strip_suffix('/').unwrap_or(rest);
-    if hostport.contains('/') || hostport.contains('@') {
-        return Err(bad(
-            "only redis://host[:port] is supported (no path, database or credentials)",
-        ));
-    }
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("unclosed '[' in host"))?;
-        match after {
-            "" => (host, None),
-            p => (
-                host,
-                Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
-            ),
-        }
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
-    }
-    let port = match port {
-        None => 6379,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
-    };
-    Ok(RedisAddr::Tcp {
-        host: host.to_string(),
-        port,
-    })
 }
 
 #[cfg(test)]
@@ -451,54 +393,5 @@ mod tests {
         assert!(
             matches!(err, DbConfigError::Read { .. }) && err.to_string().contains("absent.json")
         );
-    }
-
-    #[test]
-    fn redis_urls() {
-        let l = DbLayout::from_redis_url("unix:///tmp/r/redis.sock").unwrap();
-        assert_eq!(l.appl.addr, RedisAddr::Unix("/tmp/r/redis.sock".into()));
-        assert_eq!((l.appl.id, l.appl.separator.as_str()), (0, ":"));
-        assert_eq!((l.config.id, l.config.separator.as_str()), (4, "|"));
-        assert_eq!((l.state.id, l.state.separator.as_str()), (6, "|"));
-        let tcp = |h: &str, p| RedisAddr::Tcp {
-            host: h.into(),
-            port: p,
-        };
-        assert_eq!(
-            parse_redis_url("redis://127.0.0.1:6380").unwrap(),
-            tcp("127.0.0.1", 6380)
-        );
-        assert_eq!(
-            parse_redis_url("redis://localhost/").unwrap(),
-            tcp("localhost", 6379)
-        );
-        assert_eq!(
-            parse_redis_url("redis://[::1]:7000").unwrap(),
-            tcp("::1", 7000)
-        );
-        for bad in [
-            "unix://relative/x.sock",
-            "unix:///",
-            "http://x:1",
-            "redis://:6379",
-            "redis://h:0",
-            "redis://h:99999",
-            "redis://h:1/3",
-            "redis://u:pw@h:1",
-            "/tmp/redis.sock",
-        ] {
-            assert!(parse_redis_url(bad).is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
-    fn addr_display_round_trips() {
-        for url in [
-            "unix:///var/run/redis/redis.sock",
-            "redis://10.1.2.3:6379",
-            "redis://[::1]:6379",
-        ] {
-            assert_eq!(parse_redis_url(url).unwrap().to_string(), url);
-        }
     }
 }

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod dbconfig;
 pub mod error;
 pub mod producer;
+pub mod redis_url;
 pub mod tables;
 pub mod warm;
 

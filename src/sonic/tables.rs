@@ -98,6 +98,14 @@ impl SonicDb {
         self.appl.is_connected() && self.config.is_connected() && self.state.is_connected()
     }
 
+    /// PINGs all three databases (connecting if due): a cheap health check.
+    pub fn ping(&mut self) -> Result<(), DbError> {
+        for c in [&mut self.appl, &mut self.config, &mut self.state] {
+            c.run("PING", |con| redis::cmd("PING").exec(con))?;
+        }
+        Ok(())
+    }
+
     /// Every CONFIG_DB `PORT|<name>` with all its fields.
     pub fn read_config_ports(&mut self) -> Result<PortConfig, DbError> {
         let ep = self.layout.config.clone();
