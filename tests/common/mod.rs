@@ -1,3 +1,6 @@
+//! Shared helpers of the integration tests; each test file uses a subset.
+#![allow(dead_code)]
+
 pub mod daemon;
 pub mod monitor;
 pub mod netns;
