@@ -182,9 +182,11 @@ fn foreign_state_db_fields_survive_and_bridge_membership_keeps_the_entry() {
     );
     assert_eq!(e.get("host_tx_ready").map(String::as_str), Some("true"));
     assert!(
-        rig.converged(&s(&["Ethernet0"])),
-        "{:?}",
-        rig.mismatches(&s(&["Ethernet0"]))
+        rig.wait_converged(&s(&["Ethernet0"]), T),
+        "{:?}\n{}\n{}",
+        rig.mismatches(&s(&["Ethernet0"])),
+        rig.ns.ip("link show"),
+        d.log_text()
     );
     assert_eq!(d.terminate().code(), Some(0));
 }

@@ -86,7 +86,14 @@ impl Rig {
             .exec(&["cat", &format!("/sys/class/net/{port}/mtu")]);
         let mtu = String::from_utf8_lossy(&mtu_out.stdout).trim().to_string();
         let ud = |b: bool| if b { "up" } else { "down" }.to_string();
-        Some((ud(flags & 0x40 != 0), ud(flags & 0x1 != 0), mtu))
+        // sysfs `flags` is dev->flags, which never holds IFF_RUNNING; the kernel sets IFF_RUNNING in
+        // netlink messages when the operstate is up or unknown.
+        let op = self
+            .ns
+            .exec(&["cat", &format!("/sys/class/net/{port}/operstate")]);
+        let operstate = String::from_utf8_lossy(&op.stdout).trim().to_string();
+        let running = operstate == "up" || operstate == "unknown";
+        Some((ud(running), ud(flags & 0x1 != 0), mtu))
     }
 
     /// True when STATE_DB matches the kernel for every port in `ports` (absent = no entry).
