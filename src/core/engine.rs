@@ -118,8 +118,10 @@ pub enum Notice {
 struct Dump {
     seq: u32,
     requested_at: Instant,
-    /// Names touched (dump reply or notification) since the request.
+    /// Names touched by a dump reply, or by a notification after the first reply.
     touched: BTreeSet<String>,
+    /// The first reply of this dump arrived.
+    seen_reply: bool,
     /// An overrun or NLM_F_DUMP_INTR made this dump unusable for deletions.
     tainted: bool,
     /// This is the first dump (old-netdev handling applies to its replies).
@@ -244,7 +246,14 @@ impl Core {
         }
         let from_dump = self.dump.as_ref().is_some_and(|d| d.seq == seq && seq != 0);
         if let Some(d) = self.dump.as_mut() {
-            d.touched.insert(name.clone());
+            // Notifications queued before the dump's first reply are older than the whole dump (the
+            // kernel queues the first reply behind them): they prove nothing about the present.
+            if from_dump {
+                d.seen_reply = true;
+            }
+            if d.seen_reply {
+                d.touched.insert(name.clone());
+            }
             if from_dump && dump_intr {
                 d.tainted = true;
             }
@@ -347,6 +356,7 @@ impl Core {
             seq,
             requested_at: now,
             touched: BTreeSet::new(),
+            seen_reply: false,
             tainted: false,
             initial,
         });

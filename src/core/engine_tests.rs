@@ -532,3 +532,28 @@ fn published_ports_reflect_confirmed_writes_only() {
     assert_eq!(p[0].0, "Ethernet0");
     assert_eq!(p[0].2.map(|k| k.ifindex), Some(2));
 }
+
+#[test]
+fn stale_notifications_queued_before_the_dump_do_not_keep_a_deleted_port_alive() {
+    // The DELLINK of Ethernet4 was lost in an overrun; an older NEWLINK of it was still queued
+    // ahead of the resync dump's first reply.
+    let (mut core, t0) = synced(
+        cfg(
+            StartMode::Cold { old_netdev: false },
+            &["Ethernet0", "Ethernet4"],
+        ),
+        &[up(2, "Ethernet0"), up(3, "Ethernet4")],
+    );
+    flush(&mut core, t0, &[]);
+    core.on_overrun();
+    let t1 = t0 + DUMP_MIN_INTERVAL;
+    core.on_dump_requested(40, t1);
+    core.on_link(0, &link(LinkOp::New, 3, "Ethernet4", IFF_UP, 1600), false);
+    core.on_link(40, &up(2, "Ethernet0"), false);
+    // A link created while the dump runs (after its first reply) is kept.
+    core.on_link(0, &up(9, "Ethernet8"), false);
+    core.on_dump_done(40, false, false, t1);
+    assert_eq!(core.kernel_port("Ethernet4"), None);
+    assert!(core.kernel_port("Ethernet8").is_some());
+    assert!(writes(&flush(&mut core, t1, &[])).contains(&("Ethernet4".into(), None)));
+}
