@@ -15,6 +15,7 @@
 #   - a warm restart with one change made while portsyncd was down: Redis MONITOR shows that only that
 #     port was written; WARM_RESTART_TABLE, the Prometheus metrics and `portsyncd-state inspect`.
 # Everything started is stopped and removed on exit, also on Ctrl-C.
+# PORTSYNCD_DEMO_BIN=DIR skips the build and takes portsyncd, orchagent-standin and portsyncd-state from DIR.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -135,7 +136,7 @@ show_tables() {
             read -r s_mtu
             read -r s_state
         } < <(state HMGET "PORT_TABLE|$p" admin_status netdev_oper_status mtu state)
-        other=$(state HKEYS "PORT_TABLE|$p" | grep -cvxE 'admin_status|netdev_oper_status|mtu|state' || true)
+        other=$(state HKEYS "PORT_TABLE|$p" | grep -cvxE '(admin_status|netdev_oper_status|mtu|state)?' || true)
         if [[ $(appl EXISTS "PORT_TABLE:$p") == 1 ]]; then appl_state=consumed; else appl_state=-; fi
         printf '  %-10s | %-5s %-5s %-9s | %-5s %-5s %-5s %-5s %-9s | %s\n' "$p" \
             "$k_admin" "$k_oper" "$k_mtu" "${s_admin:--}" "${s_oper:--}" "${s_mtu:--}" "${s_state:--}" \
@@ -196,8 +197,12 @@ bash tools/setup.sh
 if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-cargo build --release --bins --quiet
-BIN="${CARGO_TARGET_DIR:-$REPO/target}/release"
+if [[ -n "${PORTSYNCD_DEMO_BIN:-}" ]]; then
+    BIN=$PORTSYNCD_DEMO_BIN   # binaries built elsewhere (e.g. a debug build): no build here
+else
+    cargo build --release --bins --quiet
+    BIN="${CARGO_TARGET_DIR:-$REPO/target}/release"
+fi
 for b in portsyncd orchagent-standin portsyncd-state; do
     [[ -x "$BIN/$b" ]] || die "missing binary $BIN/$b after the build"
 done
@@ -286,12 +291,13 @@ wait_for 10 "STATE_DB to match the kernel" state_matches_kernel
 show_log
 show_tables
 
-step "warm restart: enable it, stop portsyncd, change ONE port while it is down, start it again"
+step "warm restart: enable it, stop portsyncd, change two ports while it is down, start it again"
 state HSET "WARM_RESTART_ENABLE_TABLE|system" enable true >/dev/null
 note "STATE_DB WARM_RESTART_ENABLE_TABLE|system enable = $(state HGET 'WARM_RESTART_ENABLE_TABLE|system' enable)"
 stop_daemon
 nsip link set Ethernet12 mtu 9000
-note "while portsyncd was down: Ethernet12 mtu 1500 -> 9000 (nothing else changed)"
+nsip link add Ethernet28 type veth peer name peer7
+note "while portsyncd was down: Ethernet12 mtu 1500 -> 9000, Ethernet28 created again (down); nothing else"
 rc MONITOR >"$TMP/monitor.log" 2>&1 &
 MONITOR_PID=$!
 PIDS+=("$MONITOR_PID")
@@ -308,7 +314,8 @@ show_tables
 
 step "what portsyncd wrote to Redis during the warm restart (from redis-cli MONITOR)"
 # MONITOR lines: 1732600000.123456 [6 unix:/tmp/x/redis.sock] "HSET" "PORT_TABLE|Ethernet12" "mtu" "9000"
-writes='"(HSET|HMSET|HDEL|DEL|SET|SADD|SREM|PUBLISH|EVALSHA|EVAL|UNLINK)"'
+writes='"(HSET|HMSET|HSETNX|HINCRBY|HDEL|DEL|SET|SADD|SREM|PUBLISH|EVALSHA|EVAL|UNLINK|RENAME)"'
+echo "  expected: one write each for Ethernet12 and Ethernet28, zero for every unchanged port"
 printf '  %-12s %s\n' port "STATE_DB PORT_TABLE writes"
 for p in "${PORTS[@]}"; do
     n=$(grep -E "^[0-9.]+ \[6 [^]]*\] ${writes} \"PORT_TABLE\|${p}\"" "$TMP/monitor.log" | grep -c . || true)
@@ -317,7 +324,7 @@ done
 echo "  STATE_DB writes (any key):"
 grep -E "^[0-9.]+ \[6 [^]]*\] ${writes}" "$TMP/monitor.log" | sed -E 's/^[0-9.]+ \[[^]]*\] /    /' |
     sort | uniq -c | sed 's/^/  /' || echo "    (none)"
-echo "  APPL_DB writes (any key; the orchagent stand-in's moves of PortInitDone included):"
+echo "  APPL_DB writes (any key; expected: only PortInitDone, and the orchagent stand-in consuming it):"
 grep -E "^[0-9.]+ \[0 [^]]*\] ${writes}" "$TMP/monitor.log" | sed -E 's/^[0-9.]+ \[[^]]*\] /    /' |
     cut -c1-110 | sort | uniq -c | sed 's/^/  /' || echo "    (none)"
 note "STATE_DB WARM_RESTART_TABLE|portsyncd = $(state HGETALL 'WARM_RESTART_TABLE|portsyncd' | paste -sd' ')"
