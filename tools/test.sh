@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's second command and as CI run it:
+#
+#   bash tools/test.sh [extra cargo test args, e.g. a test name filter]
+#
+# Installs what is missing (tools/setup.sh), then builds and runs every unit and integration test with the
+# `fault-injection` feature (test-only hooks compiled into the daemon binary the integration tests start).
+# Needs root: the tests create network namespaces with veth pairs, start private redis-servers on unix
+# sockets in temp dirs and mount a FUSE filesystem for the power-cut tests. Exits non-zero on any failure.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash tools/setup.sh
+if ! command -v cargo >/dev/null 2>&1; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+log=$(mktemp -t portsyncd-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+
+start=$SECONDS
+status=0
+cargo test --all-targets --features fault-injection "$@" 2>&1 | tee "$log" || status=$?
+
+# One line over every test binary: "test result: ok. 12 passed; 0 failed; 1 ignored; ..."
+read -r passed failed skipped binaries < <(awk '/^test result:/ {
+        for (i = 2; i <= NF; i++) {
+            if ($(i) ~ /^passed;?$/) p += $(i - 1)
+            if ($(i) ~ /^failed;?$/) f += $(i - 1)
+            if ($(i) ~ /^ignored;?$/) s += $(i - 1)
+        }
+        n++
+    }
+    END { printf "%d %d %d %d\n", p, f, s, n }' "$log")
+echo
+if ((status != 0)); then
+    grep -E '^(failures:|    [A-Za-z_:0-9]+$|error(\[|:))' "$log" | head -n 40 || true
+    echo "tests FAILED (cargo test exit status $status)" >&2
+fi
+echo "test binaries: ${binaries}, wall time: $((SECONDS - start)) s"
+echo "summary: ${passed} passed, ${failed} failed, ${skipped} skipped"
+exit "$status"
