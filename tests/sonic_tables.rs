@@ -364,3 +364,36 @@ fn layout_from_config_file_and_namespace() {
         "disabled"
     );
 }
+
+#[test]
+fn app_port_lookups_in_one_round_trip() {
+    let srv = RedisServer::start();
+    srv.cli(&[
+        "-n",
+        "0",
+        "HSET",
+        "PORT_TABLE:Ethernet0",
+        "admin_status",
+        "up",
+        "lanes",
+        "0",
+    ]);
+    srv.cli(&["-n", "0", "HSET", "PORT_TABLE:Ethernet4", "lanes", "4"]);
+    srv.cli(&["-n", "0", "HSET", "_PORT_TABLE:Ethernet8", "lanes", "8"]); // staged only
+    let mut d = db(&srv);
+    let names: Vec<String> = ["Ethernet0", "Ethernet4", "Ethernet8", "Ethernet12"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let existing = d.app_ports_existing(&names).unwrap();
+    assert_eq!(
+        existing.into_iter().collect::<Vec<_>>(),
+        vec!["Ethernet0".to_string(), "Ethernet4".to_string()]
+    );
+    let admin = d.app_ports_with_admin_status(&names).unwrap();
+    assert_eq!(
+        admin.into_iter().collect::<Vec<_>>(),
+        vec!["Ethernet0".to_string()]
+    );
+    assert!(d.app_ports_existing(&[]).unwrap().is_empty());
+}

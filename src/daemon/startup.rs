@@ -133,17 +133,14 @@ pub fn run(
     };
     let eoiu_timeout = Some(Duration::from_secs(timer));
 
+    let names: Vec<String> = configured.iter().cloned().collect();
     let mut already_initialised = BTreeSet::new();
     let mode = if warm {
         StartMode::Warm
     } else {
-        for name in &configured {
-            if retry(stop, "read APPL_DB admin_status", || {
-                db.app_port_has_admin_status(name)
-            })? {
-                already_initialised.insert(name.clone());
-            }
-        }
+        already_initialised = retry(stop, "read APPL_DB admin_status", || {
+            db.app_ports_with_admin_status(&names)
+        })?;
         retry(stop, "publish APPL_DB PORT_TABLE", || {
             db.publish_app_ports(&config_ports)
         })?;
@@ -158,12 +155,9 @@ pub fn run(
         StartMode::Cold { old_netdev: !dpu }
     };
 
-    let mut app_known = BTreeSet::new();
-    for name in &configured {
-        if retry(stop, "read APPL_DB PORT_TABLE", || db.app_port_exists(name))? {
-            app_known.insert(name.clone());
-        }
-    }
+    let app_known = retry(stop, "read APPL_DB PORT_TABLE", || {
+        db.app_ports_existing(&names)
+    })?;
 
     // What STATE_DB holds now: the fallback baseline, and the check that the saved state did not lag.
     let state_rows = retry(stop, "read STATE_DB PORT_TABLE", || db.read_state_ports())?;

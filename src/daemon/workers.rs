@@ -106,10 +106,12 @@ fn execute(
     work: &Work,
     metrics: &Metrics,
 ) -> Result<Vec<(String, bool)>, crate::sonic::DbError> {
-    let mut known = Vec::with_capacity(work.checks.len());
-    for name in &work.checks {
-        known.push((name.clone(), db.app_port_exists(name)?));
-    }
+    let existing = db.app_ports_existing(&work.checks)?;
+    let known = work
+        .checks
+        .iter()
+        .map(|n| (n.clone(), existing.contains(n)))
+        .collect();
     if !work.writes.is_empty() {
         let writes: Vec<StateWrite> = work
             .writes

@@ -173,6 +173,50 @@ impl SonicDb {
         })
     }
 
+    /// The subset of `names` whose APPL_DB `PORT_TABLE:<name>` exists, in one pipelined round trip.
+    pub fn app_ports_existing(&mut self, names: &[String]) -> Result<BTreeSet<String>, DbError> {
+        self.app_ports_matching(names, "EXISTS", None)
+    }
+
+    /// The subset of `names` whose APPL_DB `PORT_TABLE:<name>` has an `admin_status` field, in one
+    /// pipelined round trip.
+    pub fn app_ports_with_admin_status(
+        &mut self,
+        names: &[String],
+    ) -> Result<BTreeSet<String>, DbError> {
+        self.app_ports_matching(names, "HEXISTS", Some("admin_status"))
+    }
+
+    fn app_ports_matching(
+        &mut self,
+        names: &[String],
+        cmd: &str,
+        field: Option<&str>,
+    ) -> Result<BTreeSet<String>, DbError> {
+        if names.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let ep = self.layout.appl.clone();
+        let answers: Vec<bool> =
+            self.appl
+                .run(&format!("{cmd} PORT_TABLE (pipelined)"), |con| {
+                    let mut pipe = redis::pipe();
+                    for n in names {
+                        let c = pipe.cmd(cmd).arg(db_key(&ep, PORT_TABLE, n));
+                        if let Some(f) = field {
+                            c.arg(f);
+                        }
+                    }
+                    pipe.query(con)
+                })?;
+        Ok(names
+            .iter()
+            .zip(answers)
+            .filter(|(_, yes)| *yes)
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
+
     /// Whether APPL_DB `PORT_TABLE:<name>` has an `admin_status` field.
     pub fn app_port_has_admin_status(&mut self, name: &str) -> Result<bool, DbError> {
         let key = db_key(&self.layout.appl, PORT_TABLE, name);
