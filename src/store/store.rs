@@ -173,6 +173,7 @@ impl Store {
         let lock = PidLock::acquire(&cfg.dir).map_err(lock_err)?;
         let sled_dir = cfg.dir.join(SLED_DIR);
         let existed = sled_dir.exists();
+        reader::check_schema_marker(&sled_dir)?;
         let mut steps = Vec::new();
         let mut backend = match reader::open_sled(&sled_dir, cfg.cache_capacity_bytes, true) {
             Ok(b) => Some(b),
@@ -186,6 +187,10 @@ impl Store {
                 backend = None;
                 Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
             }
+        }
+        if backend.is_some() && !existed {
+            reader::write_schema_marker(&sled_dir)?;
+            json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
         }
         if let (Some(b), true, false) = (&backend, migrate, existed) {
             migrate_legacy(b, &cfg)?;
@@ -234,6 +239,7 @@ impl Store {
                 }
             })?;
         write_schema(&b)?;
+        reader::write_schema_marker(&sled_dir)?;
         json_export::sync_dir(&sled_dir).map_err(StoreError::io(&sled_dir))?;
         json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
         Ok(b)
