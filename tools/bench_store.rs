@@ -1,0 +1,177 @@
+//! `bench-store`: commit latency (p50, p99) for 64, 512 and 2048 ports, open + recover time, open +
+//! verify-all time, disk bytes and peak RSS. Each port count runs in its own child process so VmHWM is
+//! that run's alone. Prints numbers; asserts nothing.
+//!
+//! `bench-store [--dir DIR] [--commits N]` (DIR must be on a real disk: fsync on tmpfs is free).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use portsyncd::store::{PortRecord, Snapshot, Store, StoreConfig, StoreReader};
+
+fn snapshot(ports: usize, round: u64) -> Snapshot {
+    let mut s = Snapshot::default();
+    for i in 0..ports {
+        let name = format!("Ethernet{}", i * 4);
+        let published = [
+            ("admin_status", "up"),
+            (
+                "oper_status",
+                if (i as u64 + round) % 7 == 0 {
+                    "down"
+                } else {
+                    "up"
+                },
+            ),
+            ("mtu", "9100"),
+            ("netdev_oper_status", "up"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        s.ports.insert(
+            name.clone(),
+            PortRecord {
+                name,
+                ifindex: i as u32 + 10,
+                admin_up: true,
+                oper_up: true,
+                flags: 0x11043,
+                mtu: 9100,
+                published,
+            },
+        );
+    }
+    s.counters
+        .insert("starts_total{mode=\"warm\"}".into(), round);
+    s
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn run_one(dir: &Path, ports: usize, commits: usize, export: bool) -> anyhow::Result<()> {
+    let state = dir.join(format!(
+        "bench-{ports}-{}-{}",
+        if export { "export" } else { "noexport" },
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&state);
+    let cfg = StoreConfig {
+        json_export: if export {
+            Some(state.join("port_state.json"))
+        } else {
+            None
+        },
+        ..StoreConfig::new(&state)
+    };
+    let rss_before = vm_hwm_kib();
+    let (mut store, _) = Store::open(cfg.clone())?;
+    let snaps: Vec<Snapshot> = (0..8).map(|r| snapshot(ports, r)).collect();
+    let mut lat = Vec::with_capacity(commits);
+    for i in 0..commits {
+        let t = Instant::now();
+        store.commit(&snaps[i % snaps.len()])?;
+        lat.push(t.elapsed());
+    }
+    drop(store);
+    lat.sort();
+    let t = Instant::now();
+    let (store, rec) = Store::open(cfg.clone())?;
+    let open_recover = t.elapsed();
+    assert!(rec.snapshot.is_some());
+    drop(store);
+    let t = Instant::now();
+    let reader = StoreReader::open(&state, cfg.cache_capacity_bytes)?;
+    let gens = reader.generations()?;
+    let open_verify = t.elapsed();
+    assert!(gens.iter().all(|g| g.is_valid()));
+    drop(reader);
+    println!(
+        "ports={ports:5} export={:5} commits={commits} commit_p50_ms={:.3} commit_p99_ms={:.3} commit_max_ms={:.3} \
+         open_recover_ms={:.2} open_verify_all_ms={:.2} ({} generations) disk_bytes={} vm_hwm_kib={} (at start {})",
+        export,
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat[lat.len() - 1]),
+        ms(open_recover),
+        ms(open_verify),
+        gens.len(),
+        dir_bytes(&state),
+        vm_hwm_kib(),
+        rss_before,
+    );
+    std::fs::remove_dir_all(&state)?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dir = PathBuf::from(opt("--dir").unwrap_or_else(|| "/var/tmp".into()));
+    let commits: usize = opt("--commits").and_then(|c| c.parse().ok()).unwrap_or(300);
+    if let Some(p) = opt("--child-ports") {
+        let export = opt("--child-export").as_deref() == Some("1");
+        return run_one(&dir, p.parse()?, commits, export);
+    }
+    println!(
+        "bench-store: dir={} commits per size={commits}",
+        dir.display()
+    );
+    for export in [true, false] {
+        for ports in [64, 512, 2048] {
+            let status = Command::new(std::env::current_exe()?)
+                .args([
+                    "--dir",
+                    &dir.to_string_lossy(),
+                    "--commits",
+                    &commits.to_string(),
+                ])
+                .args([
+                    "--child-ports",
+                    &ports.to_string(),
+                    "--child-export",
+                    if export { "1" } else { "0" },
+                ])
+                .status()?;
+            anyhow::ensure!(status.success(), "child for {ports} ports failed");
+        }
+    }
+    Ok(())
+}
