@@ -85,66 +85,63 @@ fn quarantine(dir: &Path) -> Result<PathBuf, StoreError> {
     Ok(to)
 }
 
-fn write_schema(b: &dyn Backend) -> Result<(), StoreError> {
-    let mut batch = WriteBatch::default();
-    batch.put(SCHEMA_KEY.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
-    b.apply(batch).map_err(|source| StoreError::Backend {
-        op: "writing the schema version",
-        source,
-    })?;
-    b.sync().map_err(|source| StoreError::Backend {
-        op: "writing the schema version",
-        source,
+/// What the schema check found.
+enum SchemaState {
+    Current,
+    /// No schema and no generations: a new store (or one whose creation was interrupted).
+    Fresh,
+    Damaged(String),
+}
+
+/// Check the schema of an opened backend; a newer one is an error (nothing is written).
+fn check_schema(b: &dyn Backend) -> Result<SchemaState, StoreError> {
+    Ok(match generation::read_schema(b) {
+        Ok(Some(v)) if v > SCHEMA_VERSION => {
+            return Err(StoreError::NewerSchema {
+                found: v,
+                supported: SCHEMA_VERSION,
+            })
+        }
+        Ok(Some(v)) if v == SCHEMA_VERSION => SchemaState::Current,
+        Ok(Some(v)) => SchemaState::Damaged(format!("unknown schema version {v}")),
+        Ok(None) => match generation::list(b) {
+            Ok(g) if g.is_empty() => SchemaState::Fresh,
+            Ok(_) => SchemaState::Damaged("schema version missing".into()),
+            Err(e) => SchemaState::Damaged(format!("cannot read: {e}")),
+        },
+        Err(e) => SchemaState::Damaged(format!("cannot read the schema version: {e}")),
     })
 }
 
-/// Check the schema of an opened backend. `Ok(None)`: fine. `Ok(Some(why))`: damaged. A fresh backend
-/// (no schema, no generations) gets the current schema written.
-fn check_schema(b: &dyn Backend) -> Result<Option<String>, StoreError> {
-    match generation::read_schema(b) {
-        Ok(Some(v)) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
-            found: v,
-            supported: SCHEMA_VERSION,
-        }),
-        Ok(Some(v)) if v == SCHEMA_VERSION => Ok(None),
-        Ok(Some(v)) => Ok(Some(format!("unknown schema version {v}"))),
-        Ok(None) => match generation::list(b) {
-            Ok(g) if g.is_empty() => write_schema(b).map(|_| None),
-            Ok(_) => Ok(Some("schema version missing".into())),
-            Err(e) => Ok(Some(format!("cannot read: {e}"))),
-        },
-        Err(e) => Ok(Some(format!("cannot read the schema version: {e}"))),
-    }
-}
-
-/// Step 0001: a brand-new store imports the newest valid legacy JSON file as its first generation.
-fn migrate_legacy(b: &dyn Backend, cfg: &StoreConfig) -> Result<(), StoreError> {
-    let mut candidates = migrate::legacy_candidates(&cfg.dir.join(migrate::LEGACY_FILE));
-    if let Some(p) = &cfg.json_export {
-        for c in migrate::legacy_candidates(p) {
-            if !candidates.contains(&c) {
-                candidates.push(c);
+/// Initialise a fresh store: the schema version, and (step 0001, when `migrate`) the newest valid legacy
+/// JSON file as the first generation — in one atomic batch, so an interrupted creation leaves either a
+/// fresh store or a migrated one.
+fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    if migrate {
+        let mut candidates = migrate::legacy_candidates(&cfg.dir.join(migrate::LEGACY_FILE));
+        if let Some(p) = &cfg.json_export {
+            for c in migrate::legacy_candidates(p) {
+                if !candidates.contains(&c) {
+                    candidates.push(c);
+                }
             }
         }
+        if let Some((path, st)) = migrate::read_legacy(&candidates).chosen {
+            let gen = st.generation.unwrap_or(0) + 1;
+            batch = generation::build(gen, &st.snapshot, st.saved_at).0;
+            tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "importing legacy state");
+        }
     }
-    if candidates.is_empty() {
-        return Ok(());
-    }
-    let imp = migrate::read_legacy(&candidates);
-    if let Some((path, st)) = imp.chosen {
-        let gen = st.generation.unwrap_or(0) + 1;
-        let (batch, _) = generation::build(gen, &st.snapshot, st.saved_at);
-        b.apply(batch).map_err(|source| StoreError::Backend {
-            op: "legacy import",
-            source,
-        })?;
-        b.sync().map_err(|source| StoreError::Backend {
-            op: "legacy import",
-            source,
-        })?;
-        tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "imported legacy state");
-    }
-    Ok(())
+    batch.put(SCHEMA_KEY.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
+    b.apply(batch).map_err(|source| StoreError::Backend {
+        op: "initialising the store",
+        source,
+    })?;
+    b.sync().map_err(|source| StoreError::Backend {
+        op: "initialising the store",
+        source,
+    })
 }
 
 impl Store {
@@ -172,7 +169,6 @@ impl Store {
         }
         let lock = PidLock::acquire(&cfg.dir).map_err(lock_err)?;
         let sled_dir = cfg.dir.join(SLED_DIR);
-        let existed = sled_dir.exists();
         reader::check_schema_marker(&sled_dir)?;
         let mut steps = Vec::new();
         let mut backend = match reader::open_sled(&sled_dir, cfg.cache_capacity_bytes, true) {
@@ -183,17 +179,18 @@ impl Store {
             }
         };
         if let Some(b) = &backend {
-            if let Some(why) = check_schema(b)? {
-                backend = None;
-                Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
+            match check_schema(b)? {
+                SchemaState::Current => {}
+                SchemaState::Fresh => {
+                    initialise(b, &cfg, migrate)?;
+                    reader::write_schema_marker(&sled_dir)?;
+                    json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
+                }
+                SchemaState::Damaged(why) => {
+                    backend = None;
+                    Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
+                }
             }
-        }
-        if backend.is_some() && !existed {
-            reader::write_schema_marker(&sled_dir)?;
-            json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
-        }
-        if let (Some(b), true, false) = (&backend, migrate, existed) {
-            migrate_legacy(b, &cfg)?;
         }
         let outcome = recovery::run(LadderInput {
             backend: backend.as_ref().map(|b| b as &dyn Backend),
@@ -238,7 +235,7 @@ impl Store {
                     reason,
                 }
             })?;
-        write_schema(&b)?;
+        initialise(&b, cfg, false)?;
         reader::write_schema_marker(&sled_dir)?;
         json_export::sync_dir(&sled_dir).map_err(StoreError::io(&sled_dir))?;
         json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
@@ -275,8 +272,10 @@ impl Store {
         backend: Box<dyn Backend>,
         cfg: StoreConfig,
     ) -> Result<(Store, Recovered), StoreError> {
-        if let Some(why) = check_schema(backend.as_ref())? {
-            return Err(StoreError::Corruption { what: why });
+        match check_schema(backend.as_ref())? {
+            SchemaState::Current => {}
+            SchemaState::Fresh => initialise(backend.as_ref(), &cfg, false)?,
+            SchemaState::Damaged(what) => return Err(StoreError::Corruption { what }),
         }
         let outcome = recovery::run(LadderInput {
             backend: Some(backend.as_ref()),
@@ -378,6 +377,11 @@ impl Store {
     /// Every stored generation, newest first, each verified.
     pub fn generations(&self) -> Result<Vec<GenerationInfo>, StoreError> {
         reader::describe(self.backend.as_ref())
+    }
+
+    /// Load and verify one stored generation.
+    pub fn load(&self, gen: u64) -> Result<(super::Manifest, Snapshot), generation::Invalid> {
+        generation::load(self.backend.as_ref(), gen)
     }
 
     /// The generation the next commit will get.
