@@ -125,6 +125,7 @@ impl Backend for SledBackend {
 
     fn sync(&self) -> Result<(), BackendError> {
         self.db.flush().map_err(sled_err)?;
+        super::fault::crash_point(super::fault::CrashPoint::AfterFlush);
         // sled's flush() ends in sync_file_range: neither the disk cache nor the file size reach the
         // platter. A real fsync of the log file makes the flushed batches power-safe.
         File::open(self.dir.join("db"))?.sync_all()?;

@@ -52,6 +52,8 @@
 //! ```
 
 pub mod backend;
+#[cfg(test)]
+mod crash_tests;
 pub mod fault;
 pub mod generation;
 pub mod json_export;
