@@ -25,8 +25,8 @@ fn snapshot_for(gen: u64) -> Snapshot {
             PortRecord {
                 name,
                 ifindex: i as u32 + 1,
-                admin_up: (gen + i as u64) % 2 == 0,
-                oper_up: (gen + i as u64) % 3 == 0,
+                admin_up: (gen + i as u64).is_multiple_of(2),
+                oper_up: (gen + i as u64).is_multiple_of(3),
                 flags: gen as u32,
                 mtu: 9100,
                 published: [("gen".to_string(), gen.to_string())].into(),

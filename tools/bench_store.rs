@@ -18,7 +18,7 @@ fn snapshot(ports: usize, round: u64) -> Snapshot {
             ("admin_status", "up"),
             (
                 "oper_status",
-                if (i as u64 + round) % 7 == 0 {
+                if (i as u64 + round).is_multiple_of(7) {
                     "down"
                 } else {
                     "up"

@@ -24,6 +24,9 @@ pub enum BackendError {
     Other(String),
 }
 
+/// Key-value pairs in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One atomic write: puts (`Some`) and removes (`None`), applied all or nothing.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -47,7 +50,7 @@ pub trait Backend: Send {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
     /// Every pair whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError>;
     /// Every key starting with `prefix`, in key order (values are not read).
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError>;
     /// Apply `batch` atomically: after a crash either all of it or none of it is visible.
@@ -97,7 +100,7 @@ impl Backend for SledBackend {
         Ok(self.db.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
         self.db
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err))
@@ -223,7 +226,7 @@ impl Backend for MemBackend {
         Ok(g.map.get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
         let g = self.lock();
         if g.faults.fail_read {
             return Err(injected("read"));

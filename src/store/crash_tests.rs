@@ -21,7 +21,7 @@ fn snapshot_for(gen: u64) -> Snapshot {
             PortRecord {
                 name,
                 ifindex: i as u32 + 1,
-                admin_up: (gen + i as u64) % 2 == 0,
+                admin_up: (gen + i as u64).is_multiple_of(2),
                 oper_up: true,
                 flags: gen as u32,
                 mtu: 9100,

@@ -2,8 +2,8 @@
 //! stored generation record by record.
 //!
 //! Layout (schema 1; see `migrations/README.md`):
-//! - `meta/schema`           -> schema version, u32 big endian (not framed: it must stay readable by
-//!                              any future binary that wants to refuse it)
+//! - `meta/schema`           -> schema version, u32 big endian (not framed: it must stay readable
+//!   by any future binary that wants to refuse it)
 //! - `m/<gen u64 BE>`        -> framed bincode [`Manifest`]
 //! - `p/<gen u64 BE>/<name>` -> framed bincode [`PortRecord`]
 //!

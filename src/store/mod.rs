@@ -56,20 +56,20 @@ pub mod backend;
 mod crash_tests;
 pub mod fault;
 pub mod generation;
+mod handle;
 pub mod json_export;
 pub mod lock;
 pub mod migrate;
 pub mod reader;
 pub mod record;
 pub mod recovery;
-mod store;
 
 pub use backend::{Backend, BackendError, MemBackend, SledBackend, WriteBatch};
 pub use generation::{Manifest, SCHEMA_VERSION};
+pub use handle::{Store, StoreConfig, SLED_DIR};
 pub use reader::{GenerationInfo, StoreReader};
 pub use record::{PortRecord, Snapshot};
 pub use recovery::{LadderStep, Recovered, RecoverySource};
-pub use store::{Store, StoreConfig, SLED_DIR};
 
 use std::path::PathBuf;
 

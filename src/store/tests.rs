@@ -172,7 +172,7 @@ impl backend::Backend for SledLike<'_> {
     fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         Ok(self.0.get(k).unwrap().map(|v| v.to_vec()))
     }
-    fn scan_prefix(&self, p: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    fn scan_prefix(&self, p: &[u8]) -> Result<backend::Pairs, BackendError> {
         Ok(self
             .0
             .scan_prefix(p)
