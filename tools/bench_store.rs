@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use portsyncd::store::{PortRecord, Snapshot, Store, StoreConfig, StoreReader};
+use portsyncd::store::{PortRecord, SledBackend, Snapshot, Store, StoreConfig, StoreReader};
 
 fn snapshot(ports: usize, round: u64) -> Snapshot {
     let mut s = Snapshot::default();
@@ -81,7 +81,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn run_one(dir: &Path, ports: usize, commits: usize, export: bool) -> anyhow::Result<()> {
+fn run_one(
+    dir: &Path,
+    ports: usize,
+    commits: usize,
+    export: bool,
+    high_throughput: bool,
+) -> anyhow::Result<()> {
     let state = dir.join(format!(
         "bench-{ports}-{}-{}",
         if export { "export" } else { "noexport" },
@@ -97,7 +103,18 @@ fn run_one(dir: &Path, ports: usize, commits: usize, export: bool) -> anyhow::Re
         ..StoreConfig::new(&state)
     };
     let rss_before = vm_hwm_kib();
-    let (mut store, _) = Store::open(cfg.clone())?;
+    let (mut store, _) = if high_throughput {
+        // Same commit path over a HighThroughput sled (no pid lock, no ladder extras).
+        std::fs::create_dir_all(state.join("sled"))?;
+        let b = SledBackend::open_with_mode(
+            &state.join("sled"),
+            cfg.cache_capacity_bytes,
+            sled::Mode::HighThroughput,
+        )?;
+        Store::with_backend(Box::new(b), cfg.clone())?
+    } else {
+        Store::open(cfg.clone())?
+    };
     let snaps: Vec<Snapshot> = (0..8).map(|r| snapshot(ports, r)).collect();
     let mut lat = Vec::with_capacity(commits);
     for i in 0..commits {
@@ -107,6 +124,17 @@ fn run_one(dir: &Path, ports: usize, commits: usize, export: bool) -> anyhow::Re
     }
     drop(store);
     lat.sort();
+    if high_throughput {
+        println!(
+            "ports={ports:5} export={export:5} sled=HighThroughput commit_p50_ms={:.3} commit_p99_ms={:.3} disk_bytes={} vm_hwm_kib={}",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            dir_bytes(&state),
+            vm_hwm_kib()
+        );
+        std::fs::remove_dir_all(&state)?;
+        return Ok(());
+    }
     let t = Instant::now();
     let (store, rec) = Store::open(cfg.clone())?;
     let open_recover = t.elapsed();
@@ -119,7 +147,7 @@ fn run_one(dir: &Path, ports: usize, commits: usize, export: bool) -> anyhow::Re
     assert!(gens.iter().all(|g| g.is_valid()));
     drop(reader);
     println!(
-        "ports={ports:5} export={:5} commits={commits} commit_p50_ms={:.3} commit_p99_ms={:.3} commit_max_ms={:.3} \
+        "ports={ports:5} export={:5} sled=LowSpace commits={commits} commit_p50_ms={:.3} commit_p99_ms={:.3} commit_max_ms={:.3} \
          open_recover_ms={:.2} open_verify_all_ms={:.2} ({} generations) disk_bytes={} vm_hwm_kib={} (at start {})",
         export,
         ms(percentile(&lat, 0.5)),
@@ -148,7 +176,8 @@ fn main() -> anyhow::Result<()> {
     let commits: usize = opt("--commits").and_then(|c| c.parse().ok()).unwrap_or(300);
     if let Some(p) = opt("--child-ports") {
         let export = opt("--child-export").as_deref() == Some("1");
-        return run_one(&dir, p.parse()?, commits, export);
+        let ht = opt("--child-mode").as_deref() == Some("ht");
+        return run_one(&dir, p.parse()?, commits, export, ht);
     }
     println!(
         "bench-store: dir={} commits per size={commits}",

@@ -81,11 +81,23 @@ fn sled_err(e: sled::Error) -> BackendError {
 impl SledBackend {
     /// Open (or create) a sled database in `dir`. sled may panic on some damaged files; the caller
     /// (`Store::open`) runs this under `catch_unwind`.
+    ///
+    /// sled's default mode (`LowSpace`) is used: see `tools/bench_store.rs` for the comparison with
+    /// `HighThroughput`. `flush_every_ms` stays at sled's default (500 ms); never `None`.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<SledBackend, BackendError> {
+        SledBackend::open_with_mode(dir, cache_capacity_bytes, sled::Mode::LowSpace)
+    }
+
+    /// [`SledBackend::open`] with an explicit sled mode.
+    pub fn open_with_mode(
+        dir: &Path,
+        cache_capacity_bytes: u64,
+        mode: sled::Mode,
+    ) -> Result<SledBackend, BackendError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
-            .mode(sled::Mode::LowSpace)
+            .mode(mode)
             .open()
             .map_err(sled_err)?;
         Ok(SledBackend {
