@@ -180,7 +180,12 @@ impl Store {
         };
         if let Some(b) = &backend {
             match check_schema(b)? {
-                SchemaState::Current => {}
+                SchemaState::Current => {
+                    // A creation interrupted between sled's first batch and the marker: finish it.
+                    if !sled_dir.join(reader::SCHEMA_MARKER).exists() {
+                        reader::write_schema_marker(&sled_dir)?;
+                    }
+                }
                 SchemaState::Fresh => {
                     initialise(b, &cfg, migrate)?;
                     reader::write_schema_marker(&sled_dir)?;
