@@ -1,6 +1,6 @@
 //! [`Store`]: open (defensively, with the recovery ladder) and commit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,7 +56,12 @@ pub struct Store {
     backend: Box<dyn Backend>,
     cfg: StoreConfig,
     next_gen: u64,
+    /// Every generation with a manifest.
     gens: BTreeSet<u64>,
+    /// Port → record hash of every verified generation (records that commits may reuse).
+    refs: BTreeMap<u64, BTreeMap<String, u64>>,
+    /// Unreferenced record keys found at open.
+    orphans: Vec<Vec<u8>>,
     poisoned: Option<String>,
     export_failures: u64,
     _lock: Option<PidLock>,
@@ -129,7 +134,7 @@ fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), S
         }
         if let Some((path, st)) = migrate::read_legacy(&candidates).chosen {
             let gen = st.generation.unwrap_or(0) + 1;
-            batch = generation::build(gen, &st.snapshot, st.saved_at).0;
+            batch = generation::build(gen, &st.snapshot, st.saved_at, &|_, _| false).0;
             tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "importing legacy state");
         }
     }
@@ -252,12 +257,28 @@ impl Store {
         cfg: StoreConfig,
         lock: Option<PidLock>,
     ) -> Result<Store, StoreError> {
-        let gens: BTreeSet<u64> = generation::list(backend.as_ref())
-            .map_err(|source| StoreError::Backend {
-                op: "listing generations",
-                source,
-            })?
+        let b = backend.as_ref();
+        let listing = |source| StoreError::Backend {
+            op: "listing generations",
+            source,
+        };
+        let gens: BTreeSet<u64> = generation::list(b).map_err(listing)?.into_iter().collect();
+        // Only records of fully verified generations are reused by later commits.
+        let mut refs = BTreeMap::new();
+        let mut referenced = BTreeSet::new();
+        for &g in &gens {
+            if let Ok(m) = generation::read_manifest(b, g) {
+                referenced.extend(m.ports.iter().map(|(n, &h)| generation::record_key(n, h)));
+            }
+            if let Ok((m, _)) = generation::load(b, g) {
+                refs.insert(g, m.ports);
+            }
+        }
+        // Records no readable manifest refers to (left by damage) go with the next prune.
+        let orphans = generation::record_keys(b)
+            .map_err(listing)?
             .into_iter()
+            .filter(|k| !referenced.contains(k))
             .collect();
         let next_gen = gens.last().map_or(1, |g| g + 1);
         Ok(Store {
@@ -265,6 +286,8 @@ impl Store {
             cfg,
             next_gen,
             gens,
+            refs,
+            orphans,
             poisoned: None,
             export_failures: 0,
             _lock: lock,
@@ -312,7 +335,9 @@ impl Store {
             return Err(StoreError::Poisoned { why: why.clone() });
         }
         let gen = self.next_gen;
-        let (batch, _) = generation::build(gen, snap, saved_at);
+        let refs = &self.refs;
+        let stored = |name: &str, hash: u64| refs.values().any(|p| p.get(name) == Some(&hash));
+        let (batch, manifest) = generation::build(gen, snap, saved_at, &stored);
         crash_point(CrashPoint::BeforeApply);
         let written = self.backend.apply(batch).and_then(|()| {
             crash_point(CrashPoint::AfterApply);
@@ -324,6 +349,7 @@ impl Store {
         crash_point(CrashPoint::AfterSync);
         self.next_gen = gen + 1;
         self.gens.insert(gen);
+        self.refs.insert(gen, manifest.ports);
         self.prune(gen)?;
         crash_point(CrashPoint::AfterPrune);
         if let Some(path) = &self.cfg.json_export {
@@ -355,19 +381,42 @@ impl Store {
     /// and sled replays its log in order, so it can never land without the generation that replaced it.
     fn prune(&mut self, newest: u64) -> Result<(), StoreError> {
         let keep = self.cfg.generations.max(1) as u64;
-        let old: Vec<u64> = self
-            .gens
-            .iter()
-            .copied()
-            .filter(|g| g + keep <= newest)
-            .collect();
-        if old.is_empty() {
+        let (old, kept): (Vec<u64>, Vec<u64>) =
+            self.gens.iter().partition(|&&g| g + keep <= newest);
+        if old.is_empty() && self.orphans.is_empty() {
             return Ok(());
         }
+        let b = self.backend.as_ref();
+        let ports_of = |g: u64| -> BTreeMap<String, u64> {
+            match self.refs.get(&g) {
+                Some(p) => p.clone(),
+                None => generation::read_manifest(b, g)
+                    .map(|m| m.ports)
+                    .unwrap_or_default(),
+            }
+        };
+        let mut still_used = BTreeSet::new();
+        for &g in &kept {
+            still_used.extend(
+                ports_of(g)
+                    .into_iter()
+                    .map(|(n, h)| generation::record_key(&n, h)),
+            );
+        }
         let mut batch = WriteBatch::default();
+        let mut dropped = BTreeSet::new();
         for &g in &old {
-            if let Err(source) = generation::remove_into(self.backend.as_ref(), g, &mut batch) {
-                return Err(self.poison("prune", source));
+            batch.remove(generation::manifest_key(g));
+            for (n, h) in ports_of(g) {
+                let k = generation::record_key(&n, h);
+                if !still_used.contains(&k) && dropped.insert(k.clone()) {
+                    batch.remove(k);
+                }
+            }
+        }
+        for k in &self.orphans {
+            if !still_used.contains(k) && dropped.insert(k.clone()) {
+                batch.remove(k.clone());
             }
         }
         if let Err(source) = self.backend.apply(batch) {
@@ -375,7 +424,9 @@ impl Store {
         }
         for g in old {
             self.gens.remove(&g);
+            self.refs.remove(&g);
         }
+        self.orphans.clear();
         Ok(())
     }
 

@@ -281,14 +281,17 @@ pub fn run(input: LadderInput<'_>) -> LadderOutcome {
 mod tests {
     use super::*;
     use crate::store::backend::MemBackend;
-    use crate::store::generation::{build, manifest_key, port_key, tests::snap};
+    use crate::store::generation::{
+        manifest_key,
+        tests::{key_of, put_gen, snap},
+    };
 
     const NOW: u64 = 1_800_000_000;
     const DAY: u64 = 86_400;
 
     fn put(b: &MemBackend, gen: u64, salt: u32, saved_at: u64) -> Snapshot {
         let s = snap(4, salt);
-        b.apply(build(gen, &s, saved_at).0).unwrap();
+        put_gen(b, gen, &s, saved_at);
         s
     }
 
@@ -325,7 +328,7 @@ mod tests {
         let b = MemBackend::new();
         let s1 = put(&b, 1, 1, NOW - 20);
         put(&b, 2, 2, NOW - 10);
-        b.tamper(&port_key(2, "Ethernet4"), |v| v[1] ^= 0x40);
+        b.tamper(&key_of(&b, 2, "Ethernet4"), |v| v[1] ^= 0x40);
         let o = run(input(Some(&b), None));
         let r = o.recovered;
         assert_eq!(
