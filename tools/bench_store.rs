@@ -10,34 +10,42 @@ use std::time::{Duration, Instant};
 
 use portsyncd::store::{PortRecord, SledBackend, Snapshot, Store, StoreConfig, StoreReader};
 
-fn snapshot(ports: usize, round: u64) -> Snapshot {
+/// The state after `round` commits. `all`: every port's record changes each round (the worst case,
+/// e.g. the first commit after a cold start). Otherwise one port flaps per round (the daemon's usual
+/// commit: one link event).
+fn snapshot(ports: usize, round: u64, all: bool) -> Snapshot {
     let mut s = Snapshot::default();
     for i in 0..ports {
         let name = format!("Ethernet{}", i * 4);
+        let down = if all {
+            (i as u64 + round).is_multiple_of(7)
+        } else {
+            i as u64 == round % ports as u64 && round % 2 == 1
+        };
         let published = [
             ("admin_status", "up"),
-            (
-                "oper_status",
-                if (i as u64 + round).is_multiple_of(7) {
-                    "down"
-                } else {
-                    "up"
-                },
-            ),
+            ("oper_status", if down { "down" } else { "up" }),
             ("mtu", "9100"),
-            ("netdev_oper_status", "up"),
+            ("netdev_oper_status", if down { "down" } else { "up" }),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        let flags = if all {
+            0x11043 ^ (round as u32) << 20
+        } else if down {
+            0x1003
+        } else {
+            0x11043
+        };
         s.ports.insert(
             name.clone(),
             PortRecord {
                 name,
                 ifindex: i as u32 + 10,
                 admin_up: true,
-                oper_up: true,
-                flags: 0x11043,
+                oper_up: !down,
+                flags,
                 mtu: 9100,
                 published,
             },
@@ -87,6 +95,7 @@ fn run_one(
     commits: usize,
     export: bool,
     high_throughput: bool,
+    all: bool,
 ) -> anyhow::Result<()> {
     let state = dir.join(format!(
         "bench-{ports}-{}-{}",
@@ -115,18 +124,19 @@ fn run_one(
     } else {
         Store::open(cfg.clone())?
     };
-    let snaps: Vec<Snapshot> = (0..8).map(|r| snapshot(ports, r)).collect();
     let mut lat = Vec::with_capacity(commits);
     for i in 0..commits {
+        let snap = snapshot(ports, i as u64, all);
         let t = Instant::now();
-        store.commit(&snaps[i % snaps.len()])?;
+        store.commit(&snap)?;
         lat.push(t.elapsed());
     }
     drop(store);
     lat.sort();
     if high_throughput {
         println!(
-            "ports={ports:5} export={export:5} sled=HighThroughput commit_p50_ms={:.3} commit_p99_ms={:.3} disk_bytes={} vm_hwm_kib={}",
+            "ports={ports:5} export={export:5} change={} sled=HighThroughput commit_p50_ms={:.3} commit_p99_ms={:.3} disk_bytes={} vm_hwm_kib={}",
+            if all { "all" } else { "one" },
             ms(percentile(&lat, 0.5)),
             ms(percentile(&lat, 0.99)),
             dir_bytes(&state),
@@ -147,9 +157,10 @@ fn run_one(
     assert!(gens.iter().all(|g| g.is_valid()));
     drop(reader);
     println!(
-        "ports={ports:5} export={:5} sled=LowSpace commits={commits} commit_p50_ms={:.3} commit_p99_ms={:.3} commit_max_ms={:.3} \
+        "ports={ports:5} export={:5} change={} sled=LowSpace commits={commits} commit_p50_ms={:.3} commit_p99_ms={:.3} commit_max_ms={:.3} \
          open_recover_ms={:.2} open_verify_all_ms={:.2} ({} generations) disk_bytes={} vm_hwm_kib={} (at start {})",
         export,
+        if all { "all" } else { "one" },
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99)),
         ms(lat[lat.len() - 1]),
@@ -177,7 +188,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(p) = opt("--child-ports") {
         let export = opt("--child-export").as_deref() == Some("1");
         let ht = opt("--child-mode").as_deref() == Some("ht");
-        return run_one(&dir, p.parse()?, commits, export, ht);
+        let all = opt("--child-change").as_deref() == Some("all");
+        return run_one(&dir, p.parse()?, commits, export, ht, all);
     }
     println!(
         "bench-store: dir={} commits per size={commits}",

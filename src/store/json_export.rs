@@ -117,7 +117,7 @@ pub fn render(snap: &Snapshot, saved_at: u64, generation: u64) -> Vec<u8> {
     doc.insert("counters".into(), json!(snap.counters));
     let sum = checksum(&doc);
     doc.insert("checksum".into(), json!(sum));
-    let mut out = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
+    let mut out = serde_json::to_vec(&Value::Object(doc)).unwrap_or_default();
     out.push(b'\n');
     out
 }
