@@ -79,25 +79,53 @@ fn encode_payload(rec: &PortRecord) -> Vec<u8> {
     bincode::serde::encode_to_vec(rec, bincode::config::standard()).unwrap_or_default()
 }
 
+/// What [`build`] may skip.
+pub trait Known {
+    /// The hash of `rec` if this exact record is known to be stored (saves encoding it).
+    fn hash_of(&self, name: &str, rec: &PortRecord) -> Option<u64>;
+    /// Whether the record of `name` with `hash` is stored in a verified, kept generation.
+    fn stored(&self, name: &str, hash: u64) -> bool;
+}
+
+/// Nothing is known to be stored: every record is written.
+pub struct NothingStored;
+
+impl Known for NothingStored {
+    fn hash_of(&self, _: &str, _: &PortRecord) -> Option<u64> {
+        None
+    }
+    fn stored(&self, _: &str, _: u64) -> bool {
+        false
+    }
+}
+
 /// The batch that writes generation `gen` holding `snap`, saved at `saved_at` (unix seconds). Records
-/// for which `stored(name, hash)` is true are already on disk (in a verified, kept generation) and are
-/// not written again.
+/// that `known` reports as stored are not written again. Also returns the names whose hash was
+/// computed here (new or changed records).
 pub fn build(
     gen: u64,
     snap: &Snapshot,
     saved_at: u64,
-    stored: &dyn Fn(&str, u64) -> bool,
-) -> (WriteBatch, Manifest) {
+    known: &dyn Known,
+) -> (WriteBatch, Manifest, Vec<String>) {
     let mut batch = WriteBatch::default();
     let mut ports = BTreeMap::new();
+    let mut changed = Vec::new();
     for (name, rec) in &snap.ports {
-        let payload = encode_payload(rec);
-        let hash = payload_hash(&payload);
-        if !stored(name, hash) {
-            let key = record_key(name, hash);
-            let val = record::frame(&key, &payload);
-            batch.put(key, val);
-        }
+        let hash = match known.hash_of(name, rec) {
+            Some(h) => h,
+            None => {
+                let payload = encode_payload(rec);
+                let hash = payload_hash(&payload);
+                if !known.stored(name, hash) {
+                    let key = record_key(name, hash);
+                    let val = record::frame(&key, &payload);
+                    batch.put(key, val);
+                }
+                changed.push(name.clone());
+                hash
+            }
+        };
         ports.insert(name.clone(), hash);
     }
     let manifest = Manifest {
@@ -111,7 +139,7 @@ pub fn build(
     let mkey = manifest_key(gen);
     let mval = record::encode(&mkey, &manifest);
     batch.put(mkey, mval);
-    (batch, manifest)
+    (batch, manifest, changed)
 }
 
 /// Why a stored generation is not usable.
@@ -263,7 +291,7 @@ pub(crate) mod tests {
 
     /// Write generation `gen` with every record (nothing assumed stored).
     pub(crate) fn put_gen(b: &dyn Backend, gen: u64, s: &Snapshot, saved_at: u64) {
-        b.apply(build(gen, s, saved_at, &|_, _| false).0).unwrap();
+        b.apply(build(gen, s, saved_at, &NothingStored).0).unwrap();
     }
 
     /// Key of `name`'s record in generation `gen` (from its manifest).
@@ -290,7 +318,17 @@ pub(crate) mod tests {
         put_gen(&b, 1, &s, 1);
         let m1 = read_manifest(&b, 1).unwrap();
         s.ports.get_mut("Ethernet4").unwrap().oper_up ^= true;
-        let (batch, _) = build(2, &s, 2, &|n, h| m1.ports.get(n) == Some(&h));
+        struct InM1(BTreeMap<String, u64>);
+        impl Known for InM1 {
+            fn hash_of(&self, _: &str, _: &PortRecord) -> Option<u64> {
+                None
+            }
+            fn stored(&self, n: &str, h: u64) -> bool {
+                self.0.get(n) == Some(&h)
+            }
+        }
+        let (batch, _, changed) = build(2, &s, 2, &InM1(m1.ports.clone()));
+        assert_eq!(changed.len(), 4, "every hash computed");
         assert_eq!(batch.ops.len(), 2, "one changed record plus the manifest");
         b.apply(batch).unwrap();
         assert_eq!(load(&b, 2).unwrap().1, s);
@@ -354,7 +392,7 @@ pub(crate) mod tests {
             Err(Invalid::Manifest(FrameError::CrcMismatch { .. }))
         ));
 
-        let (_, mut m) = build(5, &snap(2, 0), 1, &|_, _| false);
+        let (_, mut m, _) = build(5, &snap(2, 0), 1, &NothingStored);
         let put =
             |m: &Manifest| b.raw_set(&manifest_key(5), Some(record::encode(&manifest_key(5), m)));
         m.generation = 4;

@@ -12,7 +12,7 @@ use super::json_export;
 use super::lock::{LockError, PidLock};
 use super::migrate;
 use super::reader::{self, GenerationInfo};
-use super::record::Snapshot;
+use super::record::{PortRecord, Snapshot};
 use super::recovery::{self, LadderInput, LadderStep, Recovered};
 use super::{unix_now, StoreError};
 
@@ -60,6 +60,8 @@ pub struct Store {
     gens: BTreeSet<u64>,
     /// Port → record hash of every verified generation (records that commits may reuse).
     refs: BTreeMap<u64, BTreeMap<String, u64>>,
+    /// The records of the newest committed generation with their hashes (skips re-encoding).
+    last: BTreeMap<String, (PortRecord, u64)>,
     /// Unreferenced record keys found at open.
     orphans: Vec<Vec<u8>>,
     poisoned: Option<String>,
@@ -71,6 +73,24 @@ fn lock_err(e: LockError) -> StoreError {
     match e {
         LockError::Held { pid } => StoreError::InUse { pid },
         LockError::Io { path, err } => StoreError::Io { path, source: err },
+    }
+}
+
+/// What a commit can skip: records of verified kept generations, and the hashes of the last commit.
+struct KnownRecords<'a> {
+    refs: &'a BTreeMap<u64, BTreeMap<String, u64>>,
+    last: &'a BTreeMap<String, (PortRecord, u64)>,
+}
+
+impl generation::Known for KnownRecords<'_> {
+    fn hash_of(&self, name: &str, rec: &PortRecord) -> Option<u64> {
+        match self.last.get(name) {
+            Some((r, h)) if r == rec && self.stored(name, *h) => Some(*h),
+            _ => None,
+        }
+    }
+    fn stored(&self, name: &str, hash: u64) -> bool {
+        self.refs.values().any(|p| p.get(name) == Some(&hash))
     }
 }
 
@@ -134,7 +154,7 @@ fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), S
         }
         if let Some((path, st)) = migrate::read_legacy(&candidates).chosen {
             let gen = st.generation.unwrap_or(0) + 1;
-            batch = generation::build(gen, &st.snapshot, st.saved_at, &|_, _| false).0;
+            batch = generation::build(gen, &st.snapshot, st.saved_at, &generation::NothingStored).0;
             tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "importing legacy state");
         }
     }
@@ -287,6 +307,7 @@ impl Store {
             next_gen,
             gens,
             refs,
+            last: BTreeMap::new(),
             orphans,
             poisoned: None,
             export_failures: 0,
@@ -335,9 +356,11 @@ impl Store {
             return Err(StoreError::Poisoned { why: why.clone() });
         }
         let gen = self.next_gen;
-        let refs = &self.refs;
-        let stored = |name: &str, hash: u64| refs.values().any(|p| p.get(name) == Some(&hash));
-        let (batch, manifest) = generation::build(gen, snap, saved_at, &stored);
+        let known = KnownRecords {
+            refs: &self.refs,
+            last: &self.last,
+        };
+        let (batch, manifest, changed) = generation::build(gen, snap, saved_at, &known);
         crash_point(CrashPoint::BeforeApply);
         let written = self.backend.apply(batch).and_then(|()| {
             crash_point(CrashPoint::AfterApply);
@@ -349,6 +372,13 @@ impl Store {
         crash_point(CrashPoint::AfterSync);
         self.next_gen = gen + 1;
         self.gens.insert(gen);
+        // Remember the records just committed (only the changed ones are cloned).
+        self.last.retain(|name, _| snap.ports.contains_key(name));
+        for name in changed {
+            if let (Some(rec), Some(&h)) = (snap.ports.get(&name), manifest.ports.get(&name)) {
+                self.last.insert(name, (rec.clone(), h));
+            }
+        }
         self.refs.insert(gen, manifest.ports);
         self.prune(gen)?;
         crash_point(CrashPoint::AfterPrune);
@@ -387,37 +417,30 @@ impl Store {
             return Ok(());
         }
         let b = self.backend.as_ref();
-        let ports_of = |g: u64| -> BTreeMap<String, u64> {
-            match self.refs.get(&g) {
-                Some(p) => p.clone(),
-                None => generation::read_manifest(b, g)
-                    .map(|m| m.ports)
-                    .unwrap_or_default(),
-            }
+        // Port maps of the kept generations (unverified ones read from their manifest, if readable).
+        let unverified: BTreeMap<u64, BTreeMap<String, u64>> = kept
+            .iter()
+            .chain(&old)
+            .filter(|g| !self.refs.contains_key(g))
+            .filter_map(|&g| generation::read_manifest(b, g).ok().map(|m| (g, m.ports)))
+            .collect();
+        let ports_of = |g: &u64| self.refs.get(g).or_else(|| unverified.get(g));
+        let still_used = |name: &str, hash: u64| {
+            kept.iter()
+                .any(|g| ports_of(g).is_some_and(|p| p.get(name) == Some(&hash)))
         };
-        let mut still_used = BTreeSet::new();
-        for &g in &kept {
-            still_used.extend(
-                ports_of(g)
-                    .into_iter()
-                    .map(|(n, h)| generation::record_key(&n, h)),
-            );
-        }
         let mut batch = WriteBatch::default();
         let mut dropped = BTreeSet::new();
-        for &g in &old {
-            batch.remove(generation::manifest_key(g));
-            for (n, h) in ports_of(g) {
-                let k = generation::record_key(&n, h);
-                if !still_used.contains(&k) && dropped.insert(k.clone()) {
-                    batch.remove(k);
+        for g in &old {
+            batch.remove(generation::manifest_key(*g));
+            for (n, &h) in ports_of(g).into_iter().flatten() {
+                if !still_used(n, h) && dropped.insert((n.clone(), h)) {
+                    batch.remove(generation::record_key(n, h));
                 }
             }
         }
-        for k in &self.orphans {
-            if !still_used.contains(k) && dropped.insert(k.clone()) {
-                batch.remove(k.clone());
-            }
+        for k in std::mem::take(&mut self.orphans) {
+            batch.remove(k);
         }
         if let Err(source) = self.backend.apply(batch) {
             return Err(self.poison("prune", source));
@@ -426,7 +449,6 @@ impl Store {
             self.gens.remove(&g);
             self.refs.remove(&g);
         }
-        self.orphans.clear();
         Ok(())
     }
 
