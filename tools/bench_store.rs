@@ -109,6 +109,10 @@ fn run_one(
         } else {
             None
         },
+        cache_capacity_bytes: std::env::var("BENCH_CACHE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2 << 20),
         ..StoreConfig::new(&state)
     };
     let rss_before = vm_hwm_kib();
@@ -195,21 +199,30 @@ fn main() -> anyhow::Result<()> {
         "bench-store: dir={} commits per size={commits}",
         dir.display()
     );
-    for export in [true, false] {
+    // (JSON export on, sled mode, change per commit). "one": one port flaps per commit (the daemon's
+    // usual commit); "all": every record changes every commit (worst case, sled churn).
+    let runs = [
+        (true, "lowspace", "one"),
+        (false, "lowspace", "one"),
+        (true, "lowspace", "all"),
+        (false, "ht", "one"),
+    ];
+    for (export, mode, change) in runs {
         for ports in [64, 512, 2048] {
+            let n = if change == "all" {
+                (commits / 4).max(10)
+            } else {
+                commits
+            };
             let status = Command::new(std::env::current_exe()?)
-                .args([
-                    "--dir",
-                    &dir.to_string_lossy(),
-                    "--commits",
-                    &commits.to_string(),
-                ])
+                .args(["--dir", &dir.to_string_lossy(), "--commits", &n.to_string()])
                 .args([
                     "--child-ports",
                     &ports.to_string(),
                     "--child-export",
                     if export { "1" } else { "0" },
                 ])
+                .args(["--child-mode", mode, "--child-change", change])
                 .status()?;
             anyhow::ensure!(status.success(), "child for {ports} ports failed");
         }

@@ -37,7 +37,8 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// The daemon's defaults for `dir`: 3 generations, recovery on, 7 days, `dir/port_state.json`, 8 MiB.
+    /// The daemon's defaults for `dir`: 3 generations, recovery on, 7 days, `dir/port_state.json`, a 2 MiB
+    /// sled cache (sled's real memory use is several times its cache setting under churn; see docs/durability.md).
     pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
         let dir = dir.into();
         StoreConfig {
@@ -46,7 +47,7 @@ impl StoreConfig {
             generations: 3,
             recovery: true,
             max_age: Duration::from_secs(7 * 86_400),
-            cache_capacity_bytes: 8 << 20,
+            cache_capacity_bytes: 2 << 20,
         }
     }
 }

@@ -27,7 +27,7 @@
 //!     recovery: true,
 //!     max_age: Duration::from_secs(7 * 86_400),
 //!     json_export: Some(dir.path().join("state/port_state.json")),
-//!     cache_capacity_bytes: 8 << 20,
+//!     cache_capacity_bytes: 2 << 20,
 //! };
 //!
 //! // First start: nothing stored, a cold start.
