@@ -24,6 +24,9 @@ pub enum BackendError {
     Other(String),
 }
 
+/// Key-value pairs in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One atomic write: puts (`Some`) and removes (`None`), applied all or nothing.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -47,7 +50,7 @@ pub trait Backend: Send {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
     /// Every pair whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError>;
     /// Every key starting with `prefix`, in key order (values are not read).
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError>;
     /// Apply `batch` atomically: after a crash either all of it or none of it is visible.
@@ -78,11 +81,23 @@ fn sled_err(e: sled::Error) -> BackendError {
 impl SledBackend {
     /// Open (or create) a sled database in `dir`. sled may panic on some damaged files; the caller
     /// (`Store::open`) runs this under `catch_unwind`.
+    ///
+    /// sled's default mode (`LowSpace`) is used: see `tools/bench_store.rs` for the comparison with
+    /// `HighThroughput`. `flush_every_ms` stays at sled's default (500 ms); never `None`.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<SledBackend, BackendError> {
+        SledBackend::open_with_mode(dir, cache_capacity_bytes, sled::Mode::LowSpace)
+    }
+
+    /// [`SledBackend::open`] with an explicit sled mode.
+    pub fn open_with_mode(
+        dir: &Path,
+        cache_capacity_bytes: u64,
+        mode: sled::Mode,
+    ) -> Result<SledBackend, BackendError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
-            .mode(sled::Mode::LowSpace)
+            .mode(mode)
             .open()
             .map_err(sled_err)?;
         Ok(SledBackend {
@@ -97,7 +112,7 @@ impl Backend for SledBackend {
         Ok(self.db.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
         self.db
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err))
@@ -125,6 +140,7 @@ impl Backend for SledBackend {
 
     fn sync(&self) -> Result<(), BackendError> {
         self.db.flush().map_err(sled_err)?;
+        super::fault::crash_point(super::fault::CrashPoint::AfterFlush);
         // sled's flush() ends in sync_file_range: neither the disk cache nor the file size reach the
         // platter. A real fsync of the log file makes the flushed batches power-safe.
         File::open(self.dir.join("db"))?.sync_all()?;
@@ -222,7 +238,7 @@ impl Backend for MemBackend {
         Ok(g.map.get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
         let g = self.lock();
         if g.faults.fail_read {
             return Err(injected("read"));

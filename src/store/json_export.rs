@@ -14,7 +14,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
 
 use super::record::{PortRecord, Snapshot};
 
@@ -88,37 +90,66 @@ pub fn checksum(doc: &Map<String, Value>) -> String {
     format!("{:08x}", crc32fast::hash(s.as_bytes()))
 }
 
-/// Render `snap` as the compatibility JSON, checksum included.
+/// One port, legacy fields only, in canonical (sorted) field order.
+#[derive(serde::Serialize)]
+struct PortOut<'a> {
+    admin_state: u8,
+    flags: u32,
+    mtu: u32,
+    name: &'a str,
+    oper_state: u8,
+}
+
+/// The document without its checksum, fields in canonical (sorted) order, so its compact serialisation
+/// *is* the canonical form the checksum is defined over.
+#[derive(serde::Serialize)]
+struct DocOut<'a> {
+    counters: &'a BTreeMap<String, u64>,
+    generation: u64,
+    ifindex: BTreeMap<&'a str, u32>,
+    ports: BTreeMap<&'a str, PortOut<'a>>,
+    published: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
+    saved_at: u64,
+    version: u64,
+}
+
+/// Render `snap` as the compatibility JSON (compact, one line), checksum included.
 pub fn render(snap: &Snapshot, saved_at: u64, generation: u64) -> Vec<u8> {
-    let mut ports = Map::new();
-    let mut ifindex = Map::new();
-    let mut published = Map::new();
-    for (name, p) in &snap.ports {
-        ports.insert(
-            name.clone(),
-            json!({
-                "name": p.name,
-                "admin_state": u8::from(p.admin_up),
-                "oper_state": u8::from(p.oper_up),
-                "flags": p.flags,
-                "mtu": p.mtu,
-            }),
-        );
-        ifindex.insert(name.clone(), json!(p.ifindex));
-        published.insert(name.clone(), json!(p.published));
-    }
-    let mut doc = Map::new();
-    doc.insert("ports".into(), Value::Object(ports));
-    doc.insert("saved_at".into(), json!(saved_at));
-    doc.insert("version".into(), json!(FORMAT_VERSION));
-    doc.insert("generation".into(), json!(generation));
-    doc.insert("ifindex".into(), Value::Object(ifindex));
-    doc.insert("published".into(), Value::Object(published));
-    doc.insert("counters".into(), json!(snap.counters));
-    let sum = checksum(&doc);
-    doc.insert("checksum".into(), json!(sum));
-    let mut out = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
-    out.push(b'\n');
+    let doc = DocOut {
+        counters: &snap.counters,
+        generation,
+        ifindex: snap
+            .ports
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.ifindex))
+            .collect(),
+        ports: snap
+            .ports
+            .iter()
+            .map(|(n, p)| {
+                let out = PortOut {
+                    admin_state: u8::from(p.admin_up),
+                    flags: p.flags,
+                    mtu: p.mtu,
+                    name: &p.name,
+                    oper_state: u8::from(p.oper_up),
+                };
+                (n.as_str(), out)
+            })
+            .collect(),
+        published: snap
+            .ports
+            .iter()
+            .map(|(n, p)| (n.as_str(), &p.published))
+            .collect(),
+        saved_at,
+        version: FORMAT_VERSION,
+    };
+    // Serialising plain structs and string maps cannot fail.
+    let mut out = serde_json::to_vec(&doc).unwrap_or_default();
+    let sum = format!("{:08x}", crc32fast::hash(&out));
+    out.pop(); // the closing brace
+    out.extend_from_slice(format!(",\"checksum\":\"{sum}\"}}\n").as_bytes());
     out
 }
 
@@ -307,6 +338,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn snap() -> Snapshot {
         let mut s = Snapshot::default();
@@ -351,7 +383,7 @@ mod tests {
             ("9100", "9101"),
             ("69699", "69698"),
             ("\"up\"", "\"dn\""),
-            (": 2", ": 3"),
+            ("}\":2", "}\":3"),
         ] {
             let bad = text.replacen(from, to, 1);
             assert_ne!(bad, text);

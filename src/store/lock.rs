@@ -29,7 +29,25 @@ pub struct PidLock {
 
 impl PidLock {
     /// Take the lock in `dir` (which must exist) and write our pid into it.
+    ///
+    /// When the holder is this very process, the lock may only be pinned by a child that was forked
+    /// (by another thread) while our descriptor was open and has not reached `exec` yet; that clears in
+    /// moments, so it is retried for up to 2 s before being reported.
     pub fn acquire(dir: &Path) -> Result<PidLock, LockError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match PidLock::try_acquire(dir) {
+                Err(LockError::Held { pid })
+                    if pid == std::process::id() && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(dir: &Path) -> Result<PidLock, LockError> {
         let path = dir.join(LOCK_FILE);
         let io_err = |err| LockError::Io {
             path: path.clone(),

@@ -42,7 +42,7 @@ pub fn legacy_candidates(file: &Path) -> Vec<PathBuf> {
             Some((unix, e.path()))
         })
         .collect();
-    stamped.sort_by(|a, b| b.0.cmp(&a.0));
+    stamped.sort_by_key(|s| std::cmp::Reverse(s.0));
     out.extend(stamped.into_iter().map(|(_, p)| p));
     out
 }

@@ -27,7 +27,7 @@
 //!     recovery: true,
 //!     max_age: Duration::from_secs(7 * 86_400),
 //!     json_export: Some(dir.path().join("state/port_state.json")),
-//!     cache_capacity_bytes: 8 << 20,
+//!     cache_capacity_bytes: 2 << 20,
 //! };
 //!
 //! // First start: nothing stored, a cold start.
@@ -52,22 +52,24 @@
 //! ```
 
 pub mod backend;
+#[cfg(test)]
+mod crash_tests;
 pub mod fault;
 pub mod generation;
+mod handle;
 pub mod json_export;
 pub mod lock;
 pub mod migrate;
 pub mod reader;
 pub mod record;
 pub mod recovery;
-mod store;
 
 pub use backend::{Backend, BackendError, MemBackend, SledBackend, WriteBatch};
 pub use generation::{Manifest, SCHEMA_VERSION};
+pub use handle::{Store, StoreConfig, SLED_DIR};
 pub use reader::{GenerationInfo, StoreReader};
 pub use record::{PortRecord, Snapshot};
 pub use recovery::{LadderStep, Recovered, RecoverySource};
-pub use store::{Store, StoreConfig, SLED_DIR};
 
 use std::path::PathBuf;
 
@@ -153,11 +155,4 @@ pub fn format_utc(secs: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(super::format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_utc(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(super::format_utc(951_782_400), "2000-02-29T00:00:00Z");
-    }
-}
+mod tests;

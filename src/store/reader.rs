@@ -73,7 +73,7 @@ fn try_open(dir: &Path, cache: u64) -> Result<SledBackend, String> {
 }
 
 /// Open sled in `dir` with its open under `catch_unwind`. With `move_generating`, a failed open moves
-/// leftover `snap.*.generating` files aside (`<name>.aside-<unix>`, a half-written snapshot from a power
+/// leftover `snap.*.generating` files aside (`aside-<unix>.<name>`, a half-written snapshot from a power
 /// cut, which makes sled 0.34.7 refuse to open) and retries once.
 pub fn open_sled(dir: &Path, cache: u64, move_generating: bool) -> Result<SledBackend, String> {
     let first = match try_open(dir, cache) {
@@ -87,7 +87,8 @@ pub fn open_sled(dir: &Path, cache: u64, move_generating: bool) -> Result<SledBa
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("snap.") && name.ends_with(".generating") {
-            let to = dir.join(format!("{name}.aside-{}", unix_now()));
+            // The new name must not start with "snap.": sled reads every file with that prefix.
+            let to = dir.join(format!("aside-{}.{name}", unix_now()));
             if fs::rename(e.path(), &to).is_ok() {
                 moved.push(name);
             }
@@ -98,6 +99,32 @@ pub fn open_sled(dir: &Path, cache: u64, move_generating: bool) -> Result<SledBa
     }
     tracing::warn!(dir = %dir.display(), moved = ?moved, error = %first, "moved half-written sled snapshots aside");
     try_open(dir, cache).map_err(|e| format!("{first}; after moving {moved:?} aside: {e}"))
+}
+
+/// File inside `sled/` holding the schema version as text, so a newer store is refused before sled
+/// even opens it (sled writes a fresh snapshot on every open; a refused store must not change at all).
+pub const SCHEMA_MARKER: &str = "portsyncd-schema";
+
+/// Refuse a store whose schema marker names a newer schema.
+pub fn check_schema_marker(sled_dir: &Path) -> Result<(), StoreError> {
+    match fs::read_to_string(sled_dir.join(SCHEMA_MARKER)) {
+        Ok(s) => match s.trim().parse::<u32>() {
+            Ok(v) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+                found: v,
+                supported: SCHEMA_VERSION,
+            }),
+            // An unreadable marker is not trusted either way; `meta/schema` inside sled decides.
+            _ => Ok(()),
+        },
+        Err(_) => Ok(()),
+    }
+}
+
+/// Write the schema marker (fsynced, then the directory).
+pub fn write_schema_marker(sled_dir: &Path) -> Result<(), StoreError> {
+    let path = sled_dir.join(SCHEMA_MARKER);
+    super::json_export::write_atomic(&path, format!("{SCHEMA_VERSION}\n").as_bytes())
+        .map_err(StoreError::io(&path))
 }
 
 /// A store opened for reading by a tool: never created, never migrated, never quarantined.
@@ -118,6 +145,7 @@ impl StoreReader {
                 dir: dir.to_path_buf(),
             });
         }
+        check_schema_marker(&sled_dir)?;
         let lock = PidLock::acquire(dir).map_err(|e| match e {
             LockError::Held { pid } => StoreError::InUse { pid },
             LockError::Io { path, err } => StoreError::Io { path, source: err },

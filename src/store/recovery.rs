@@ -108,6 +108,18 @@ fn step(steps: &mut Vec<LadderStep>, from: String, reason: String) {
     steps.push(LadderStep { from, reason });
 }
 
+/// The JSON export, when it verifies, is fresh, and holds a generation newer than `gen`.
+fn newer_export<'a>(
+    path: Option<&'a Path>,
+    gen: u64,
+    too_old: &dyn Fn(u64) -> bool,
+    recovery: bool,
+) -> Option<(&'a Path, json_export::JsonState)> {
+    let path = path.filter(|_| recovery)?;
+    let st = json_export::read(path, true).ok()?;
+    (st.generation? > gen && !too_old(st.saved_at)).then_some((path, st))
+}
+
 /// Run the ladder.
 pub fn run(input: LadderInput<'_>) -> LadderOutcome {
     let LadderInput {
@@ -168,6 +180,26 @@ pub fn run(input: LadderInput<'_>) -> LadderOutcome {
                             ),
                         );
                         r.stale = true;
+                    } else if let Some((path, st)) =
+                        newer_export(json_export, g, &too_old, recovery)
+                    {
+                        // The export is only written after a generation is durable in sled, so an export
+                        // newer than sled's newest means sled lost its tail: the export is the best state.
+                        let eg = st.generation.unwrap_or(0);
+                        step(
+                            &mut steps,
+                            format!("generation {g}"),
+                            format!(
+                                "the JSON export {} holds the newer generation {eg}; sled lost it",
+                                path.display()
+                            ),
+                        );
+                        max_generation = max_generation.max(eg);
+                        r.generation = Some(eg);
+                        r.saved_at = Some(to_system_time(st.saved_at));
+                        r.counters = st.snapshot.counters.clone();
+                        r.snapshot = Some(st.snapshot);
+                        r.source = RecoverySource::JsonExport;
                     } else {
                         r.snapshot = Some(snap);
                         r.source = if first {
@@ -249,14 +281,17 @@ pub fn run(input: LadderInput<'_>) -> LadderOutcome {
 mod tests {
     use super::*;
     use crate::store::backend::MemBackend;
-    use crate::store::generation::{build, manifest_key, port_key, tests::snap};
+    use crate::store::generation::{
+        manifest_key,
+        tests::{key_of, put_gen, snap},
+    };
 
     const NOW: u64 = 1_800_000_000;
     const DAY: u64 = 86_400;
 
     fn put(b: &MemBackend, gen: u64, salt: u32, saved_at: u64) -> Snapshot {
         let s = snap(4, salt);
-        b.apply(build(gen, &s, saved_at).0).unwrap();
+        put_gen(b, gen, &s, saved_at);
         s
     }
 
@@ -293,7 +328,7 @@ mod tests {
         let b = MemBackend::new();
         let s1 = put(&b, 1, 1, NOW - 20);
         put(&b, 2, 2, NOW - 10);
-        b.tamper(&port_key(2, "Ethernet4"), |v| v[1] ^= 0x40);
+        b.tamper(&key_of(&b, 2, "Ethernet4"), |v| v[1] ^= 0x40);
         let o = run(input(Some(&b), None));
         let r = o.recovered;
         assert_eq!(
@@ -328,6 +363,27 @@ mod tests {
         assert_eq!(r.snapshot, Some(s));
         assert_eq!(r.steps.len(), 1);
         assert_eq!(o.max_generation, 9);
+    }
+
+    #[test]
+    fn an_export_newer_than_sled_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("port_state.json");
+        let b = MemBackend::new();
+        put(&b, 4, 1, NOW - 20);
+        let s = snap(3, 7);
+        json_export::write_atomic(&path, &json_export::render(&s, NOW - 5, 5)).unwrap();
+        let r = run(input(Some(&b), Some(&path))).recovered;
+        assert_eq!(
+            (r.source, r.generation),
+            (RecoverySource::JsonExport, Some(5))
+        );
+        assert_eq!(r.snapshot, Some(s));
+        assert_eq!(r.steps.len(), 1);
+        // An export of the same (or an older) generation changes nothing.
+        json_export::write_atomic(&path, &json_export::render(&snap(3, 8), NOW - 5, 4)).unwrap();
+        let r = run(input(Some(&b), Some(&path))).recovered;
+        assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(4)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! [`Store`]: open (defensively, with the recovery ladder) and commit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use super::json_export;
 use super::lock::{LockError, PidLock};
 use super::migrate;
 use super::reader::{self, GenerationInfo};
-use super::record::Snapshot;
+use super::record::{PortRecord, Snapshot};
 use super::recovery::{self, LadderInput, LadderStep, Recovered};
 use super::{unix_now, StoreError};
 
@@ -37,7 +37,8 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// The daemon's defaults for `dir`: 3 generations, recovery on, 7 days, `dir/port_state.json`, 8 MiB.
+    /// The daemon's defaults for `dir`: 3 generations, recovery on, 7 days, `dir/port_state.json`, a 2 MiB
+    /// sled cache (sled's real memory use is several times its cache setting under churn; see docs/durability.md).
     pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
         let dir = dir.into();
         StoreConfig {
@@ -46,7 +47,7 @@ impl StoreConfig {
             generations: 3,
             recovery: true,
             max_age: Duration::from_secs(7 * 86_400),
-            cache_capacity_bytes: 8 << 20,
+            cache_capacity_bytes: 2 << 20,
         }
     }
 }
@@ -56,7 +57,14 @@ pub struct Store {
     backend: Box<dyn Backend>,
     cfg: StoreConfig,
     next_gen: u64,
+    /// Every generation with a manifest.
     gens: BTreeSet<u64>,
+    /// Port → record hash of every verified generation (records that commits may reuse).
+    refs: BTreeMap<u64, BTreeMap<String, u64>>,
+    /// The records of the newest committed generation with their hashes (skips re-encoding).
+    last: BTreeMap<String, (PortRecord, u64)>,
+    /// Unreferenced record keys found at open.
+    orphans: Vec<Vec<u8>>,
     poisoned: Option<String>,
     export_failures: u64,
     _lock: Option<PidLock>,
@@ -66,6 +74,24 @@ fn lock_err(e: LockError) -> StoreError {
     match e {
         LockError::Held { pid } => StoreError::InUse { pid },
         LockError::Io { path, err } => StoreError::Io { path, source: err },
+    }
+}
+
+/// What a commit can skip: records of verified kept generations, and the hashes of the last commit.
+struct KnownRecords<'a> {
+    refs: &'a BTreeMap<u64, BTreeMap<String, u64>>,
+    last: &'a BTreeMap<String, (PortRecord, u64)>,
+}
+
+impl generation::Known for KnownRecords<'_> {
+    fn hash_of(&self, name: &str, rec: &PortRecord) -> Option<u64> {
+        match self.last.get(name) {
+            Some((r, h)) if r == rec && self.stored(name, *h) => Some(*h),
+            _ => None,
+        }
+    }
+    fn stored(&self, name: &str, hash: u64) -> bool {
+        self.refs.values().any(|p| p.get(name) == Some(&hash))
     }
 }
 
@@ -85,66 +111,63 @@ fn quarantine(dir: &Path) -> Result<PathBuf, StoreError> {
     Ok(to)
 }
 
-fn write_schema(b: &dyn Backend) -> Result<(), StoreError> {
-    let mut batch = WriteBatch::default();
-    batch.put(SCHEMA_KEY.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
-    b.apply(batch).map_err(|source| StoreError::Backend {
-        op: "writing the schema version",
-        source,
-    })?;
-    b.sync().map_err(|source| StoreError::Backend {
-        op: "writing the schema version",
-        source,
+/// What the schema check found.
+enum SchemaState {
+    Current,
+    /// No schema and no generations: a new store (or one whose creation was interrupted).
+    Fresh,
+    Damaged(String),
+}
+
+/// Check the schema of an opened backend; a newer one is an error (nothing is written).
+fn check_schema(b: &dyn Backend) -> Result<SchemaState, StoreError> {
+    Ok(match generation::read_schema(b) {
+        Ok(Some(v)) if v > SCHEMA_VERSION => {
+            return Err(StoreError::NewerSchema {
+                found: v,
+                supported: SCHEMA_VERSION,
+            })
+        }
+        Ok(Some(v)) if v == SCHEMA_VERSION => SchemaState::Current,
+        Ok(Some(v)) => SchemaState::Damaged(format!("unknown schema version {v}")),
+        Ok(None) => match generation::list(b) {
+            Ok(g) if g.is_empty() => SchemaState::Fresh,
+            Ok(_) => SchemaState::Damaged("schema version missing".into()),
+            Err(e) => SchemaState::Damaged(format!("cannot read: {e}")),
+        },
+        Err(e) => SchemaState::Damaged(format!("cannot read the schema version: {e}")),
     })
 }
 
-/// Check the schema of an opened backend. `Ok(None)`: fine. `Ok(Some(why))`: damaged. A fresh backend
-/// (no schema, no generations) gets the current schema written.
-fn check_schema(b: &dyn Backend) -> Result<Option<String>, StoreError> {
-    match generation::read_schema(b) {
-        Ok(Some(v)) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
-            found: v,
-            supported: SCHEMA_VERSION,
-        }),
-        Ok(Some(v)) if v == SCHEMA_VERSION => Ok(None),
-        Ok(Some(v)) => Ok(Some(format!("unknown schema version {v}"))),
-        Ok(None) => match generation::list(b) {
-            Ok(g) if g.is_empty() => write_schema(b).map(|_| None),
-            Ok(_) => Ok(Some("schema version missing".into())),
-            Err(e) => Ok(Some(format!("cannot read: {e}"))),
-        },
-        Err(e) => Ok(Some(format!("cannot read the schema version: {e}"))),
-    }
-}
-
-/// Step 0001: a brand-new store imports the newest valid legacy JSON file as its first generation.
-fn migrate_legacy(b: &dyn Backend, cfg: &StoreConfig) -> Result<(), StoreError> {
-    let mut candidates = migrate::legacy_candidates(&cfg.dir.join(migrate::LEGACY_FILE));
-    if let Some(p) = &cfg.json_export {
-        for c in migrate::legacy_candidates(p) {
-            if !candidates.contains(&c) {
-                candidates.push(c);
+/// Initialise a fresh store: the schema version, and (step 0001, when `migrate`) the newest valid legacy
+/// JSON file as the first generation — in one atomic batch, so an interrupted creation leaves either a
+/// fresh store or a migrated one.
+fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    if migrate {
+        let mut candidates = migrate::legacy_candidates(&cfg.dir.join(migrate::LEGACY_FILE));
+        if let Some(p) = &cfg.json_export {
+            for c in migrate::legacy_candidates(p) {
+                if !candidates.contains(&c) {
+                    candidates.push(c);
+                }
             }
         }
+        if let Some((path, st)) = migrate::read_legacy(&candidates).chosen {
+            let gen = st.generation.unwrap_or(0) + 1;
+            batch = generation::build(gen, &st.snapshot, st.saved_at, &generation::NothingStored).0;
+            tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "importing legacy state");
+        }
     }
-    if candidates.is_empty() {
-        return Ok(());
-    }
-    let imp = migrate::read_legacy(&candidates);
-    if let Some((path, st)) = imp.chosen {
-        let gen = st.generation.unwrap_or(0) + 1;
-        let (batch, _) = generation::build(gen, &st.snapshot, st.saved_at);
-        b.apply(batch).map_err(|source| StoreError::Backend {
-            op: "legacy import",
-            source,
-        })?;
-        b.sync().map_err(|source| StoreError::Backend {
-            op: "legacy import",
-            source,
-        })?;
-        tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "imported legacy state");
-    }
-    Ok(())
+    batch.put(SCHEMA_KEY.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec());
+    b.apply(batch).map_err(|source| StoreError::Backend {
+        op: "initialising the store",
+        source,
+    })?;
+    b.sync().map_err(|source| StoreError::Backend {
+        op: "initialising the store",
+        source,
+    })
 }
 
 impl Store {
@@ -172,7 +195,7 @@ impl Store {
         }
         let lock = PidLock::acquire(&cfg.dir).map_err(lock_err)?;
         let sled_dir = cfg.dir.join(SLED_DIR);
-        let existed = sled_dir.exists();
+        reader::check_schema_marker(&sled_dir)?;
         let mut steps = Vec::new();
         let mut backend = match reader::open_sled(&sled_dir, cfg.cache_capacity_bytes, true) {
             Ok(b) => Some(b),
@@ -182,13 +205,23 @@ impl Store {
             }
         };
         if let Some(b) = &backend {
-            if let Some(why) = check_schema(b)? {
-                backend = None;
-                Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
+            match check_schema(b)? {
+                SchemaState::Current => {
+                    // A creation interrupted between sled's first batch and the marker: finish it.
+                    if !sled_dir.join(reader::SCHEMA_MARKER).exists() {
+                        reader::write_schema_marker(&sled_dir)?;
+                    }
+                }
+                SchemaState::Fresh => {
+                    initialise(b, &cfg, migrate)?;
+                    reader::write_schema_marker(&sled_dir)?;
+                    json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
+                }
+                SchemaState::Damaged(why) => {
+                    backend = None;
+                    Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
+                }
             }
-        }
-        if let (Some(b), true, false) = (&backend, migrate, existed) {
-            migrate_legacy(b, &cfg)?;
         }
         let outcome = recovery::run(LadderInput {
             backend: backend.as_ref().map(|b| b as &dyn Backend),
@@ -233,7 +266,8 @@ impl Store {
                     reason,
                 }
             })?;
-        write_schema(&b)?;
+        initialise(&b, cfg, false)?;
+        reader::write_schema_marker(&sled_dir)?;
         json_export::sync_dir(&sled_dir).map_err(StoreError::io(&sled_dir))?;
         json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
         Ok(b)
@@ -244,12 +278,28 @@ impl Store {
         cfg: StoreConfig,
         lock: Option<PidLock>,
     ) -> Result<Store, StoreError> {
-        let gens: BTreeSet<u64> = generation::list(backend.as_ref())
-            .map_err(|source| StoreError::Backend {
-                op: "listing generations",
-                source,
-            })?
+        let b = backend.as_ref();
+        let listing = |source| StoreError::Backend {
+            op: "listing generations",
+            source,
+        };
+        let gens: BTreeSet<u64> = generation::list(b).map_err(listing)?.into_iter().collect();
+        // Only records of fully verified generations are reused by later commits.
+        let mut refs = BTreeMap::new();
+        let mut referenced = BTreeSet::new();
+        for &g in &gens {
+            if let Ok(m) = generation::read_manifest(b, g) {
+                referenced.extend(m.ports.iter().map(|(n, &h)| generation::record_key(n, h)));
+            }
+            if let Ok((m, _)) = generation::load(b, g) {
+                refs.insert(g, m.ports);
+            }
+        }
+        // Records no readable manifest refers to (left by damage) go with the next prune.
+        let orphans = generation::record_keys(b)
+            .map_err(listing)?
             .into_iter()
+            .filter(|k| !referenced.contains(k))
             .collect();
         let next_gen = gens.last().map_or(1, |g| g + 1);
         Ok(Store {
@@ -257,6 +307,9 @@ impl Store {
             cfg,
             next_gen,
             gens,
+            refs,
+            last: BTreeMap::new(),
+            orphans,
             poisoned: None,
             export_failures: 0,
             _lock: lock,
@@ -269,8 +322,10 @@ impl Store {
         backend: Box<dyn Backend>,
         cfg: StoreConfig,
     ) -> Result<(Store, Recovered), StoreError> {
-        if let Some(why) = check_schema(backend.as_ref())? {
-            return Err(StoreError::Corruption { what: why });
+        match check_schema(backend.as_ref())? {
+            SchemaState::Current => {}
+            SchemaState::Fresh => initialise(backend.as_ref(), &cfg, false)?,
+            SchemaState::Damaged(what) => return Err(StoreError::Corruption { what }),
         }
         let outcome = recovery::run(LadderInput {
             backend: Some(backend.as_ref()),
@@ -302,7 +357,11 @@ impl Store {
             return Err(StoreError::Poisoned { why: why.clone() });
         }
         let gen = self.next_gen;
-        let (batch, _) = generation::build(gen, snap, saved_at);
+        let known = KnownRecords {
+            refs: &self.refs,
+            last: &self.last,
+        };
+        let (batch, manifest, changed) = generation::build(gen, snap, saved_at, &known);
         crash_point(CrashPoint::BeforeApply);
         let written = self.backend.apply(batch).and_then(|()| {
             crash_point(CrashPoint::AfterApply);
@@ -314,6 +373,14 @@ impl Store {
         crash_point(CrashPoint::AfterSync);
         self.next_gen = gen + 1;
         self.gens.insert(gen);
+        // Remember the records just committed (only the changed ones are cloned).
+        self.last.retain(|name, _| snap.ports.contains_key(name));
+        for name in changed {
+            if let (Some(rec), Some(&h)) = (snap.ports.get(&name), manifest.ports.get(&name)) {
+                self.last.insert(name, (rec.clone(), h));
+            }
+        }
+        self.refs.insert(gen, manifest.ports);
         self.prune(gen)?;
         crash_point(CrashPoint::AfterPrune);
         if let Some(path) = &self.cfg.json_export {
@@ -345,26 +412,43 @@ impl Store {
     /// and sled replays its log in order, so it can never land without the generation that replaced it.
     fn prune(&mut self, newest: u64) -> Result<(), StoreError> {
         let keep = self.cfg.generations.max(1) as u64;
-        let old: Vec<u64> = self
-            .gens
-            .iter()
-            .copied()
-            .filter(|g| g + keep <= newest)
-            .collect();
-        if old.is_empty() {
+        let (old, kept): (Vec<u64>, Vec<u64>) =
+            self.gens.iter().partition(|&&g| g + keep <= newest);
+        if old.is_empty() && self.orphans.is_empty() {
             return Ok(());
         }
+        let b = self.backend.as_ref();
+        // Port maps of the kept generations (unverified ones read from their manifest, if readable).
+        let unverified: BTreeMap<u64, BTreeMap<String, u64>> = kept
+            .iter()
+            .chain(&old)
+            .filter(|g| !self.refs.contains_key(g))
+            .filter_map(|&g| generation::read_manifest(b, g).ok().map(|m| (g, m.ports)))
+            .collect();
+        let ports_of = |g: &u64| self.refs.get(g).or_else(|| unverified.get(g));
+        let still_used = |name: &str, hash: u64| {
+            kept.iter()
+                .any(|g| ports_of(g).is_some_and(|p| p.get(name) == Some(&hash)))
+        };
         let mut batch = WriteBatch::default();
-        for &g in &old {
-            if let Err(source) = generation::remove_into(self.backend.as_ref(), g, &mut batch) {
-                return Err(self.poison("prune", source));
+        let mut dropped = BTreeSet::new();
+        for g in &old {
+            batch.remove(generation::manifest_key(*g));
+            for (n, &h) in ports_of(g).into_iter().flatten() {
+                if !still_used(n, h) && dropped.insert((n.clone(), h)) {
+                    batch.remove(generation::record_key(n, h));
+                }
             }
+        }
+        for k in std::mem::take(&mut self.orphans) {
+            batch.remove(k);
         }
         if let Err(source) = self.backend.apply(batch) {
             return Err(self.poison("prune", source));
         }
         for g in old {
             self.gens.remove(&g);
+            self.refs.remove(&g);
         }
         Ok(())
     }
@@ -372,6 +456,11 @@ impl Store {
     /// Every stored generation, newest first, each verified.
     pub fn generations(&self) -> Result<Vec<GenerationInfo>, StoreError> {
         reader::describe(self.backend.as_ref())
+    }
+
+    /// Load and verify one stored generation.
+    pub fn load(&self, gen: u64) -> Result<(super::Manifest, Snapshot), generation::Invalid> {
+        generation::load(self.backend.as_ref(), gen)
     }
 
     /// The generation the next commit will get.

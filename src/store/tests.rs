@@ -1,0 +1,382 @@
+//! Store-level tests: the commit protocol, rotation, poisoning, schema refusal, the pid lock, the legacy
+//! migration and the defensive open, on real sled in temp dirs and on the in-memory backend.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::backend::{Faults, MemBackend};
+use super::generation::tests::snap;
+use super::*;
+
+fn cfg(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        max_age: Duration::from_secs(100 * 365 * 86_400),
+        ..StoreConfig::new(dir.join("state"))
+    }
+}
+
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files(&e.path()));
+        } else {
+            out.insert(e.path(), fs::read(e.path()).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn utc_formatting() {
+    assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+    assert_eq!(format_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+}
+
+#[test]
+fn commit_and_reopen_on_sled() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut s, r) = Store::open(cfg(t.path())).unwrap();
+    assert_eq!(r.source, RecoverySource::ColdStart);
+    assert!(r.steps.is_empty());
+    let a = snap(10, 1);
+    let b = snap(12, 2);
+    assert_eq!(s.commit(&a).unwrap(), 1);
+    assert_eq!(s.commit(&b).unwrap(), 2);
+    drop(s);
+    let (s, r) = Store::open(cfg(t.path())).unwrap();
+    assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(2)));
+    assert_eq!(r.snapshot, Some(b.clone()));
+    assert_eq!(r.counters, b.counters);
+    assert_eq!(s.next_generation(), 3);
+    // The export matches the newest generation.
+    let exp = json_export::read(&t.path().join("state/port_state.json"), true).unwrap();
+    assert_eq!((exp.generation, exp.snapshot), (Some(2), b));
+}
+
+#[test]
+fn rotation_keeps_n_newest_and_prunes_the_rest() {
+    for (keep, expect) in [(3usize, vec![5u64, 4, 3]), (1, vec![5])] {
+        let b = MemBackend::new();
+        let c = StoreConfig {
+            generations: keep,
+            json_export: None,
+            ..StoreConfig::new("/nonexistent")
+        };
+        let (mut s, _) = Store::with_backend(Box::new(b.clone()), c).unwrap();
+        for i in 0..5 {
+            s.commit(&snap(4, i)).unwrap();
+        }
+        let gens: Vec<u64> = s.generations().unwrap().iter().map(|g| g.number).collect();
+        assert_eq!(gens, expect);
+        assert!(s.generations().unwrap().iter().all(|g| g.is_valid()));
+        // Exactly the records the kept manifests refer to are left: none of a pruned generation.
+        let mut referenced = std::collections::BTreeSet::new();
+        for g in generation::list(&b).unwrap() {
+            let m = generation::read_manifest(&b, g).unwrap();
+            referenced.extend(m.ports.iter().map(|(n, &h)| generation::record_key(n, h)));
+        }
+        let stored: std::collections::BTreeSet<Vec<u8>> =
+            generation::record_keys(&b).unwrap().into_iter().collect();
+        assert_eq!(stored, referenced);
+        assert_eq!(
+            b.keys().iter().filter(|k| k.starts_with(b"m/")).count(),
+            expect.len()
+        );
+    }
+}
+
+#[test]
+fn orphan_records_are_collected_by_the_next_commit() {
+    let b = MemBackend::new();
+    let c = StoreConfig {
+        json_export: None,
+        ..StoreConfig::new("/nonexistent")
+    };
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), c.clone()).unwrap();
+    s.commit(&snap(3, 0)).unwrap();
+    drop(s);
+    let orphan = generation::record_key("Ethernet99", 42);
+    b.raw_set(&orphan, Some(vec![1, 2, 3, 4, 5]));
+    let (mut s, r) = Store::with_backend(Box::new(b.clone()), c).unwrap();
+    assert_eq!(r.source, RecoverySource::Newest);
+    assert!(b.get(&orphan).unwrap().is_some(), "open does not write");
+    s.commit(&snap(3, 1)).unwrap();
+    assert!(b.get(&orphan).unwrap().is_none());
+}
+
+#[test]
+fn an_io_error_poisons_the_store_until_reopened() {
+    let b = MemBackend::new();
+    let c = StoreConfig {
+        json_export: None,
+        ..StoreConfig::new("/nonexistent")
+    };
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), c.clone()).unwrap();
+    s.commit(&snap(2, 0)).unwrap();
+    b.set_faults(Faults {
+        fail_sync: true,
+        ..Faults::default()
+    });
+    assert!(matches!(
+        s.commit(&snap(2, 1)),
+        Err(StoreError::Backend { op: "commit", .. })
+    ));
+    b.set_faults(Faults::default());
+    assert!(matches!(
+        s.commit(&snap(2, 2)),
+        Err(StoreError::Poisoned { .. })
+    ));
+    assert!(s.poisoned().is_some());
+    drop(s);
+    let (mut s, _) = Store::with_backend(Box::new(b), c).unwrap();
+    assert!(s.commit(&snap(2, 3)).unwrap() > 2);
+}
+
+#[test]
+fn a_failed_apply_is_not_acknowledged_and_old_state_survives() {
+    let b = MemBackend::new();
+    let c = StoreConfig {
+        json_export: None,
+        ..StoreConfig::new("/nonexistent")
+    };
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), c.clone()).unwrap();
+    let first = snap(3, 0);
+    s.commit(&first).unwrap();
+    b.set_faults(Faults {
+        fail_apply: true,
+        ..Faults::default()
+    });
+    assert!(s.commit(&snap(3, 1)).is_err());
+    b.set_faults(Faults::default());
+    let (_, r) = Store::with_backend(Box::new(b), c).unwrap();
+    assert_eq!((r.generation, r.snapshot), (Some(1), Some(first)));
+}
+
+#[test]
+fn a_newer_schema_inside_sled_is_refused_and_not_rewritten() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut s, _) = Store::open(cfg(t.path())).unwrap();
+    s.commit(&snap(3, 0)).unwrap();
+    drop(s);
+    let sled_dir = t.path().join("state/sled");
+    fs::remove_file(sled_dir.join(reader::SCHEMA_MARKER)).unwrap();
+    {
+        let db = sled::open(&sled_dir).unwrap();
+        db.insert(generation::SCHEMA_KEY, &2u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let e = Store::open(cfg(t.path())).err().expect("refused");
+    assert!(
+        matches!(
+            e,
+            StoreError::NewerSchema {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("refusing"), "{e}");
+    // sled wrote its own snapshot on open, but our data is as it was: schema 2, generation 1, nothing new.
+    let db = sled::open(&sled_dir).unwrap();
+    assert_eq!(
+        db.get(generation::SCHEMA_KEY).unwrap().unwrap().as_ref(),
+        2u32.to_be_bytes()
+    );
+    let gens = generation::list(&SledLike(&db)).unwrap();
+    assert_eq!(gens, vec![1]);
+}
+
+struct SledLike<'a>(&'a sled::Db);
+impl backend::Backend for SledLike<'_> {
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.0.get(k).unwrap().map(|v| v.to_vec()))
+    }
+    fn scan_prefix(&self, p: &[u8]) -> Result<backend::Pairs, BackendError> {
+        Ok(self
+            .0
+            .scan_prefix(p)
+            .map(|r| r.unwrap())
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect())
+    }
+    fn keys_with_prefix(&self, p: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
+        Ok(self.scan_prefix(p)?.into_iter().map(|(k, _)| k).collect())
+    }
+    fn apply(&self, _: WriteBatch) -> Result<(), BackendError> {
+        unreachable!()
+    }
+    fn sync(&self) -> Result<(), BackendError> {
+        unreachable!()
+    }
+}
+
+#[test]
+fn a_newer_schema_marker_is_refused_before_sled_opens() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut s, _) = Store::open(cfg(t.path())).unwrap();
+    s.commit(&snap(3, 0)).unwrap();
+    drop(s);
+    fs::write(
+        t.path().join("state/sled").join(reader::SCHEMA_MARKER),
+        "2\n",
+    )
+    .unwrap();
+    let before = files(&t.path().join("state/sled"));
+    match Store::open(cfg(t.path())) {
+        Err(
+            e @ StoreError::NewerSchema {
+                found: 2,
+                supported: 1,
+            },
+        ) => {
+            assert!(e.to_string().contains("refusing"), "{e}")
+        }
+        Err(e) => panic!("expected NewerSchema, got {e}"),
+        Ok(_) => panic!("expected NewerSchema, got a store"),
+    }
+    assert!(matches!(
+        StoreReader::open(&t.path().join("state"), 1 << 20),
+        Err(StoreError::NewerSchema { .. })
+    ));
+    let after = files(&t.path().join("state/sled"));
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    assert!(before == after, "sled files changed");
+    assert!(!fs::read_dir(t.path().join("state")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("quarantine")
+    }));
+}
+
+#[test]
+fn a_second_opener_is_told_the_pid() {
+    let t = tempfile::tempdir().unwrap();
+    let (_s, _) = Store::open(cfg(t.path())).unwrap();
+    match Store::open(cfg(t.path())) {
+        Err(StoreError::InUse { pid }) => assert_eq!(pid, std::process::id()),
+        _ => panic!("expected InUse"),
+    }
+    assert!(matches!(
+        StoreReader::open(&t.path().join("state"), 1 << 20),
+        Err(StoreError::InUse { .. })
+    ));
+}
+
+#[test]
+fn a_new_store_imports_the_legacy_fixture() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_legacy_json");
+    fs::create_dir_all(state.join("backups")).unwrap();
+    for (from, _) in files(&fixtures) {
+        fs::copy(&from, state.join(from.strip_prefix(&fixtures).unwrap())).unwrap();
+    }
+    let before = files(&state);
+    let (s, r) = Store::open(cfg(t.path())).unwrap();
+    assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(1)));
+    assert_eq!(r.saved_at, Some(recovery::to_system_time(1_700_007_200)));
+    let got = r.snapshot.unwrap();
+    assert_eq!(
+        got.ports.keys().collect::<Vec<_>>(),
+        ["Ethernet0", "Ethernet12", "Ethernet4", "Ethernet8"]
+    );
+    assert!(!got.ports["Ethernet12"].admin_up);
+    drop(s);
+    // The legacy files are read, never changed.
+    for (p, bytes) in before {
+        assert_eq!(fs::read(&p).unwrap(), bytes, "{} changed", p.display());
+    }
+    // With the default maximum age (7 days) the 2023 state is stale: not offered, counters kept.
+    let (_, r) = Store::open(StoreConfig::new(&state)).unwrap();
+    assert!(r.stale && r.snapshot.is_none());
+}
+
+#[test]
+fn an_unopenable_sled_is_quarantined_and_the_export_used() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut s, _) = Store::open(cfg(t.path())).unwrap();
+    s.commit(&snap(3, 0)).unwrap();
+    let second = snap(3, 1);
+    s.commit(&second).unwrap();
+    drop(s);
+    // A conf whose CRC does not match (sled silently rewrites one of 8 bytes or less).
+    fs::write(t.path().join("state/sled/conf"), b"garbage garbage garbage").unwrap();
+    let (mut s, r) = Store::open(cfg(t.path())).unwrap();
+    assert_eq!(
+        (r.source, r.generation),
+        (RecoverySource::JsonExport, Some(2))
+    );
+    assert_eq!(r.snapshot, Some(second));
+    assert_eq!(r.steps.len(), 1);
+    assert_eq!(r.steps[0].from, "sled store");
+    let quarantined: Vec<_> = fs::read_dir(t.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("sled.quarantine-"))
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(
+        fs::read(t.path().join("state").join(&quarantined[0]).join("conf")).unwrap(),
+        b"garbage garbage garbage"
+    );
+    // A fresh store took its place; numbering continues after the export's generation.
+    assert_eq!(s.commit(&snap(3, 2)).unwrap(), 3);
+    drop(s);
+    let (_, r) = Store::open(cfg(t.path())).unwrap();
+    assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(3)));
+}
+
+#[test]
+fn a_leftover_generating_snapshot_is_moved_aside() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut s, _) = Store::open(cfg(t.path())).unwrap();
+    let one = snap(3, 0);
+    s.commit(&one).unwrap();
+    drop(s);
+    let stray = t.path().join("state/sled/snap.7FFFFFFFFFFFFFFF.generating");
+    fs::write(&stray, b"").unwrap();
+    let (_, r) = Store::open(cfg(t.path())).unwrap();
+    assert_eq!(
+        (r.source, r.snapshot),
+        (RecoverySource::Newest, Some(one)),
+        "{:?}",
+        r.steps
+    );
+    assert!(r.steps.is_empty(), "{:?}", r.steps);
+    assert!(
+        !stray.exists(),
+        "the stray snapshot was moved aside, not deleted"
+    );
+    let aside = fs::read_dir(t.path().join("state/sled"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("aside-") && n.ends_with(".snap.7FFFFFFFFFFFFFFF.generating")
+        });
+    assert_eq!(aside.count(), 1);
+}
+
+#[test]
+fn an_export_failure_is_counted_not_fatal() {
+    let t = tempfile::tempdir().unwrap();
+    let c = StoreConfig {
+        json_export: Some(t.path().join("missing-dir/port_state.json")),
+        ..cfg(t.path())
+    };
+    let (mut s, _) = Store::open(c).unwrap();
+    assert_eq!(s.commit(&snap(2, 0)).unwrap(), 1);
+    assert_eq!(s.export_failures(), 1);
+    assert!(s.poisoned().is_none());
+    assert_eq!(s.commit(&snap(2, 1)).unwrap(), 2);
+}

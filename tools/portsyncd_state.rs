@@ -1,0 +1,314 @@
+//! `portsyncd-state`: inspect, verify, export and import portsyncd's state store while the daemon is
+//! stopped. Exit codes follow `interface.md`; a store held by a running daemon gets "in use by pid N".
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portsyncd::store::{
+    format_utc, json_export, migrate, GenerationInfo, Snapshot, Store, StoreConfig, StoreError,
+    StoreReader,
+};
+use serde_json::json;
+
+const CACHE: u64 = 8 << 20;
+
+#[derive(Parser)]
+#[command(
+    name = "portsyncd-state",
+    version,
+    about = "Inspect and repair portsyncd's state store"
+)]
+struct Cli {
+    /// The state directory (the sled store and the JSON export).
+    #[arg(
+        long,
+        env = "PORTSYNCD_STATE_DIR",
+        default_value = "/var/lib/sonic/portsyncd",
+        global = true
+    )]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print (or write) the compatibility JSON of a generation (default: the newest valid one).
+    Export {
+        #[arg(long)]
+        generation: Option<u64>,
+        /// Write atomically to FILE instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Schema version, every generation (number, time, port count, valid or why not), lifetime counters.
+    Inspect {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record of every generation (and the JSON export). 0 valid, 1 corruption, 2 cannot open.
+    Verify,
+    /// Import a legacy port_state.json (and its backups) as a new generation.
+    Import {
+        file: PathBuf,
+        /// Where to rewrite the compatibility JSON afterwards (`off` to skip).
+        #[arg(long, env = "PORTSYNCD_JSON_EXPORT")]
+        json_export: Option<String>,
+    },
+}
+
+/// A failure with the exit code it maps to.
+struct Fail(u8, String);
+
+fn open_error(dir: &Path, e: StoreError) -> Fail {
+    match e {
+        StoreError::InUse { pid } => Fail(
+            2,
+            format!(
+                "state store {} is in use by pid {pid}; stop portsyncd first",
+                dir.display()
+            ),
+        ),
+        e @ StoreError::NotAStore { .. } => Fail(2, e.to_string()),
+        other => Fail(
+            2,
+            format!("cannot open state store {}: {other}", dir.display()),
+        ),
+    }
+}
+
+fn export_path(dir: &Path, opt: Option<&str>) -> Option<PathBuf> {
+    match opt {
+        Some("off") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(dir.join(migrate::LEGACY_FILE)),
+    }
+}
+
+fn newest_valid(gens: &[GenerationInfo]) -> Option<&GenerationInfo> {
+    gens.iter().find(|g| g.is_valid())
+}
+
+fn export(dir: &Path, generation: Option<u64>, output: Option<&Path>) -> Result<(), Fail> {
+    let r = StoreReader::open(dir, CACHE).map_err(|e| open_error(dir, e))?;
+    let gens = r
+        .generations()
+        .map_err(|e| Fail(2, format!("cannot read {}: {e}", dir.display())))?;
+    let gen = match generation {
+        Some(n) => n,
+        None => newest_valid(&gens)
+            .map(|g| g.number)
+            .ok_or_else(|| Fail(1, "no valid generation in the store".into()))?,
+    };
+    let (m, snap) = r
+        .load(gen)
+        .map_err(|e| Fail(1, format!("generation {gen} is not valid: {e}")))?;
+    let bytes = json_export::render(&snap, m.saved_at, gen);
+    match output {
+        Some(p) => {
+            json_export::write_atomic(p, &bytes)
+                .map_err(|e| Fail(1, format!("cannot write {}: {e}", p.display())))?;
+            eprintln!(
+                "exported generation {gen} ({} ports) to {}",
+                snap.ports.len(),
+                p.display()
+            );
+        }
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| Fail(1, format!("stdout: {e}")))?,
+    }
+    Ok(())
+}
+
+fn export_status(path: &Path) -> serde_json::Value {
+    if !path.exists() {
+        return json!({"path": path, "present": false});
+    }
+    match json_export::read(path, true) {
+        Ok(st) => {
+            json!({"path": path, "present": true, "valid": true, "generation": st.generation, "saved_at": st.saved_at, "ports": st.snapshot.ports.len()})
+        }
+        Err(e) => json!({"path": path, "present": true, "valid": false, "problem": e.to_string()}),
+    }
+}
+
+fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
+    let r = StoreReader::open(dir, CACHE).map_err(|e| open_error(dir, e))?;
+    let gens = r
+        .generations()
+        .map_err(|e| Fail(2, format!("cannot read {}: {e}", dir.display())))?;
+    let counters = newest_valid(&gens)
+        .and_then(|g| g.counters.clone())
+        .unwrap_or_default();
+    let exp = export_status(&dir.join(migrate::LEGACY_FILE));
+    if as_json {
+        let doc = json!({
+            "state_dir": dir,
+            "schema": r.schema(),
+            "supported_schema": portsyncd::store::SCHEMA_VERSION,
+            "disk_bytes": r.size_on_disk(),
+            "generations": gens.iter().map(|g| json!({
+                "generation": g.number, "saved_at": g.saved_at, "ports": g.port_count,
+                "valid": g.is_valid(), "problem": g.problem,
+            })).collect::<Vec<_>>(),
+            "counters": counters,
+            "json_export": exp,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(());
+    }
+    println!("state store   {}", dir.display());
+    println!(
+        "schema        {} (this tool supports {})",
+        r.schema(),
+        portsyncd::store::SCHEMA_VERSION
+    );
+    if let Some(b) = r.size_on_disk() {
+        println!("disk bytes    {b}");
+    }
+    println!();
+    println!(
+        "{:>10}  {:<20}  {:>6}  STATUS",
+        "GENERATION", "SAVED AT (UTC)", "PORTS"
+    );
+    if gens.is_empty() {
+        println!("{:>10}", "(none)");
+    }
+    for g in &gens {
+        println!(
+            "{:>10}  {:<20}  {:>6}  {}",
+            g.number,
+            g.saved_at.map(format_utc).unwrap_or_else(|| "?".into()),
+            g.port_count
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
+            match &g.problem {
+                None => "valid".to_string(),
+                Some(p) => format!("INVALID: {p}"),
+            }
+        );
+    }
+    println!();
+    match newest_valid(&gens) {
+        Some(g) => println!("lifetime counters (generation {})", g.number),
+        None => println!("lifetime counters: none (no valid generation)"),
+    }
+    let width = counters.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (k, v) in &counters {
+        println!("  {k:<width$}  {v}");
+    }
+    println!();
+    let path = exp["path"].as_str().unwrap_or_default().to_string();
+    match (exp["present"].as_bool(), exp["valid"].as_bool()) {
+        (Some(false), _) => println!("json export   {path}: absent"),
+        (_, Some(true)) => println!(
+            "json export   {path}: valid, generation {}, {} ports",
+            exp["generation"], exp["ports"]
+        ),
+        _ => println!(
+            "json export   {path}: INVALID: {}",
+            exp["problem"].as_str().unwrap_or_default()
+        ),
+    }
+    Ok(())
+}
+
+fn verify(dir: &Path) -> Result<(), Fail> {
+    let r = StoreReader::open(dir, CACHE).map_err(|e| open_error(dir, e))?;
+    let gens = r.generations().map_err(|e| {
+        Fail(
+            2,
+            format!("cannot read the generations of {}: {e}", dir.display()),
+        )
+    })?;
+    let mut problems: Vec<String> = gens
+        .iter()
+        .filter_map(|g| {
+            g.problem
+                .as_ref()
+                .map(|p| format!("generation {}: {p}", g.number))
+        })
+        .collect();
+    let exp_path = dir.join(migrate::LEGACY_FILE);
+    if exp_path.exists() {
+        if let Err(e) = json_export::read(&exp_path, true) {
+            problems.push(format!("json export {}: {e}", exp_path.display()));
+        }
+    }
+    if problems.is_empty() {
+        let ports: u64 = gens
+            .iter()
+            .map(|g| u64::from(g.port_count.unwrap_or(0)))
+            .sum();
+        println!("ok: {} generations, {ports} records verified", gens.len());
+        return Ok(());
+    }
+    for p in &problems {
+        println!("CORRUPT {p}");
+    }
+    Err(Fail(
+        1,
+        format!("{} problem(s) found in {}", problems.len(), dir.display()),
+    ))
+}
+
+fn import(dir: &Path, file: &Path, json_export_opt: Option<&str>) -> Result<(), Fail> {
+    // Read and validate everything before the store is touched.
+    let main =
+        json_export::read(file, false).map_err(|e| Fail(2, format!("{}: {e}", file.display())))?;
+    let imp = migrate::read_legacy(&migrate::legacy_candidates(file));
+    let (chosen_path, st) = match imp.chosen {
+        Some((p, s)) if s.saved_at > main.saved_at => (p, s),
+        _ => (file.to_path_buf(), main),
+    };
+    for (p, e) in &imp.rejected {
+        eprintln!("warning: skipped {}: {e}", p.display());
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(Fail(2, format!("{} is not a directory", dir.display())));
+    }
+    let cfg = StoreConfig {
+        json_export: export_path(dir, json_export_opt),
+        ..StoreConfig::new(dir)
+    };
+    let (mut store, recovered) =
+        Store::open_without_migration(cfg).map_err(|e| open_error(dir, e))?;
+    let mut snap = Snapshot {
+        ports: st.snapshot.ports,
+        counters: recovered.counters,
+    };
+    if snap.counters.is_empty() {
+        snap.counters = st.snapshot.counters;
+    }
+    let gen = store
+        .commit_at(&snap, st.saved_at)
+        .map_err(|e| Fail(1, format!("commit failed: {e}")))?;
+    println!(
+        "imported {} ({} ports, saved {}) as generation {gen}",
+        chosen_path.display(),
+        snap.ports.len(),
+        format_utc(st.saved_at)
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = cli.state_dir.as_path();
+    let result = match &cli.command {
+        Command::Export { generation, output } => export(dir, *generation, output.as_deref()),
+        Command::Inspect { json } => inspect(dir, *json),
+        Command::Verify => verify(dir),
+        Command::Import { file, json_export } => import(dir, file, json_export.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            eprintln!("portsyncd-state: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
