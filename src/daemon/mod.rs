@@ -63,10 +63,8 @@ pub fn store_config(cfg: &Config) -> StoreConfig {
 
 /// Counts and logs the recovery ladder's steps.
 fn account_recovery(rec: &Recovered, metrics: &Metrics) {
-    for step in &rec.steps {
-        warn!(from = %step.from, reason = %step.reason, "state recovery: step down the ladder");
-        metrics.state_load_failures.inc();
-    }
+    // The store logs each step once, with its reason; here they are counted.
+    metrics.state_load_failures.add(rec.steps.len() as u64);
     match rec.source {
         RecoverySource::Newest => {}
         RecoverySource::PreviousGeneration => metrics.recoveries_previous_generation.inc(),

@@ -1,0 +1,259 @@
+//! The daemon with its store under faults: newest generation corrupted, the whole sled store
+//! corrupted, a stale store; rotation and the lifetime metrics. Real daemon, redis-server and veths.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::daemon::{parse_metric, wait_until, Daemon};
+use common::monitor::Monitor;
+use common::rig::{peer_of, port_names, Rig};
+use portsyncd::store::StoreReader;
+
+const T: Duration = Duration::from_secs(20);
+
+fn rig_with(n: usize) -> (Rig, Vec<String>) {
+    let names = port_names(n);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    (Rig::new(&refs), names)
+}
+
+/// Cold start, ports created one at a time (several commits), converged, clean stop.
+fn first_run(rig: &Rig, names: &[String], extra: &[&str]) {
+    let mut d = rig.start(extra);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+    assert!(wait_until(T, || rig
+        .appl(&format!("PORT_TABLE:{}", names[names.len() - 1]))
+        .len()
+        == 7));
+    for p in names {
+        let peer = peer_of(p);
+        rig.ns.ip_batch(&format!(
+            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
+        ));
+        assert!(rig.wait_converged(&[p.clone()], T));
+        std::thread::sleep(Duration::from_millis(250)); // > the commit interval: one generation each
+    }
+    assert!(rig.wait_converged(names, T), "{:?}", rig.mismatches(names));
+    assert_eq!(d.terminate().code(), Some(0), "{}", d.log_text());
+}
+
+fn generations(state_dir: &Path) -> Vec<portsyncd::store::GenerationInfo> {
+    StoreReader::open(state_dir, 1 << 20)
+        .expect("open store")
+        .generations()
+        .expect("generations")
+}
+
+/// Flips one byte in the newest generation's manifest, through sled itself (daemon stopped).
+fn corrupt_newest_manifest(state_dir: &Path) -> u64 {
+    let db = sled::Config::new()
+        .path(state_dir.join("sled"))
+        .open()
+        .expect("open sled");
+    let (key, mut value) = db
+        .scan_prefix(b"m/")
+        .filter_map(Result::ok)
+        .last()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .expect("a manifest");
+    let gen = u64::from_be_bytes(key[2..10].try_into().expect("8 bytes"));
+    let mid = value.len() / 2;
+    value[mid] ^= 0x5a;
+    db.insert(key, value).expect("insert");
+    db.flush().expect("flush");
+    gen
+}
+
+fn warm_restart_converges(rig: &Rig, names: &[String], extra: &[&str]) -> Daemon {
+    rig.enable_warm();
+    let d = rig.start(extra);
+    assert!(
+        wait_until(T, || rig.warm_table().get("state").map(String::as_str)
+            == Some("reconciled")),
+        "{:?}\n{}",
+        rig.warm_table(),
+        d.log_text()
+    );
+    assert!(rig.wait_converged(names, T), "{:?}", rig.mismatches(names));
+    assert!(!d.log_text().contains("fatal"), "{}", d.log_text());
+    d
+}
+
+#[test]
+fn newest_generation_corrupted_falls_back_to_the_previous_one() {
+    let (rig, names) = rig_with(4);
+    // Without the JSON export (which would hold the newer generation and win), the ladder's next
+    // rung is the previous generation.
+    first_run(&rig, &names, &["--json-export", "off"]);
+    let newest = corrupt_newest_manifest(&rig.state_dir);
+    let gens = generations(&rig.state_dir);
+    assert!(!gens[0].is_valid() && gens[0].number == newest, "{gens:?}");
+    assert!(gens[1].is_valid(), "{gens:?}");
+    rig.ns.set_down("Ethernet4"); // and a change while down
+    let mut d = warm_restart_converges(&rig, &names, &["--json-export", "off"]);
+    let m = d.metrics();
+    assert_eq!(
+        parse_metric(
+            &m,
+            "portsyncd_state_recoveries_total{source=\"previous_generation\"}"
+        ),
+        1.0,
+        "{m}\n{}",
+        d.log_text()
+    );
+    assert!(
+        parse_metric(&m, "portsyncd_state_load_failures_total") >= 1.0,
+        "{m}"
+    );
+    assert!(d.log_text().contains("stepping down"), "{}", d.log_text());
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn whole_sled_store_corrupted_uses_the_json_export() {
+    let (rig, names) = rig_with(3);
+    first_run(&rig, &names, &[]);
+    let sled_dir = rig.state_dir.join("sled");
+    for entry in std::fs::read_dir(&sled_dir).expect("sled dir") {
+        let p = entry.expect("entry").path();
+        if p.is_file() {
+            std::fs::write(&p, vec![0xA5u8; 4096]).expect("overwrite");
+        }
+    }
+    let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
+    let mut d = warm_restart_converges(&rig, &names, &[]);
+    let m = d.metrics();
+    assert_eq!(
+        parse_metric(
+            &m,
+            "portsyncd_state_recoveries_total{source=\"json_export\"}"
+        ),
+        1.0,
+        "{m}\n{}",
+        d.log_text()
+    );
+    // The export held the whole state: the warm restart still writes nothing to STATE_DB.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mon.state_port_writes(), Vec::<String>::new());
+    // The damaged store was moved aside, not deleted, and a fresh one took its place.
+    let quarantined = std::fs::read_dir(&rig.state_dir)
+        .expect("state dir")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains("quarantine"));
+    assert!(quarantined, "no quarantined copy in {:?}", rig.state_dir);
+    assert_eq!(d.terminate().code(), Some(0));
+    assert!(generations(&rig.state_dir)[0].is_valid());
+}
+
+#[test]
+fn stale_store_is_not_used_and_state_db_is_the_baseline() {
+    let (rig, names) = rig_with(3);
+    first_run(&rig, &names, &[]);
+    std::thread::sleep(Duration::from_millis(1100)); // older than a max age of 0 days
+    let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
+    let mut d = warm_restart_converges(&rig, &names, &["--state-max-age-days", "0"]);
+    let log = d.log_text();
+    assert!(log.contains("older than the maximum age"), "{log}");
+    assert!(log.contains("baseline read from STATE_DB"), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        mon.state_port_writes(),
+        Vec::<String>::new(),
+        "STATE_DB baseline: no churn"
+    );
+    let m = d.metrics();
+    assert_eq!(
+        parse_metric(
+            &m,
+            "portsyncd_state_recoveries_total{source=\"cold_start\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(
+            &m,
+            "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+    // Stale cleanup: the next (recent) state is used again.
+    let mut d = warm_restart_converges(&rig, &names, &[]);
+    assert!(d
+        .log_text()
+        .contains("warm-start baseline from the saved state"));
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn rotation_keeps_the_configured_number_of_generations() {
+    let (rig, names) = rig_with(5);
+    first_run(&rig, &names, &["--state-generations", "2"]);
+    let gens = generations(&rig.state_dir);
+    assert_eq!(gens.len(), 2, "{gens:?}");
+    assert!(gens.iter().all(|g| g.is_valid()));
+    assert!(gens[0].number > gens[1].number);
+    assert_eq!(gens[0].port_count, Some(5));
+    // Rotation off: one generation (a warm start: a cold one would set the old netdevs down).
+    rig.enable_warm();
+    let mut d = rig.start(&["--state-rotation", "false"]);
+    assert!(d.wait_log("initial sync complete", T));
+    rig.ns.set_mtu("Ethernet0", 9000);
+    assert!(rig.wait_converged(&names, T));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.terminate().code(), Some(0));
+    assert_eq!(generations(&rig.state_dir).len(), 1);
+    // The saved state is the legacy JSON too.
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(rig.state_dir.join("port_state.json")).expect("export"),
+    )
+    .expect("json");
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["ports"]["Ethernet0"]["mtu"], 9000);
+    assert_eq!(json["ports"]["Ethernet0"]["admin_state"], 1);
+}
+
+#[test]
+fn lifetime_counters_survive_restarts() {
+    let (rig, names) = rig_with(2);
+    first_run(&rig, &names, &[]);
+    let mut d = warm_restart_converges(&rig, &names, &[]);
+    assert_eq!(d.terminate().code(), Some(0));
+    let mut d = warm_restart_converges(&rig, &names, &["--eoiu-timeout-secs", "0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let m = d.metrics();
+    assert_eq!(
+        parse_metric(&m, "portsyncd_starts_total{mode=\"cold\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_starts_total{mode=\"warm\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        parse_metric(&m, "portsyncd_initial_sync_seconds_count"),
+        3.0,
+        "{m}"
+    );
+    assert!(
+        parse_metric(&m, "portsyncd_state_commits_total") >= 3.0,
+        "{m}"
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+}
