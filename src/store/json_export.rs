@@ -292,6 +292,21 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
     })
 }
 
+/// The top-level `generation` of an export, found without parsing the document (None when not found
+/// in the form [`render`] writes). Only a shortcut: the document is not verified.
+pub fn peek_generation(bytes: &[u8]) -> Option<u64> {
+    // `render` writes `{"counters":{...},"generation":N,` and counter names cannot contain `"generation":`
+    // unescaped, so the first occurrence is the top-level field.
+    const NEEDLE: &[u8] = b"\"generation\":";
+    let at = bytes.windows(NEEDLE.len()).position(|w| w == NEEDLE)? + NEEDLE.len();
+    let digits: Vec<u8> = bytes[at..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// Read and parse a state file.
 pub fn read(path: &Path, require_checksum: bool) -> Result<JsonState, JsonError> {
     let bytes = fs::read(path).map_err(|err| JsonError::Read {
@@ -395,6 +410,14 @@ mod tests {
         // Reformatting does not change the checksum (it is over the canonical form).
         let v: Value = serde_json::from_str(&text).unwrap();
         assert!(parse(serde_json::to_string(&v).unwrap().as_bytes(), true).is_ok());
+    }
+
+    #[test]
+    fn peek_finds_the_generation_of_a_rendered_export() {
+        let mut s = snap();
+        s.counters.insert("x\"generation\":9".into(), 1);
+        assert_eq!(peek_generation(&render(&s, 1, 12)), Some(12));
+        assert_eq!(peek_generation(b"{\"ports\": {}}"), None);
     }
 
     #[test]

@@ -116,7 +116,12 @@ fn newer_export<'a>(
     recovery: bool,
 ) -> Option<(&'a Path, json_export::JsonState)> {
     let path = path.filter(|_| recovery)?;
-    let st = json_export::read(path, true).ok()?;
+    let bytes = std::fs::read(path).ok()?;
+    // The common case (the export holds the same generation as sled) needs no full parse.
+    if json_export::peek_generation(&bytes).is_some_and(|g| g <= gen) {
+        return None;
+    }
+    let st = json_export::parse(&bytes, true).ok()?;
     (st.generation? > gen && !too_old(st.saved_at)).then_some((path, st))
 }
 
