@@ -57,7 +57,7 @@ pub fn store_config(cfg: &Config) -> StoreConfig {
         recovery: cfg.state_recovery,
         max_age: cfg.state_max_age(),
         json_export: cfg.json_export_path(),
-        cache_capacity_bytes: 8 << 20,
+        cache_capacity_bytes: 2 << 20,
     }
 }
 
