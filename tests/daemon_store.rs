@@ -6,38 +6,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::daemon::{parse_metric, wait_until, Daemon};
+use common::daemon::parse_metric;
 use common::monitor::Monitor;
-use common::rig::{peer_of, port_names, Rig};
+use common::rig::{rig_with, T};
 use portsyncd::store::StoreReader;
-
-const T: Duration = Duration::from_secs(20);
-
-fn rig_with(n: usize) -> (Rig, Vec<String>) {
-    let names = port_names(n);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    (Rig::new(&refs), names)
-}
-
-/// Cold start, ports created one at a time (several commits), converged, clean stop.
-fn first_run(rig: &Rig, names: &[String], extra: &[&str]) {
-    let mut d = rig.start(extra);
-    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
-    assert!(wait_until(T, || rig
-        .appl(&format!("PORT_TABLE:{}", names[names.len() - 1]))
-        .len()
-        == 7));
-    for p in names {
-        let peer = peer_of(p);
-        rig.ns.ip_batch(&format!(
-            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-        ));
-        assert!(rig.wait_converged(&[p.clone()], T));
-        std::thread::sleep(Duration::from_millis(250)); // > the commit interval: one generation each
-    }
-    assert!(rig.wait_converged(names, T), "{:?}", rig.mismatches(names));
-    assert_eq!(d.terminate().code(), Some(0), "{}", d.log_text());
-}
 
 fn generations(state_dir: &Path) -> Vec<portsyncd::store::GenerationInfo> {
     StoreReader::open(state_dir, 1 << 20)
@@ -66,33 +38,18 @@ fn corrupt_newest_manifest(state_dir: &Path) -> u64 {
     gen
 }
 
-fn warm_restart_converges(rig: &Rig, names: &[String], extra: &[&str]) -> Daemon {
-    rig.enable_warm();
-    let d = rig.start(extra);
-    assert!(
-        wait_until(T, || rig.warm_table().get("state").map(String::as_str)
-            == Some("reconciled")),
-        "{:?}\n{}",
-        rig.warm_table(),
-        d.log_text()
-    );
-    assert!(rig.wait_converged(names, T), "{:?}", rig.mismatches(names));
-    assert!(!d.log_text().contains("fatal"), "{}", d.log_text());
-    d
-}
-
 #[test]
 fn newest_generation_corrupted_falls_back_to_the_previous_one() {
     let (rig, names) = rig_with(4);
     // Without the JSON export (which would hold the newer generation and win), the ladder's next
     // rung is the previous generation.
-    first_run(&rig, &names, &["--json-export", "off"]);
+    rig.first_run(&names, &["--json-export", "off"], true);
     let newest = corrupt_newest_manifest(&rig.state_dir);
     let gens = generations(&rig.state_dir);
     assert!(!gens[0].is_valid() && gens[0].number == newest, "{gens:?}");
     assert!(gens[1].is_valid(), "{gens:?}");
     rig.ns.set_down("Ethernet4"); // and a change while down
-    let mut d = warm_restart_converges(&rig, &names, &["--json-export", "off"]);
+    let mut d = rig.warm_restart(&names, &["--json-export", "off"]);
     let m = d.metrics();
     assert_eq!(
         parse_metric(
@@ -114,7 +71,7 @@ fn newest_generation_corrupted_falls_back_to_the_previous_one() {
 #[test]
 fn whole_sled_store_corrupted_uses_the_json_export() {
     let (rig, names) = rig_with(3);
-    first_run(&rig, &names, &[]);
+    rig.first_run(&names, &[], true);
     let sled_dir = rig.state_dir.join("sled");
     for entry in std::fs::read_dir(&sled_dir).expect("sled dir") {
         let p = entry.expect("entry").path();
@@ -123,7 +80,7 @@ fn whole_sled_store_corrupted_uses_the_json_export() {
         }
     }
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
-    let mut d = warm_restart_converges(&rig, &names, &[]);
+    let mut d = rig.warm_restart(&names, &[]);
     let m = d.metrics();
     assert_eq!(
         parse_metric(
@@ -150,10 +107,10 @@ fn whole_sled_store_corrupted_uses_the_json_export() {
 #[test]
 fn stale_store_is_not_used_and_state_db_is_the_baseline() {
     let (rig, names) = rig_with(3);
-    first_run(&rig, &names, &[]);
+    rig.first_run(&names, &[], true);
     std::thread::sleep(Duration::from_millis(1100)); // older than a max age of 0 days
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
-    let mut d = warm_restart_converges(&rig, &names, &["--state-max-age-days", "0"]);
+    let mut d = rig.warm_restart(&names, &["--state-max-age-days", "0"]);
     let log = d.log_text();
     assert!(log.contains("older than the maximum age"), "{log}");
     assert!(log.contains("baseline read from STATE_DB"), "{log}");
@@ -182,17 +139,16 @@ fn stale_store_is_not_used_and_state_db_is_the_baseline() {
     );
     assert_eq!(d.terminate().code(), Some(0));
     // Stale cleanup: the next (recent) state is used again.
-    let mut d = warm_restart_converges(&rig, &names, &[]);
-    assert!(d
-        .log_text()
-        .contains("warm-start baseline from the saved state"));
+    let mut d = rig.warm_restart(&names, &[]);
+    let log = d.log_text();
+    assert!(log.contains("warm-start baseline from the saved state"), "{log}");
     assert_eq!(d.terminate().code(), Some(0));
 }
 
 #[test]
 fn rotation_keeps_the_configured_number_of_generations() {
     let (rig, names) = rig_with(5);
-    first_run(&rig, &names, &["--state-generations", "2"]);
+    rig.first_run(&names, &["--state-generations", "2"], true);
     let gens = generations(&rig.state_dir);
     assert_eq!(gens.len(), 2, "{gens:?}");
     assert!(gens.iter().all(|g| g.is_valid()));
@@ -220,10 +176,10 @@ fn rotation_keeps_the_configured_number_of_generations() {
 #[test]
 fn lifetime_counters_survive_restarts() {
     let (rig, names) = rig_with(2);
-    first_run(&rig, &names, &[]);
-    let mut d = warm_restart_converges(&rig, &names, &[]);
+    rig.first_run(&names, &[], true);
+    let mut d = rig.warm_restart(&names, &[]);
     assert_eq!(d.terminate().code(), Some(0));
-    let mut d = warm_restart_converges(&rig, &names, &["--eoiu-timeout-secs", "0"]);
+    let mut d = rig.warm_restart(&names, &["--eoiu-timeout-secs", "0"]);
     std::thread::sleep(Duration::from_millis(200));
     let m = d.metrics();
     assert_eq!(

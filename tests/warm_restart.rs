@@ -6,70 +6,20 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::daemon::{parse_metric, wait_until, Daemon};
+use common::daemon::{parse_metric, wait_until};
 use common::monitor::Monitor;
-use common::rig::{peer_of, port_names, Rig};
-
-const T: Duration = Duration::from_secs(20);
-
-/// Cold start, ports created and converged, clean stop (final commit).
-fn first_run(rig: &Rig, names: &[String]) {
-    let mut d = rig.start(&[]);
-    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
-    assert!(wait_until(T, || rig
-        .appl(&format!("PORT_TABLE:{}", names[names.len() - 1]))
-        .len()
-        == 7));
-    let mut batch = String::new();
-    for p in names {
-        let peer = peer_of(p);
-        batch += &format!(
-            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-        );
-    }
-    rig.ns.ip_batch(&batch);
-    assert!(rig.wait_converged(names, T), "{:?}", rig.mismatches(names));
-    // PortInitDone once every configured port exists (not before: some tests leave one out).
-    let configured = rig.cli(4, &["KEYS", "PORT|*"]).lines().count();
-    if configured == names.len() {
-        assert!(wait_until(T, || !rig
-            .appl("PORT_TABLE:PortInitDone")
-            .is_empty()));
-    }
-    assert_eq!(d.terminate().code(), Some(0), "{}", d.log_text());
-    assert!(
-        d.log_text().contains("final state committed"),
-        "{}",
-        d.log_text()
-    );
-}
-
-fn rig_with(n: usize) -> (Rig, Vec<String>) {
-    let names = port_names(n);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    (Rig::new(&refs), names)
-}
-
-fn wait_reconciled(rig: &Rig, d: &Daemon) {
-    assert!(
-        wait_until(T, || rig.warm_table().get("state").map(String::as_str)
-            == Some("reconciled")),
-        "not reconciled: {:?}\n{}",
-        rig.warm_table(),
-        d.log_text()
-    );
-}
+use common::rig::{rig_with, T};
 
 #[test]
 fn warm_restart_with_nothing_changed_writes_nothing() {
     let (rig, names) = rig_with(6);
-    first_run(&rig, &names);
+    rig.first_run(&names, &[], false);
     rig.enable_warm();
     // PortInitDone is what APPL_DB may see; clear it so its re-send is observable.
     rig.cli(0, &["DEL", "PORT_TABLE:PortInitDone"]);
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
     let mut d = rig.start(&[]);
-    wait_reconciled(&rig, &d);
+    rig.wait_reconciled(&d);
     // PortInitDone once every configured port exists (not before: some tests leave one out).
     let configured = rig.cli(4, &["KEYS", "PORT|*"]).lines().count();
     if configured == names.len() {
@@ -128,8 +78,8 @@ fn warm_restart_with_nothing_changed_writes_nothing() {
 #[test]
 fn warm_restart_writes_exactly_what_changed_while_down() {
     let (rig, names) = rig_with(5); // Ethernet0..16
-    first_run(&rig, &names[..4]); // Ethernet16 has no netdev yet
-                                  // While the daemon is down: admin down, MTU, a deleted link, a new link.
+    rig.first_run(&names[..4], &[], false); // Ethernet16 has no netdev yet
+                                            // While the daemon is down: admin down, MTU, a deleted link, a new link.
     rig.ns.set_down("Ethernet0");
     rig.ns.set_mtu("Ethernet4", 9000);
     rig.ns.del_link("Ethernet8");
@@ -137,7 +87,7 @@ fn warm_restart_writes_exactly_what_changed_while_down() {
     rig.enable_warm();
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
     let mut d = rig.start(&[]);
-    wait_reconciled(&rig, &d);
+    rig.wait_reconciled(&d);
     assert!(
         rig.wait_converged(&names, T),
         "{:?}",
@@ -163,7 +113,7 @@ fn warm_restart_writes_exactly_what_changed_while_down() {
 #[test]
 fn eoiu_timeout_zero_and_long() {
     let (rig, names) = rig_with(2);
-    first_run(&rig, &names);
+    rig.first_run(&names, &[], false);
     rig.enable_warm();
     // 0 = no wait.
     let mut d = rig.start(&["--eoiu-timeout-secs", "0"]);
@@ -206,7 +156,7 @@ fn eoiu_timeout_zero_and_long() {
 #[test]
 fn a_dump_that_never_completes_ends_at_the_timeout() {
     let (rig, names) = rig_with(2);
-    first_run(&rig, &names);
+    rig.first_run(&names, &[], false);
     rig.enable_warm();
     rig.ns.set_down("Ethernet0"); // a change to publish once the timeout fires
     let started = std::time::Instant::now();
@@ -251,7 +201,7 @@ fn a_dump_that_never_completes_ends_at_the_timeout() {
 #[test]
 fn sigkill_during_a_link_storm_then_warm_restart_converges_every_time() {
     let (rig, names) = rig_with(16);
-    first_run(&rig, &names);
+    rig.first_run(&names, &[], false);
     rig.enable_warm();
     let mut storm = String::new();
     for r in 0..40 {

@@ -122,6 +122,11 @@ pub fn check_schema_marker(sled_dir: &Path) -> Result<(), StoreError> {
 
 /// Write the schema marker (fsynced, then the directory).
 pub fn write_schema_marker(sled_dir: &Path) -> Result<(), StoreError> {
+    // sled never fsyncs its `conf`; a power cut could leave it torn and the store unopenable.
+    let conf = sled_dir.join("conf");
+    fs::File::open(&conf)
+        .and_then(|f| f.sync_all())
+        .map_err(StoreError::io(&conf))?;
     let path = sled_dir.join(SCHEMA_MARKER);
     super::json_export::write_atomic(&path, format!("{SCHEMA_VERSION}\n").as_bytes())
         .map_err(StoreError::io(&path))

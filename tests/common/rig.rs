@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::daemon::{self, Daemon, Standin};
+use super::daemon::{self, wait_until, Daemon, Standin};
 use super::netns::Netns;
 use super::redis::RedisServer;
 
@@ -139,6 +139,88 @@ impl Rig {
             daemon::STATE_DB,
             "WARM_RESTART_TABLE|portsyncd",
         )
+    }
+}
+
+/// How long integration tests wait for anything.
+pub const T: Duration = Duration::from_secs(20);
+
+/// A rig whose CONFIG_DB lists `Ethernet0`, `Ethernet4`, ... (`n` ports), and those names.
+pub fn rig_with(n: usize) -> (Rig, Vec<String>) {
+    let names = port_names(n);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    (Rig::new(&refs), names)
+}
+
+impl Rig {
+    /// A first, cold run: `names` created (all at once, or one at a time so that each lands in a
+    /// generation of its own), converged, and a clean stop with the final commit.
+    pub fn first_run(&self, names: &[String], extra: &[&str], one_at_a_time: bool) {
+        let mut d = self.start(extra);
+        assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+        let last = format!("PORT_TABLE:{}", names[names.len() - 1]);
+        assert!(wait_until(T, || self.appl(&last).len() == 7));
+        let cmds = |p: &String| {
+            let peer = peer_of(p);
+            format!(
+                "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
+            )
+        };
+        if one_at_a_time {
+            for p in names {
+                self.ns.ip_batch(&cmds(p));
+                assert!(self.wait_converged(std::slice::from_ref(p), T));
+                std::thread::sleep(Duration::from_millis(250)); // > the commit interval
+            }
+        } else {
+            self.ns
+                .ip_batch(&names.iter().map(cmds).collect::<String>());
+        }
+        assert!(
+            self.wait_converged(names, T),
+            "{:?}",
+            self.mismatches(names)
+        );
+        // PortInitDone once every configured port exists (not before: some tests leave one out).
+        if self.cli(4, &["KEYS", "PORT|*"]).lines().count() == names.len() {
+            assert!(wait_until(T, || !self
+                .appl("PORT_TABLE:PortInitDone")
+                .is_empty()));
+        }
+        assert_eq!(d.terminate().code(), Some(0), "{}", d.log_text());
+        assert!(
+            d.log_text().contains("final state committed"),
+            "{}",
+            d.log_text()
+        );
+    }
+
+    /// Enables warm restart, starts the daemon and waits until it reconciled and STATE_DB matches
+    /// the kernel for `names`.
+    pub fn warm_restart(&self, names: &[String], extra: &[&str]) -> Daemon {
+        self.enable_warm();
+        // The previous run's `reconciled` must not be mistaken for this one's.
+        self.cli(daemon::STATE_DB, &["HDEL", "WARM_RESTART_TABLE|portsyncd", "state"]);
+        let d = self.start(extra);
+        self.wait_reconciled(&d);
+        assert!(
+            self.wait_converged(names, T),
+            "{:?}",
+            self.mismatches(names)
+        );
+        assert!(!d.log_text().contains("fatal"), "{}", d.log_text());
+        d
+    }
+
+    /// Waits for `WARM_RESTART_TABLE|portsyncd state reconciled`.
+    pub fn wait_reconciled(&self, d: &Daemon) {
+        assert!(
+            wait_until(T, || self.warm_table().get("state").map(String::as_str)
+                == Some("reconciled")),
+            "not reconciled: {:?}\n{}",
+            self.warm_table(),
+            d.log_text()
+        );
     }
 }
 
