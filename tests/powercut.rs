@@ -328,7 +328,7 @@ fn store_writer(dir: &Path) -> anyhow::Result<()> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SledFate {
     Kept,
-    /// The `db` file is overwritten with zeros: the state must come from the JSON export.
+    /// The `db` file is overwritten with garbage: the state must come from the JSON export.
     Destroyed,
 }
 
@@ -341,8 +341,8 @@ fn store_verifier(dir: &Path, fate: SledFate) -> anyhow::Result<()> {
         let db = cfg.dir.join(SLED_DIR).join("db");
         match std::fs::OpenOptions::new().write(true).open(&db) {
             Ok(f) => {
-                let len = f.metadata()?.len();
-                f.write_all_at(&vec![0u8; len as usize], 0)?;
+                let len = f.metadata()?.len() as usize;
+                f.write_all_at(&garbage(len), 0)?;
                 f.sync_all()?;
             }
             // The cut already took it: destroyed all the same.
@@ -363,6 +363,19 @@ fn store_verifier(dir: &Path, fate: SledFate) -> anyhow::Result<()> {
     };
     println!("{verdict}");
     Ok(())
+}
+
+/// `len` pseudo-random bytes (fixed seed): what a dead disk might return.
+fn garbage(len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn judge(rec: &Recovered, fate: SledFate) -> String {
@@ -489,7 +502,7 @@ fn store_commit_path_survives_torn_cuts() {
     assert_store_clean(&store, &line);
 }
 
-/// The last rung but one: after the cut sled's log is destroyed (zeroed), and the JSON export
+/// The last rung but one: after the cut sled's log is destroyed (overwritten with garbage), and the JSON export
 /// alone must still hold the last acknowledged generation, exactly.
 #[test]
 fn store_json_export_survives_power_cuts_without_sled() {
