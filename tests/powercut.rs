@@ -4,10 +4,15 @@
 //!
 //! - Negative control: sled `insert` + `flush()` per write. `flush()` ends in `sync_file_range`,
 //!   which never reaches the filesystem as an fsync, so acknowledged writes must be lost.
-//! - Synced path: the same + `sync_all()` on sled's `db` file. No acknowledged write may be lost.
+//! - The store's real commit path: `Store::commit` of whole snapshots (64..=2048 ports, every port
+//!   stamped with its generation), `ack` after each `Ok`; the verifier's `Store::open` must bring
+//!   back at least the last acknowledged generation, exactly as committed. Run beside the control
+//!   (same harness, same cuts), with torn cuts, and with sled destroyed (the JSON export alone).
+//! - Sled-level: the control + `sync_all()` on sled's `db` file loses nothing either.
 //!
 //! Runs as root with `/dev/fuse`; fails loudly otherwise unless `PORTSYNCD_SKIP_FUSE=1`.
-//! `POWERCUT_RUNS` (default 20 per writer) and `POWERCUT_SEED` tune and replay.
+//! `POWERCUT_RUNS` (default 20: control and store 20 each, store torn 10, the rest 5) and
+//! `POWERCUT_SEED` tune and replay.
 
 // Only the harness: the rest of `tests/common` serves other tests and needs their binaries.
 #[path = "common/powercut.rs"]
@@ -21,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use powercut_harness::{fuse_available, Harness, Tally, Verdict};
 use portsyncd::store::{
     PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, SLED_DIR,
 };
+use powercut_harness::{fuse_available, Harness, Tally, Verdict};
 
 const ROLE_ENV: &str = "POWERCUT_ROLE";
 const DIR_ENV: &str = "POWERCUT_DIR";
@@ -153,23 +158,22 @@ fn check_sequence(db: &sled::Db) -> String {
     }
 }
 
+/// The sled-level fix the store builds on: the same loop plus `sync_all()` of sled's `db` loses
+/// nothing acknowledged. (The control's losses are counted beside the store's, in
+/// `store_commit_path_survives_power_cuts`; fewer runs here, to keep the suite short.)
 #[test]
-fn sled_flush_loses_acknowledged_writes_and_sync_all_keeps_them() {
+fn sled_sync_all_keeps_acknowledged_writes() {
     if !fuse_available() {
         return;
     }
-    let runs = runs();
     let mut harness = Harness::from_env();
-    let verifier = |d: &Path| child("sled-verifier", d);
-    let control = harness.run_cuts(runs, &|d| child("sled-flush-writer", d), &verifier);
-    let synced = harness.run_cuts(runs, &|d| child("sled-sync-writer", d), &verifier);
-    let control_line = control.summary("control (insert + flush)");
-    let synced_line = synced.summary("synced (insert + flush + db.sync_all)");
-    println!("{control_line}\n{synced_line}");
-    assert!(
-        control.lost >= 1,
-        "the negative control lost nothing: the harness cannot see unsynced writes. {control_line}"
+    let synced = harness.run_cuts(
+        runs().div_ceil(4),
+        &|d| child("sled-sync-writer", d),
+        &|d| child("sled-verifier", d),
     );
+    let synced_line = synced.summary("synced (insert + flush + db.sync_all)");
+    println!("{synced_line}");
     assert_eq!(
         synced.lost, 0,
         "the synced path lost acknowledged writes. {synced_line}"
@@ -202,7 +206,7 @@ fn torn_cuts_never_lose_synced_writes_nor_show_wrong_data() {
     if !fuse_available() {
         return;
     }
-    let runs = runs().div_ceil(2);
+    let runs = runs().div_ceil(4);
     let mut harness = Harness::from_env();
     harness.torn = true;
     let verifier = |d: &Path| child("sled-verifier", d);
@@ -260,7 +264,10 @@ fn snapshot_for(gen: u64) -> Snapshot {
         let up = (gen + i as u64) % 2 == 0;
         let mut published = BTreeMap::new();
         published.insert("generation".to_owned(), gen.to_string());
-        published.insert("oper_status".to_owned(), if up { "up" } else { "down" }.into());
+        published.insert(
+            "oper_status".to_owned(),
+            if up { "up" } else { "down" }.into(),
+        );
         snap.ports.insert(
             name.clone(),
             PortRecord {
@@ -446,7 +453,10 @@ fn store_tally_line(label: &str, t: &Tally) -> String {
 fn assert_store_clean(t: &Tally, line: &str) {
     for o in &t.outcomes {
         if let Verdict::Failed(why) = &o.verdict {
-            panic!("store verification failed: {why} (notes {:?}). {line}", o.notes);
+            panic!(
+                "store verification failed: {why} (notes {:?}). {line}",
+                o.notes
+            );
         }
     }
     assert_eq!(t.lost, 0, "the store lost acknowledged generations. {line}");
@@ -463,16 +473,12 @@ fn store_commit_path_survives_power_cuts() {
     }
     let runs = runs();
     let mut harness = Harness::from_env();
-    let control = harness.run_cuts(
-        runs,
-        &|d| child("sled-flush-writer", d),
-        &|d| child("sled-verifier", d),
-    );
-    let store = harness.run_cuts(
-        runs,
-        &|d| child("store-writer", d),
-        &|d| child("store-verifier", d),
-    );
+    let control = harness.run_cuts(runs, &|d| child("sled-flush-writer", d), &|d| {
+        child("sled-verifier", d)
+    });
+    let store = harness.run_cuts(runs, &|d| child("store-writer", d), &|d| {
+        child("store-verifier", d)
+    });
     let control_line = store_tally_line("control (sled insert + flush)", &control);
     let store_line = store_tally_line("store commit path", &store);
     println!("{control_line}\n{store_line}");
@@ -492,11 +498,9 @@ fn store_commit_path_survives_torn_cuts() {
     }
     let mut harness = Harness::from_env();
     harness.torn = true;
-    let store = harness.run_cuts(
-        runs().div_ceil(2),
-        &|d| child("store-writer", d),
-        &|d| child("store-verifier", d),
-    );
+    let store = harness.run_cuts(runs().div_ceil(2), &|d| child("store-writer", d), &|d| {
+        child("store-verifier", d)
+    });
     let line = store_tally_line("torn, store commit path", &store);
     println!("{line}");
     assert_store_clean(&store, &line);
@@ -510,11 +514,9 @@ fn store_json_export_survives_power_cuts_without_sled() {
         return;
     }
     let mut harness = Harness::from_env();
-    let store = harness.run_cuts(
-        runs().div_ceil(4),
-        &|d| child("store-writer", d),
-        &|d| child("store-verifier-without-sled", d),
-    );
+    let store = harness.run_cuts(runs().div_ceil(4), &|d| child("store-writer", d), &|d| {
+        child("store-verifier-without-sled", d)
+    });
     let line = store_tally_line("store, sled destroyed after the cut (JSON export)", &store);
     println!("{line}");
     assert_store_clean(&store, &line);
