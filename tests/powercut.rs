@@ -261,7 +261,7 @@ fn snapshot_for(gen: u64) -> Snapshot {
     let g32 = u32::try_from(gen).unwrap_or(u32::MAX);
     for i in 0..port_count(gen) {
         let name = port_name(i);
-        let up = (gen + i as u64) % 2 == 0;
+        let up = (gen + i as u64).is_multiple_of(2);
         let mut published = BTreeMap::new();
         published.insert("generation".to_owned(), gen.to_string());
         published.insert(

@@ -72,9 +72,7 @@ fn main() {
     let events = arg("--events", 200_000);
     let runs = arg("--runs", 7);
     let ports = names(n);
-    let evs: Vec<LinkEvent> = (0..events)
-        .map(|k| event(k % n, &ports, k / n + k))
-        .collect();
+    let evs: Vec<LinkEvent> = (0..events).map(|k| event(k % n, &ports, k / n + k)).collect();
 
     // 1. Per event: on_link, with a batch taken and confirmed every 64 events (as the loop does).
     let mut per_event = Vec::new();
@@ -135,22 +133,10 @@ fn main() {
     }
 
     println!("bench-core: {n} ports, {events} link events, {runs} runs (medians)");
-    println!(
-        "  core CPU per link event (incl. batching):  {:>8.0} ns",
-        median(per_event.clone())
-    );
-    println!(
-        "  EOIU timeout check per call:               {:>8.1} ns",
-        median(tick_cost)
-    );
-    println!(
-        "  metrics counter increment:                 {:>8.1} ns",
-        inc_ns
-    );
-    println!(
-        "  metrics render (GET /metrics):             {:>8.1} µs",
-        median(render)
-    );
+    println!("  core CPU per link event (incl. batching):  {:>8.0} ns", median(per_event.clone()));
+    println!("  EOIU timeout check per call:               {:>8.1} ns", median(tick_cost));
+    println!("  metrics counter increment:                 {:>8.1} ns", inc_ns);
+    println!("  metrics render (GET /metrics):             {:>8.1} µs", median(render));
     println!(
         "  metrics share of per-event cost (2 incs):  {:>8.3} %",
         200.0 * inc_ns / median(per_event)
