@@ -385,38 +385,34 @@ fn garbage(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The verdict line for what `Store::open` recovered. The content must be exactly one committed
+/// generation (its counters name it). A state that did not come straight from the newest
+/// generation in sled is noted as a step down the ladder (expected only when sled was destroyed).
 fn judge(rec: &Recovered, fate: SledFate) -> String {
-    let expected = RecoverySource::Newest;
     match (&rec.snapshot, rec.generation) {
         (None, None) if rec.source == RecoverySource::ColdStart => "none".to_owned(),
-        // Without sled, a store may also re-import the export as a new generation (migration
-        // 0001 treats it as the legacy file): what survived is the content's generation.
-        (Some(snap), Some(gen)) if fate == SledFate::Destroyed => {
+        (Some(snap), Some(gen)) => {
             let content_gen = snap.counters.get("commits_total").copied().unwrap_or(0);
-            if content_gen != gen {
-                println!("note generation {content_gen} re-imported as generation {gen}");
-            }
-            match mismatch(content_gen, snap) {
-                Some(why) => {
-                    println!("note {WRONG_CONTENT}");
-                    format!("error generation {content_gen} from {:?}: {why}", rec.source)
-                }
-                None => format!("newest {content_gen}"),
-            }
-        }
-        (Some(snap), Some(gen)) => match mismatch(gen, snap) {
-            Some(why) => {
+            if let Some(why) = mismatch(content_gen, snap) {
                 println!("note {WRONG_CONTENT}");
-                format!("error generation {gen} from {:?}: {why}", rec.source)
+                return format!(
+                    "error generation {gen} from {:?}: {why}",
+                    rec.source
+                );
             }
-            // An older generation or the export standing in for sled is a step down the ladder
-            // that a power cut must not need: sled lost a synced commit (or all of itself).
-            None if rec.source != expected => {
-                println!("note {WRONG_SOURCE}");
-                format!("error generation {gen} came from {:?}", rec.source)
+            // Without sled, a store may re-import the export as a new generation (migration
+            // 0001 takes it for the legacy file): what survived is the content's generation.
+            if content_gen != gen {
+                println!("note generation {content_gen} came back as generation {gen}");
             }
-            None => format!("newest {gen}"),
-        },
+            let straight = rec.source == RecoverySource::Newest
+                && rec.steps.is_empty()
+                && content_gen == gen;
+            if !straight && fate == SledFate::Kept {
+                println!("note {STEPPED_DOWN}");
+            }
+            format!("newest {content_gen}")
+        }
         _ => format!(
             "error inconsistent recovery: source {:?}, generation {:?}, snapshot present {}, stale {}",
             rec.source,
@@ -427,14 +423,15 @@ fn judge(rec: &Recovered, fate: SledFate) -> String {
     }
 }
 
-/// Verifier note: the recovered snapshot is not exactly what its generation committed.
+/// Verifier note: the recovered snapshot is not exactly what a committed generation held.
 const WRONG_CONTENT: &str = "wrong-content";
-/// Verifier note: the state came from an unexpected rung of the ladder.
-const WRONG_SOURCE: &str = "wrong-source";
+/// Verifier note: sled was kept, yet the state came from a lower rung of the ladder (an older
+/// generation, the JSON export, a re-import): sled lost synced data or became unreadable.
+const STEPPED_DOWN: &str = "stepped-down";
 
 fn store_tally_line(label: &str, t: &Tally) -> String {
     let wrong = t.count_note(WRONG_CONTENT);
-    let wrong_source = t.count_note(WRONG_SOURCE);
+    let stepped_down = t.count_note(STEPPED_DOWN);
     let acked_lost: u64 = t
         .outcomes
         .iter()
@@ -444,7 +441,7 @@ fn store_tally_line(label: &str, t: &Tally) -> String {
         })
         .sum();
     format!(
-        "{}; wrong states {wrong}, recovered from the wrong rung {wrong_source}; \
+        "{}; wrong states {wrong}; recovered below sled's newest generation {stepped_down}; \
          acknowledged writes lost in total {acked_lost}",
         t.summary(label)
     )
@@ -487,10 +484,17 @@ fn store_commit_path_survives_power_cuts() {
         "the negative control lost nothing: the harness cannot see unsynced writes. {control_line}"
     );
     assert_store_clean(&store, &store_line);
+    assert_eq!(
+        store.count_note(STEPPED_DOWN),
+        0,
+        "a clean cut (no torn pages) sent the store down its recovery ladder. {store_line}"
+    );
 }
 
 /// The same with torn cuts: part of the unsynced pages (sled's log tail, a half-written JSON temp
 /// file) reach the disk. Still no acknowledged generation lost, no mixed or torn state accepted.
+/// Stepping down the ladder is allowed here and counted: sled 0.34.7 sometimes reports its
+/// torn log as corrupt, the store quarantines it and the JSON export carries the state.
 #[test]
 fn store_commit_path_survives_torn_cuts() {
     if !fuse_available() {
