@@ -14,7 +14,7 @@
 //! state directory created at install time would); whatever the writer creates inside it is its own
 //! responsibility to make durable.
 //!
-//! Plugging in the store later:
+//! `tests/powercut.rs` plugs in the sled control and the store this way:
 //! ```ignore
 //! let writer = |dir: &Path| child("store-writer", dir);     // loops Store::commit, prints "ack <gen>"
 //! let verifier = |dir: &Path| child("store-verifier", dir); // Store::open, prints "newest <gen>"
