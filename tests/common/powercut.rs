@@ -6,14 +6,15 @@
 //!   considers durable it prints `ack <n>` (a line, flushed), `n` increasing;
 //! - the **verifier** gets the same directory on a fresh mount of the durable state and prints
 //!   `newest <n>` (the newest number it finds, after its own consistency checks) or `none`;
-//!   anything else (a panic, `error ...`, a non-zero exit) is a failed verification.
+//!   anything else (a panic, `error ...`, a non-zero exit) is a failed verification. Lines starting
+//!   with `note ` are kept in [`Outcome::notes`] (e.g. which recovery rung the state came from).
 //!
 //! A run *loses acknowledged writes* when the verifier's newest is below the last `ack`, or it found
 //! nothing, or it failed. The directory the writer gets already exists on the durable disk (as a
 //! state directory created at install time would); whatever the writer creates inside it is its own
 //! responsibility to make durable.
 //!
-//! Plugging in the store later:
+//! `tests/powercut.rs` plugs in the sled control and the store this way:
 //! ```ignore
 //! let writer = |dir: &Path| child("store-writer", dir);     // loops Store::commit, prints "ack <gen>"
 //! let verifier = |dir: &Path| child("store-verifier", dir); // Store::open, prints "newest <gen>"
@@ -74,6 +75,8 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// How long after the writer's first ack the power was cut.
     pub cut_after: Duration,
+    /// The verifier's `note ...` lines, without the prefix.
+    pub notes: Vec<String>,
 }
 
 impl Outcome {
@@ -103,6 +106,14 @@ impl Tally {
             "{label}: lost acknowledged writes in {}/{} runs ({} verifier failures; {} acks in total)",
             self.lost, self.runs, self.verify_failed, acks
         )
+    }
+
+    /// How many runs' verifier printed `note <note>` (exactly).
+    pub fn count_note(&self, note: &str) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.notes.iter().any(|n| n == note))
+            .count()
     }
 }
 
@@ -185,10 +196,11 @@ impl Harness {
                 .run_once(writer, verifier)
                 .unwrap_or_else(|e| panic!("power-cut run {i}: harness failure: {e:#}"));
             eprintln!(
-                "powercut run {i}: cut {:?} after first ack, last ack {}, verifier {:?}{}",
+                "powercut run {i}: cut {:?} after first ack, last ack {}, verifier {:?} {:?}{}",
                 outcome.cut_after,
                 outcome.last_ack,
                 outcome.verdict,
+                outcome.notes,
                 if outcome.lost() { "  <- LOST" } else { "" }
             );
             tally.runs += 1;
@@ -231,7 +243,7 @@ impl Harness {
 
         // Power back on: a fresh mount of what was durable.
         let mut fs2 = MountedFs::start(self, &disk, &mnt, None)?;
-        let verdict = run_verifier(
+        let (verdict, notes) = run_verifier(
             verifier(&mnt.join(DATA_DIR)),
             &tmp.path().join("verifier.err"),
             self.step_timeout,
@@ -241,6 +253,7 @@ impl Harness {
             last_ack,
             verdict,
             cut_after,
+            notes,
         })
     }
 }
@@ -359,7 +372,14 @@ fn spawn_line_reader(out: impl std::io::Read + Send + 'static) -> Receiver<Strin
     rx
 }
 
-fn run_verifier(cmd: Command, err_path: &Path, timeout: Duration) -> Verdict {
+/// The verifier's verdict and its `note` lines.
+fn run_verifier(cmd: Command, err_path: &Path, timeout: Duration) -> (Verdict, Vec<String>) {
+    let mut notes = Vec::new();
+    let verdict = verify(cmd, err_path, timeout, &mut notes);
+    (verdict, notes)
+}
+
+fn verify(cmd: Command, err_path: &Path, timeout: Duration, notes: &mut Vec<String>) -> Verdict {
     let mut child = match LineChild::spawn(cmd, err_path) {
         Ok(c) => c,
         Err(e) => return Verdict::Failed(format!("spawn: {e}")),
@@ -380,6 +400,8 @@ fn run_verifier(cmd: Command, err_path: &Path, timeout: Duration) -> Verdict {
                     verdict = Some(Verdict::Newest(n));
                 } else if line.starts_with("error") {
                     verdict = Some(Verdict::Failed(line.to_owned()));
+                } else if let Some(note) = line.strip_prefix("note ") {
+                    notes.push(note.trim().to_owned());
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
