@@ -141,7 +141,10 @@ fn stale_store_is_not_used_and_state_db_is_the_baseline() {
     // Stale cleanup: the next (recent) state is used again.
     let mut d = rig.warm_restart(&names, &[]);
     let log = d.log_text();
-    assert!(log.contains("warm-start baseline from the saved state"), "{log}");
+    assert!(
+        log.contains("warm-start baseline from the saved state"),
+        "{log}"
+    );
     assert_eq!(d.terminate().code(), Some(0));
 }
 
@@ -210,6 +213,32 @@ fn lifetime_counters_survive_restarts() {
     assert!(
         parse_metric(&m, "portsyncd_state_commits_total") >= 3.0,
         "{m}"
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+#[test]
+fn sled_log_destroyed_alone_is_counted_as_a_json_export_recovery() {
+    // sled reopens a garbage `db` as an empty database without an error; the store must see that
+    // it lost its data (not start afresh silently) and say so.
+    let (rig, names) = rig_with(2);
+    rig.first_run(&names, &[], false);
+    std::fs::write(rig.state_dir.join("sled/db"), vec![0u8; 8192]).expect("overwrite db");
+    let mut d = rig.warm_restart(&names, &[]);
+    let m = d.metrics();
+    assert_eq!(
+        parse_metric(
+            &m,
+            "portsyncd_state_recoveries_total{source=\"json_export\"}"
+        ),
+        1.0,
+        "{m}\n{}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text().contains("sled opened empty"),
+        "{}",
+        d.log_text()
     );
     assert_eq!(d.terminate().code(), Some(0));
 }

@@ -212,6 +212,15 @@ impl Store {
                         reader::write_schema_marker(&sled_dir)?;
                     }
                 }
+                SchemaState::Fresh if sled_dir.join(reader::SCHEMA_MARKER).exists() => {
+                    // The marker is written after the schema key is durable: sled lost its data
+                    // (e.g. a destroyed `db` that sled reopens as empty). Not a new store.
+                    backend = None;
+                    let why = "sled opened empty although the store was created (schema marker \
+                               present): its log was lost"
+                        .to_string();
+                    Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
+                }
                 SchemaState::Fresh => {
                     initialise(b, &cfg, migrate)?;
                     reader::write_schema_marker(&sled_dir)?;

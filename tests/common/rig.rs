@@ -200,7 +200,10 @@ impl Rig {
     pub fn warm_restart(&self, names: &[String], extra: &[&str]) -> Daemon {
         self.enable_warm();
         // The previous run's `reconciled` must not be mistaken for this one's.
-        self.cli(daemon::STATE_DB, &["HDEL", "WARM_RESTART_TABLE|portsyncd", "state"]);
+        self.cli(
+            daemon::STATE_DB,
+            &["HDEL", "WARM_RESTART_TABLE|portsyncd", "state"],
+        );
         let d = self.start(extra);
         self.wait_reconciled(&d);
         assert!(
