@@ -519,6 +519,25 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// True when a NETLINK_ROUTE socket other than the monitor's is in the link group (RTMGRP_LINK) with no
+/// dump running and nothing queued: the daemon has finished its initial dump. Links created before that
+/// would be "left over from an earlier run" to a cold-starting portsyncd (set admin-down and ignored).
+fn daemon_listening(ns: &str, monitor_pid: u32) -> Result<bool> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/netlink"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 10
+            && f[1] == "0"
+            && f[2] != monitor_pid.to_string()
+            && u32::from_str_radix(f[3], 16).is_ok_and(|g| g & RTMGRP_LINK != 0)
+            && f[4] == "0"
+            && f[6] == "0"
+    }))
+}
+
 /// Drops the kernel counted on NETLINK_ROUTE sockets in the namespace, the monitor's excluded.
 fn netlink_drops(ns: &str, monitor_pid: u32) -> Option<u64> {
     let out = Command::new("ip")
@@ -903,6 +922,19 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
         },
     )?;
 
+    // The initial dump must be over before any Ethernet netdev exists (see daemon_listening).
+    let t_listen = wait_until(
+        "the daemon's netlink socket (link group, dump done)",
+        timeout,
+        || {
+            if !daemon_listening(&ns.0, monitor_pid)? {
+                return Ok(false);
+            }
+            thread::sleep(Duration::from_millis(300));
+            daemon_listening(&ns.0, monitor_pid)
+        },
+    )?;
+
     let mut ctx = Ctx {
         ns: ns.0.clone(),
         ports: ports.clone(),
@@ -939,6 +971,11 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
         "  {:<58} {:>9.1} ms",
         "daemon start -> every port in APPL_DB (consumed)",
         t_appl.as_secs_f64() * 1e3
+    );
+    println!(
+        "  {:<58} {:>9.1} ms",
+        "  then: daemon netlink socket idle in link group (+300 ms)",
+        t_listen.as_secs_f64() * 1e3
     );
     println!(
         "  {:<58} {:>9.1} ms",
