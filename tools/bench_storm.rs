@@ -412,60 +412,130 @@ fn state_views(con: &mut redis::Connection, ports: &[String]) -> Result<Vec<View
 struct Convergence {
     /// When STATE_DB started to equal the kernel's final truth for good.
     converged_ns: u64,
+    /// When the `ip -batch` given to `wait_converged` exited (0 if none was given).
+    batch_end_ns: u64,
     /// Kernel notification counts once settled.
     counts: NlCounts,
     polls: usize,
+    /// Time between the last poll that differed and the first that matched: the measurement's resolution
+    /// (0: STATE_DB already matched at the first poll, so the convergence time is an upper bound).
+    resolution_ns: u64,
+    /// Mean time between two polls.
+    mean_poll_ns: u64,
 }
 
-/// Polls STATE_DB every ~1 ms until it equals the kernel's truth, the kernel has been quiet for 1.2 s
-/// (veth carrier-up goes through linkwatch, which can lag ~1 s) and the match has held for 200 ms.
-/// The convergence moment is then found exactly in the recorded poll history.
-fn wait_converged(ctx: &mut Ctx, timeout: Duration, daemon: &mut Proc) -> Result<Convergence> {
+/// The kernel's truth, re-read by a thread of its own so STATE_DB polls keep a ~1 ms cadence.
+#[derive(Clone, Copy)]
+struct KernelSnap {
+    hash: u64,
+    /// Unix ns when the read started; a read that started before the last notification is stale.
+    started_ns: u64,
+}
+
+/// Polls STATE_DB every ~1 ms (while `batch`, if any, is still applying changes) until it equals the
+/// kernel's truth, the batch has ended, the kernel has been quiet for 1.2 s (veth carrier-up goes through
+/// linkwatch, which can lag ~1 s) and the match has held for 200 ms. The convergence moment is then found
+/// in the recorded poll history: the first poll of the final run of polls equal to the final truth.
+fn wait_converged(
+    ctx: &mut Ctx,
+    timeout: Duration,
+    daemon: &mut Proc,
+    mut batch: Option<Child>,
+) -> Result<Convergence> {
+    let kernel: std::sync::Mutex<Option<KernelSnap>> = std::sync::Mutex::new(None);
+    let done = AtomicBool::new(false);
+    let (ns, ports) = (ctx.ns.clone(), ctx.ports.clone());
+    thread::scope(|scope| {
+        let reader = scope.spawn(|| -> Result<()> {
+            while !done.load(Ordering::Relaxed) {
+                let (started_ns, t) = (now_ns(), Instant::now());
+                let hash = hash_views(&kernel_views(&ns, &ports)?);
+                if let Ok(mut k) = kernel.lock() {
+                    *k = Some(KernelSnap { hash, started_ns });
+                }
+                // `ip -json` costs CPU that the daemon under test would like to have: idle twice as
+                // long as a read took (and at least 20 ms).
+                thread::sleep(Duration::from_millis(20).max(t.elapsed() * 2));
+            }
+            Ok(())
+        });
+        let result = poll_state(ctx, timeout, daemon, &mut batch, &kernel, &reader);
+        done.store(true, Ordering::Relaxed);
+        if let Some(mut b) = batch {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+        result
+    })
+}
+
+fn poll_state(
+    ctx: &mut Ctx,
+    timeout: Duration,
+    daemon: &mut Proc,
+    batch: &mut Option<Child>,
+    kernel: &std::sync::Mutex<Option<KernelSnap>>,
+    reader: &thread::ScopedJoinHandle<'_, Result<()>>,
+) -> Result<Convergence> {
+    const QUIET_NS: u64 = 1_200_000_000;
     let deadline = Instant::now() + timeout;
     let mut history: Vec<(u64, u64)> = Vec::with_capacity(16384);
-    let mut kernel_hash = 0u64;
-    let mut kernel_read = Instant::now() - Duration::from_secs(1);
-    let mut kernel_every = Duration::from_millis(100);
     let mut matched_since: Option<Instant> = None;
     let mut counts = ctx.monitor.counts()?;
+    let mut counts_read = Instant::now();
+    let mut batch_end_ns = 0u64;
     loop {
         check_stop()?;
         if let Some(st) = daemon.exited() {
             bail!("the daemon exited ({st}); see {}", ctx.daemon_log.display());
         }
+        if reader.is_finished() {
+            bail!("reading the kernel's links failed (`ip -json link show`)");
+        }
+        if let Some(b) = batch.as_mut() {
+            if let Some(st) = b.try_wait()? {
+                batch_end_ns = now_ns();
+                if !st.success() {
+                    bail!("ip -batch failed ({st})");
+                }
+                *batch = None;
+            }
+        }
         let views = state_views(&mut ctx.state, &ctx.ports)?;
         let h = hash_views(&views);
-        let t = now_ns();
-        history.push((t, h));
-        // Re-read the kernel every 100 ms, or less often when `ip -json` itself is slow (many ports),
-        // so this tool does not steal much CPU from the daemon it measures.
-        if kernel_read.elapsed() >= kernel_every {
-            let t = Instant::now();
-            kernel_hash = hash_views(&kernel_views(&ctx.ns, &ctx.ports)?);
+        history.push((now_ns(), h));
+        if counts_read.elapsed() >= Duration::from_millis(50) {
             counts = ctx.monitor.counts()?;
-            kernel_every = Duration::from_millis(100).max(t.elapsed() * 4);
-            kernel_read = Instant::now();
+            counts_read = Instant::now();
         }
-        if h == kernel_hash {
+        let snap = kernel.lock().ok().and_then(|k| *k);
+        let fresh = snap.filter(|k| batch.is_none() && k.started_ns > counts.last_ns);
+        if fresh.is_some_and(|k| k.hash == h) {
             let since = *matched_since.get_or_insert_with(Instant::now);
-            let quiet_ns = now_ns().saturating_sub(counts.last_ns);
-            if since.elapsed() >= Duration::from_millis(200) && quiet_ns >= 1_200_000_000 {
-                // Confirm against a fresh read of both sides.
-                let k = kernel_views(&ctx.ns, &ctx.ports)?;
+            if since.elapsed() >= Duration::from_millis(200)
+                && now_ns().saturating_sub(counts.last_ns) >= QUIET_NS
+            {
                 counts = ctx.monitor.counts()?;
-                if hash_views(&k) == h && now_ns().saturating_sub(counts.last_ns) >= 1_200_000_000 {
+                if now_ns().saturating_sub(counts.last_ns) >= QUIET_NS {
                     let mut first = history.len() - 1;
                     while first > 0 && history[first - 1].1 == h {
                         first -= 1;
                     }
+                    let resolution_ns = if first > 0 {
+                        history[first].0 - history[first - 1].0
+                    } else {
+                        0
+                    };
+                    let span = history[history.len() - 1].0 - history[0].0;
                     return Ok(Convergence {
                         converged_ns: history[first].0,
+                        batch_end_ns,
                         counts,
                         polls: history.len(),
+                        resolution_ns,
+                        mean_poll_ns: span / (history.len() as u64).max(2).saturating_sub(1),
                     });
                 }
-                kernel_hash = hash_views(&k);
-                matched_since = None;
             }
         } else {
             matched_since = None;
@@ -473,7 +543,10 @@ fn wait_converged(ctx: &mut Ctx, timeout: Duration, daemon: &mut Proc) -> Result
         if Instant::now() > deadline {
             let k = kernel_views(&ctx.ns, &ctx.ports)?;
             let wrong = k.iter().zip(&views).filter(|(a, b)| a != b).count();
-            bail!("STATE_DB not converged after {timeout:?}: {wrong} of {} ports differ from the kernel", k.len());
+            bail!(
+                "STATE_DB not converged after {timeout:?}: {wrong} of {} ports differ from the kernel",
+                k.len()
+            );
         }
         thread::sleep(Duration::from_millis(1));
     }
@@ -604,6 +677,17 @@ fn storm_batch(ports: &[String], kernel: &[View], m: usize, seed: u64) -> String
 
 fn ip_batch(ns: &str, file: &Path) -> Result<()> {
     sh(Command::new("ip").args(["-n", ns, "-batch"]).arg(file))
+}
+
+/// Starts `ip -batch` without waiting, so STATE_DB can be polled while the kernel changes.
+fn spawn_ip_batch(ns: &str, file: &Path) -> Result<Child> {
+    Command::new("ip")
+        .args(["-n", ns, "-batch"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting ip -batch")
 }
 
 // ---------------------------------------------------------------------------------------- setup
@@ -958,10 +1042,9 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
     let batch_file = dir.join("create.batch");
     fs::write(&batch_file, &batch)?;
     let t0 = now_ns();
-    ip_batch(&ns.0, &batch_file)?;
-    let t_created = now_ns();
-    let conv = wait_converged(&mut ctx, timeout, &mut daemon)?;
-    let create_ms = (t_created - t0) as f64 / 1e6;
+    let creating = spawn_ip_batch(&ns.0, &batch_file)?;
+    let conv = wait_converged(&mut ctx, timeout, &mut daemon, Some(creating))?;
+    let create_ms = conv.batch_end_ns.saturating_sub(t0) as f64 / 1e6;
     let ports_ms = (conv.converged_ns.saturating_sub(t0)) as f64 / 1e6;
     let init_after_last_ms = conv.converged_ns.saturating_sub(conv.counts.last_ns) as f64 / 1e6;
 
@@ -1009,10 +1092,14 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
             signal(dpid, "STOP")?;
         }
         let tb0 = now_ns();
-        ip_batch(&ns.0, &storm_file)?;
-        let tb1 = now_ns();
+        let mut running = None;
+        let mut tb1 = 0;
         let mut t_ref_ns = None;
-        if args.overrun {
+        if !args.overrun {
+            running = Some(spawn_ip_batch(&ns.0, &storm_file)?);
+        } else {
+            ip_batch(&ns.0, &storm_file)?;
+            tb1 = now_ns();
             // Let the kernel finish (linkwatch) so the whole storm lands while the daemon is stopped.
             wait_until("the kernel to go quiet", timeout, || {
                 Ok(now_ns().saturating_sub(ctx.monitor.counts()?.last_ns) >= 1_200_000_000)
@@ -1020,7 +1107,10 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
             signal(dpid, "CONT")?;
             t_ref_ns = Some(now_ns());
         }
-        let conv = wait_converged(&mut ctx, timeout, &mut daemon)?;
+        let conv = wait_converged(&mut ctx, timeout, &mut daemon, running)?;
+        if !args.overrun {
+            tb1 = conv.batch_end_ns;
+        }
         let cpu1 = cpu_seconds(dpid)?;
         let last = conv.counts.last_ns;
         let reference = t_ref_ns.unwrap_or(last);
@@ -1036,10 +1126,16 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
         };
         println!();
         println!(
-            "  storm {} of {} ({} polls of STATE_DB)",
+            "  storm {} of {} ({} polls of STATE_DB, {:.1} ms apart on average; {})",
             k + 1,
             args.repeat,
-            conv.polls
+            conv.polls,
+            conv.mean_poll_ns as f64 / 1e6,
+            if conv.resolution_ns == 0 {
+                "matched at the first poll: the time below is an upper bound".to_string()
+            } else {
+                format!("resolution {:.1} ms", conv.resolution_ns as f64 / 1e6)
+            }
         );
         print_storm(&r, args);
         results.push(r);
