@@ -1284,3 +1284,102 @@ fn tail(path: &Path) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("Ethernet{}", i * 4)).collect()
+    }
+
+    fn up(mtu: u32) -> View {
+        View::Present {
+            admin_up: true,
+            oper_up: true,
+            mtu,
+            state_ok: true,
+        }
+    }
+
+    /// Replays the batch on the starting state; every command must change something.
+    #[test]
+    fn storm_commands_are_all_real_changes() {
+        let p = ports(8);
+        let start: Vec<View> = (0..8)
+            .map(|i| if i == 3 { View::Absent } else { up(1500) })
+            .collect();
+        let batch = storm_batch(&p, &start, 500, 7);
+        let mut sim: std::collections::HashMap<&str, (bool, u32)> = p
+            .iter()
+            .map(|n| (n.as_str(), (n != "Ethernet12", 1500)))
+            .collect();
+        let lines: Vec<&str> = batch.lines().collect();
+        assert_eq!(lines.len(), 500);
+        let mut mtu_changes = 0;
+        for l in lines {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(&f[..3], &["link", "set", "dev"], "{l}");
+            let st = sim.get_mut(f[3]).expect("a known port");
+            match f[4] {
+                "up" => {
+                    assert!(!st.0, "{l}: already up");
+                    st.0 = true;
+                }
+                "down" => {
+                    assert!(st.0, "{l}: already down");
+                    st.0 = false;
+                }
+                "mtu" => {
+                    let m: u32 = f[5].parse().unwrap();
+                    assert_ne!(m, st.1, "{l}: same mtu");
+                    st.1 = m;
+                    mtu_changes += 1;
+                }
+                other => panic!("unexpected command {other}"),
+            }
+        }
+        assert!(
+            mtu_changes > 20 && mtu_changes < 150,
+            "about 15% MTU changes, got {mtu_changes}"
+        );
+    }
+
+    #[test]
+    fn storms_depend_on_the_seed_only() {
+        let p = ports(16);
+        let k = vec![up(9100); 16];
+        assert_eq!(storm_batch(&p, &k, 100, 3), storm_batch(&p, &k, 100, 3));
+        assert_ne!(storm_batch(&p, &k, 100, 3), storm_batch(&p, &k, 100, 4));
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn database_config_points_every_db_at_the_socket() {
+        let v: serde_json::Value =
+            serde_json::from_str(&database_config(Path::new("/tmp/x/redis.sock"))).unwrap();
+        assert_eq!(
+            v["INSTANCES"]["redis"]["unix_socket_path"],
+            "/tmp/x/redis.sock"
+        );
+        assert_eq!(v["DATABASES"]["APPL_DB"]["id"], 0);
+        assert_eq!(v["DATABASES"]["CONFIG_DB"]["separator"], "|");
+        assert_eq!(v["DATABASES"]["STATE_DB"]["id"], 6);
+        assert_eq!(v["DATABASES"]["STATE_DB"]["instance"], "redis");
+    }
+
+    #[test]
+    fn hash_tells_views_apart() {
+        let a = vec![up(1500), View::Absent];
+        let mut b = a.clone();
+        assert_eq!(hash_views(&a), hash_views(&b));
+        b[0] = up(9100);
+        assert_ne!(hash_views(&a), hash_views(&b));
+    }
+}
