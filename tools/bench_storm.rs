@@ -1244,6 +1244,12 @@ fn print_storm(r: &StormResult, args: &Args) {
         "daemon CPU per kernel link notification",
         per_change_us(r)
     );
+    if args.overrun {
+        println!(
+            "  (with --overrun the daemon never reads the notifications the kernel dropped, so the"
+        );
+        println!("   per-change CPU figures are not comparable with a run without it)");
+    }
     println!(
         "  {:<58} {:>9.1} µs",
         "daemon CPU per `ip link set` command",
