@@ -20,28 +20,38 @@
 //! namespace), so "per change" means per RTM_NEWLINK/RTM_DELLINK the kernel really sent. The kernel truth is
 //! `ip -json link show`: admin = IFF_UP, oper = operstate UP/UNKNOWN (which is what IFF_RUNNING reports).
 
-use std::collections::hash_map::DefaultHasher;
+#[path = "bench_storm/guards.rs"]
+mod guards;
+#[path = "bench_storm/monitor.rs"]
+mod monitor;
+#[path = "bench_storm/observe.rs"]
+mod observe;
+#[path = "bench_storm/report.rs"]
+mod report;
+#[path = "bench_storm/setup.rs"]
+mod setup;
+
 use std::fmt::Write as _;
 use std::fs;
-use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
-const MONITOR_ARG: &str = "__netlink-monitor";
-const RTMGRP_LINK: u32 = 1;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-/// /proc/<pid>/stat counts in USER_HZ, which is 100 on every Linux architecture SONiC runs on.
-const USER_HZ: f64 = 100.0;
+use guards::{check_stop, now_ns, sh, signal, tail, wait_until, Netns, Proc, TempDir, STOP};
+use monitor::{Monitor, MONITOR_ARG};
+use observe::{
+    cpu_seconds, daemon_listening, kernel_views, netlink_drops, status_kib, wait_converged, Ctx,
+};
+use report::{median, ms, per_change_us, print_storm, row, StormResult};
+use setup::{
+    builtin_consumer, connect, database_config, ip_batch, spawn_ip_batch, storm_batch, Consumer,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,645 +92,20 @@ struct Args {
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some(MONITOR_ARG) {
-        if let Err(e) = monitor_main() {
+        if let Err(e) = monitor::monitor_main() {
             eprintln!("bench-storm monitor: {e:#}");
             std::process::exit(1);
         }
         return;
     }
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("bench-storm: {e:#}");
-            std::process::exit(1);
-        }
+    if let Err(e) = run(&args) {
+        eprintln!("bench-storm: {e:#}");
+        std::process::exit(1);
     }
-}
-
-// ------------------------------------------------------------------------------------------- guards
-
-/// Set by SIGINT/SIGTERM; every wait loop checks it so the Drop guards run.
-static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
-fn check_stop() -> Result<()> {
-    if STOP.load(Ordering::Relaxed) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Netns(String);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A child process: SIGCONT + SIGTERM on drop, SIGKILL after 3 s.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exited().is_some() {
-            return;
-        }
-        let _ = signal(self.pid(), "CONT");
-        let _ = signal(self.pid(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        eprintln!(
-            "bench-storm: {} did not stop on SIGTERM, killing it",
-            self.name
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends a signal with kill(1) (keeps this tool free of `unsafe`).
-fn signal(pid: u32, sig: &str) -> Result<()> {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()?;
-    if !st.success() {
-        bail!("kill -{sig} {pid} failed");
-    }
-    Ok(())
-}
-
-fn sh(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-// -------------------------------------------------------------------------------- netlink monitor
-
-/// Inside the namespace: counts RTM_NEWLINK/RTM_DELLINK; answers each stdin line with
-/// `<newlink> <dellink> <enobufs> <unix ns of the last notification>`.
-fn monitor_main() -> Result<()> {
-    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-    let mut sock = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
-    let _ = sock.set_rx_buf_sz(64 << 20); // capped by net.core.rmem_max; ENOBUFS are counted
-    sock.bind(&SocketAddr::new(0, RTMGRP_LINK))
-        .context("bind RTMGRP_LINK")?;
-    let counts = Arc::new([
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ]);
-    let c = Arc::clone(&counts);
-    thread::spawn(move || {
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        loop {
-            buf.clear();
-            match sock.recv(&mut buf, 0) {
-                Ok(_) => {
-                    let mut off = 0usize;
-                    while off + 16 <= buf.len() {
-                        let len = u32::from_ne_bytes([
-                            buf[off],
-                            buf[off + 1],
-                            buf[off + 2],
-                            buf[off + 3],
-                        ]) as usize;
-                        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-                        match ty {
-                            RTM_NEWLINK => c[0].fetch_add(1, Ordering::Relaxed),
-                            RTM_DELLINK => c[1].fetch_add(1, Ordering::Relaxed),
-                            _ => 0,
-                        };
-                        if len < 16 {
-                            break;
-                        }
-                        off += (len + 3) & !3;
-                    }
-                    c[3].store(now_ns(), Ordering::Relaxed);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    c[2].fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    eprintln!("bench-storm monitor: recv: {e}");
-                    return;
-                }
-            }
-        }
-    });
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    writeln!(out, "ready")?;
-    out.flush()?;
-    for line in std::io::stdin().lock().lines() {
-        line?;
-        let v: Vec<u64> = counts.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-        writeln!(out, "{} {} {} {}", v[0], v[1], v[2], v[3])?;
-        out.flush()?;
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct NlCounts {
-    newlink: u64,
-    dellink: u64,
-    enobufs: u64,
-    last_ns: u64,
-}
-
-struct Monitor {
-    _proc: Proc,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-impl Monitor {
-    fn start(ns: &str) -> Result<Self> {
-        let exe = std::env::current_exe().context("current_exe")?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(exe)
-            .arg(MONITOR_ARG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .context("starting the netlink monitor")?;
-        let stdin = child.stdin.take().ok_or_else(|| anyhow!("monitor stdin"))?;
-        let stdout = BufReader::new(
-            child
-                .stdout
-                .take()
-                .ok_or_else(|| anyhow!("monitor stdout"))?,
-        );
-        let mut m = Monitor {
-            _proc: Proc {
-                name: "netlink monitor",
-                child,
-            },
-            stdin,
-            stdout,
-        };
-        let mut line = String::new();
-        m.stdout.read_line(&mut line)?;
-        if line.trim() != "ready" {
-            bail!("netlink monitor did not start: {line:?}");
-        }
-        Ok(m)
-    }
-    fn counts(&mut self) -> Result<NlCounts> {
-        writeln!(self.stdin, "?")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        if v.len() != 4 {
-            bail!("monitor answered {line:?}");
-        }
-        Ok(NlCounts {
-            newlink: v[0],
-            dellink: v[1],
-            enobufs: v[2],
-            last_ns: v[3],
-        })
-    }
-}
-
-// ------------------------------------------------------------------------------ port state views
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum View {
-    Absent,
-    Present {
-        admin_up: bool,
-        oper_up: bool,
-        mtu: u32,
-        state_ok: bool,
-    },
-}
-
-fn hash_views(v: &[View]) -> u64 {
-    let mut h = DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
-}
-
-/// The kernel's truth for every port, from `ip -json link show` in the namespace.
-fn kernel_views(ns: &str, ports: &[String]) -> Result<Vec<View>> {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-json", "link", "show"])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "ip -json link show: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let links: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).context("ip -json output")?;
-    let mut by_name = std::collections::HashMap::new();
-    for l in &links {
-        let Some(name) = l["ifname"].as_str() else {
-            continue;
-        };
-        let admin_up = l["flags"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|x| x == "UP"));
-        let oper_up = matches!(l["operstate"].as_str(), Some("UP") | Some("UNKNOWN"));
-        let mtu = l["mtu"].as_u64().unwrap_or(0) as u32;
-        by_name.insert(
-            name.to_string(),
-            View::Present {
-                admin_up,
-                oper_up,
-                mtu,
-                state_ok: true,
-            },
-        );
-    }
-    Ok(ports
-        .iter()
-        .map(|p| by_name.remove(p).unwrap_or(View::Absent))
-        .collect())
-}
-
-/// What STATE_DB says, one pipelined HMGET per port.
-fn state_views(con: &mut redis::Connection, ports: &[String]) -> Result<Vec<View>> {
-    let mut pipe = redis::pipe();
-    for p in ports {
-        pipe.cmd("HMGET").arg(format!("PORT_TABLE|{p}")).arg(&[
-            "admin_status",
-            "netdev_oper_status",
-            "mtu",
-            "state",
-        ]);
-    }
-    let rows: Vec<Vec<Option<String>>> = pipe.query(con).context("STATE_DB HMGET")?;
-    Ok(rows
-        .into_iter()
-        .map(|r| match r.as_slice() {
-            [None, None, None, None] => View::Absent,
-            [a, o, m, s] => View::Present {
-                admin_up: a.as_deref() == Some("up"),
-                oper_up: o.as_deref() == Some("up"),
-                mtu: m.as_deref().and_then(|m| m.parse().ok()).unwrap_or(0),
-                state_ok: s.as_deref() == Some("ok"),
-            },
-            _ => View::Absent,
-        })
-        .collect())
-}
-
-struct Convergence {
-    /// When STATE_DB started to equal the kernel's final truth for good.
-    converged_ns: u64,
-    /// Kernel notification counts once settled.
-    counts: NlCounts,
-    polls: usize,
-}
-
-/// Polls STATE_DB every ~1 ms until it equals the kernel's truth, the kernel has been quiet for 1.2 s
-/// (veth carrier-up goes through linkwatch, which can lag ~1 s) and the match has held for 200 ms.
-/// The convergence moment is then found exactly in the recorded poll history.
-fn wait_converged(ctx: &mut Ctx, timeout: Duration, daemon: &mut Proc) -> Result<Convergence> {
-    let deadline = Instant::now() + timeout;
-    let mut history: Vec<(u64, u64)> = Vec::with_capacity(16384);
-    let mut kernel_hash = 0u64;
-    let mut kernel_read = Instant::now() - Duration::from_secs(1);
-    let mut kernel_every = Duration::from_millis(100);
-    let mut matched_since: Option<Instant> = None;
-    let mut counts = ctx.monitor.counts()?;
-    loop {
-        check_stop()?;
-        if let Some(st) = daemon.exited() {
-            bail!("the daemon exited ({st}); see {}", ctx.daemon_log.display());
-        }
-        let views = state_views(&mut ctx.state, &ctx.ports)?;
-        let h = hash_views(&views);
-        let t = now_ns();
-        history.push((t, h));
-        // Re-read the kernel every 100 ms, or less often when `ip -json` itself is slow (many ports),
-        // so this tool does not steal much CPU from the daemon it measures.
-        if kernel_read.elapsed() >= kernel_every {
-            let t = Instant::now();
-            kernel_hash = hash_views(&kernel_views(&ctx.ns, &ctx.ports)?);
-            counts = ctx.monitor.counts()?;
-            kernel_every = Duration::from_millis(100).max(t.elapsed() * 4);
-            kernel_read = Instant::now();
-        }
-        if h == kernel_hash {
-            let since = *matched_since.get_or_insert_with(Instant::now);
-            let quiet_ns = now_ns().saturating_sub(counts.last_ns);
-            if since.elapsed() >= Duration::from_millis(200) && quiet_ns >= 1_200_000_000 {
-                // Confirm against a fresh read of both sides.
-                let k = kernel_views(&ctx.ns, &ctx.ports)?;
-                counts = ctx.monitor.counts()?;
-                if hash_views(&k) == h && now_ns().saturating_sub(counts.last_ns) >= 1_200_000_000 {
-                    let mut first = history.len() - 1;
-                    while first > 0 && history[first - 1].1 == h {
-                        first -= 1;
-                    }
-                    return Ok(Convergence {
-                        converged_ns: history[first].0,
-                        counts,
-                        polls: history.len(),
-                    });
-                }
-                kernel_hash = hash_views(&k);
-                matched_since = None;
-            }
-        } else {
-            matched_since = None;
-        }
-        if Instant::now() > deadline {
-            let k = kernel_views(&ctx.ns, &ctx.ports)?;
-            let wrong = k.iter().zip(&views).filter(|(a, b)| a != b).count();
-            bail!("STATE_DB not converged after {timeout:?}: {wrong} of {} ports differ from the kernel", k.len());
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-// ---------------------------------------------------------------------------------- /proc readers
-
-/// (utime+stime seconds from /proc/<pid>/stat, on-CPU seconds summed over /proc/<pid>/task/*/schedstat).
-fn cpu_seconds(pid: u32) -> Result<(f64, Option<f64>)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // after ")": index 0 is field 3 (state); utime is field 14, stime field 15.
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    let mut sched = 0u64;
-    let mut have_sched = false;
-    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = fs::read_to_string(t.path().join("schedstat")) {
-                if let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|x| x.parse::<u64>().ok())
-                {
-                    sched += ns;
-                    have_sched = true;
-                }
-            }
-        }
-    }
-    Ok((ticks / USER_HZ, have_sched.then_some(sched as f64 / 1e9)))
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// Drops the kernel counted on NETLINK_ROUTE sockets in the namespace, the monitor's excluded.
-fn netlink_drops(ns: &str, monitor_pid: u32) -> Option<u64> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "cat", "/proc/net/netlink"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut total = 0;
-    for l in text.lines().skip(1) {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() >= 9 && f[1] == "0" && f[2] != monitor_pid.to_string() {
-            total += f[8].parse::<u64>().unwrap_or(0);
-        }
-    }
-    Some(total)
-}
-
-// ----------------------------------------------------------------------------------- the storm
-
-/// xorshift64*: a small deterministic generator, good enough to pick ports and changes.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// M `link set` commands, each a real change of the simulated kernel state (admin toggle or a new MTU).
-fn storm_batch(ports: &[String], kernel: &[View], m: usize, seed: u64) -> String {
-    const MTUS: [u32; 4] = [1500, 9000, 9100, 9216];
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut sim: Vec<(bool, u32)> = kernel
-        .iter()
-        .map(|v| match v {
-            View::Present { admin_up, mtu, .. } => (*admin_up, *mtu),
-            View::Absent => (false, 1500),
-        })
-        .collect();
-    let mut out = String::with_capacity(m * 32);
-    for _ in 0..m {
-        let i = rng.below(ports.len());
-        if rng.below(100) < 85 {
-            sim[i].0 = !sim[i].0;
-            let _ = writeln!(
-                out,
-                "link set dev {} {}",
-                ports[i],
-                if sim[i].0 { "up" } else { "down" }
-            );
-        } else {
-            let choices: Vec<u32> = MTUS.iter().copied().filter(|&x| x != sim[i].1).collect();
-            sim[i].1 = choices[rng.below(choices.len())];
-            let _ = writeln!(out, "link set dev {} mtu {}", ports[i], sim[i].1);
-        }
-    }
-    out
-}
-
-fn ip_batch(ns: &str, file: &Path) -> Result<()> {
-    sh(Command::new("ip").args(["-n", ns, "-batch"]).arg(file))
-}
-
-// ---------------------------------------------------------------------------------------- setup
-
-struct Ctx {
-    ns: String,
-    ports: Vec<String>,
-    state: redis::Connection,
-    monitor: Monitor,
-    daemon_log: PathBuf,
-}
-
-const CONSUMER_LUA: &str = r"
-local ks = redis.call('SPOP', KEYS[1], ARGV[1])
-for _, k in ipairs(ks) do
-  local dst = ARGV[2] .. ':' .. k
-  if redis.call('SREM', KEYS[2], k) == 1 then redis.call('DEL', dst) end
-  local fv = redis.call('HGETALL', '_' .. dst)
-  if #fv > 0 then redis.call('HSET', dst, unpack(fv)) end
-  redis.call('DEL', '_' .. dst)
-end
-return #ks
-";
-
-/// The built-in consumer's thread; stopped and joined on drop (before redis-server goes away).
-struct Consumer {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The built-in ConsumerStateTable stand-in: one atomic Lua pop-and-move every millisecond.
-fn builtin_consumer(url: String) -> Consumer {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = thread::spawn(move || {
-        let stop = flag;
-        let run = || -> Result<()> {
-            let mut con = redis::Client::open(url.as_str())?.get_connection()?;
-            redis::cmd("SELECT").arg(0).query::<()>(&mut con)?;
-            let script = redis::Script::new(CONSUMER_LUA);
-            while !stop.load(Ordering::Relaxed) {
-                let n: i64 = script
-                    .key("PORT_TABLE_KEY_SET")
-                    .key("PORT_TABLE_DEL_SET")
-                    .arg(1024)
-                    .arg("PORT_TABLE")
-                    .invoke(&mut con)?;
-                if n == 0 {
-                    thread::sleep(Duration::from_millis(1));
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = run() {
-            if !stop.load(Ordering::Relaxed) {
-                eprintln!("bench-storm: built-in consumer stopped: {e:#}");
-            }
-        }
-    });
-    Consumer {
-        stop,
-        thread: Some(thread),
-    }
-}
-
-fn connect(url: &str, db: i64) -> Result<redis::Connection> {
-    let mut con = redis::Client::open(url)?
-        .get_connection()
-        .context("connecting to redis")?;
-    redis::cmd("SELECT").arg(db).query::<()>(&mut con)?;
-    Ok(con)
-}
-
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<bool>,
-) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        check_stop()?;
-        if f()? {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-struct StormResult {
-    batch_ms: f64,
-    notifications: u64,
-    lost: u64,
-    last_after_batch_ms: f64,
-    converge_ms: f64,
-    cpu_s: f64,
-    cpu_sched_s: Option<f64>,
 }
 
 fn run(args: &Args) -> Result<()> {
-    let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));
-    fs::create_dir_all(&tmp.0)?;
-    let result = run_in(args, &tmp.0);
-    if result.is_err() {
-        let log = tail(&tmp.0.join("daemon.log"));
-        if !log.is_empty() {
-            eprintln!("bench-storm: last lines of the daemon's log:\n{log}");
-        }
-    }
-    result
-}
-
-fn run_in(args: &Args, dir: &Path) -> Result<()> {
     if args.ports < 2 || !args.ports.is_multiple_of(2) || args.ports > 4096 {
         bail!("--ports must be even and in 2..=4096 (got {})", args.ports);
     }
@@ -732,22 +117,368 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&STOP))?;
         signal_hook::flag::register(sig, Arc::clone(&STOP))?;
     }
+    let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));
+    fs::create_dir_all(&tmp.0)?;
+    let result = Bench::start(args, &tmp.0).and_then(|mut bench| bench.run(args));
+    if result.is_err() {
+        let log = tail(&tmp.0.join("daemon.log"));
+        if !log.is_empty() {
+            eprintln!("bench-storm: last lines of the daemon's log:\n{log}");
+        }
+    }
+    result
+}
 
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow!("no directory for the current executable"))?;
-    let pid = std::process::id();
-    let sock = dir.join("redis.sock");
-    let url = format!("unix://{}", sock.display());
-    let state_dir = dir.join("state");
+/// Everything a run owns. Fields drop in declaration order: the daemon first, redis-server last.
+struct Bench {
+    daemon: Proc,
+    ctx: Ctx,
+    _standin: Option<Proc>,
+    _consumer: Option<Consumer>,
+    ns: Netns,
+    _redis: Proc,
+    dir: PathBuf,
+    monitor_pid: u32,
+}
 
-    // redis-server, private, on a unix socket; SONiC's keyspace notifications on.
-    let _redis = Proc {
+impl Bench {
+    /// redis-server + CONFIG_DB, namespace, consumer, monitor, daemon; returns once the daemon has
+    /// published APPL_DB and finished its initial netlink dump.
+    fn start(args: &Args, dir: &Path) -> Result<Bench> {
+        let exe_dir = std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| anyhow!("no directory for the current executable"))?;
+        let sock = dir.join("redis.sock");
+        let url = format!("unix://{}", sock.display());
+        let ports: Vec<String> = (0..args.ports)
+            .map(|i| format!("Ethernet{}", i * 4))
+            .collect();
+
+        let redis = start_redis(&sock, dir)?;
+        seed_config_db(&url, &ports)?;
+
+        let ns = Netns(format!("psd-bench-{}", std::process::id()));
+        sh(Command::new("ip").args(["netns", "add", &ns.0]))?;
+        sh(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
+
+        // The consumer of APPL_DB PORT_TABLE.
+        let standin_path = match args.standin.as_str() {
+            "builtin" => None,
+            "auto" => Some(exe_dir.join("orchagent-standin")).filter(|p| p.exists()),
+            p => Some(PathBuf::from(p)),
+        };
+        let (standin, consumer, consumer_desc) = match standin_path {
+            Some(p) => {
+                let child = Command::new(&p)
+                    .args(["--redis-url", &url])
+                    .stdout(Stdio::null())
+                    .stderr(fs::File::create(dir.join("standin.log"))?)
+                    .process_group(0)
+                    .spawn()
+                    .with_context(|| format!("starting {}", p.display()))?;
+                let desc = p.display().to_string();
+                (
+                    Some(Proc {
+                        name: "orchagent-standin",
+                        child,
+                    }),
+                    None,
+                    desc,
+                )
+            }
+            None => (
+                None,
+                Some(builtin_consumer(url.clone())),
+                "built-in Lua consumer".into(),
+            ),
+        };
+
+        let monitor = Monitor::start(&ns.0)?;
+        let monitor_pid = monitor.pid();
+
+        // The daemon under test.
+        let template = args.daemon.clone().unwrap_or_else(|| {
+            format!(
+                "{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false",
+                exe_dir.join("portsyncd").display()
+            )
+        });
+        // A SONiC database_config.json for implementations that read one instead of --redis-url.
+        let dbconfig = dir.join("database_config.json");
+        fs::write(&dbconfig, database_config(&sock))?;
+        let cmdline = template
+            .replace("{url}", &url)
+            .replace("{sock}", &sock.display().to_string())
+            .replace("{dbconfig}", &dbconfig.display().to_string())
+            .replace("{state}", &dir.join("state").display().to_string())
+            .replace("{dir}", &dir.display().to_string());
+        let daemon_log = dir.join("daemon.log");
+        let log = fs::File::create(&daemon_log)?;
+        let daemon = Proc {
+            name: "daemon",
+            child: Command::new("ip")
+                .args(["netns", "exec", &ns.0, "sh", "-c"])
+                .arg(format!("exec {cmdline}"))
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .context("starting the daemon")?,
+        };
+        println!(
+            "bench-storm: {} ports ({} veth pairs), {} changes per storm, {} storm(s){}",
+            args.ports,
+            args.ports / 2,
+            args.flaps,
+            args.repeat,
+            if args.overrun {
+                ", daemon SIGSTOPped during each storm"
+            } else {
+                ""
+            }
+        );
+        println!("  daemon:   {cmdline}");
+        println!("  consumer: {consumer_desc}");
+
+        let ctx = Ctx {
+            ns: ns.0.clone(),
+            ports,
+            state: connect(&url, 6)?,
+            monitor,
+            daemon_log,
+        };
+        let mut bench = Bench {
+            daemon,
+            ctx,
+            _standin: standin,
+            _consumer: consumer,
+            ns,
+            _redis: redis,
+            dir: dir.to_path_buf(),
+            monitor_pid,
+        };
+        bench.wait_ready(args, &url)?;
+        Ok(bench)
+    }
+
+    fn timeout(args: &Args) -> Duration {
+        Duration::from_secs(args.timeout_secs)
+    }
+
+    /// Waits for APPL_DB (cold start + consumer) and for the end of the daemon's initial dump: links
+    /// created before that would be "left over from an earlier run" to a cold start (set admin-down and
+    /// ignored), see `daemon_listening`.
+    fn wait_ready(&mut self, args: &Args, url: &str) -> Result<()> {
+        let mut appl = connect(url, 0)?;
+        let (daemon, ctx) = (&mut self.daemon, &self.ctx);
+        let t_appl = wait_until(
+            "APPL_DB PORT_TABLE with every port",
+            Self::timeout(args),
+            || {
+                if let Some(st) = daemon.exited() {
+                    bail!("the daemon exited ({st}) during start-up");
+                }
+                let mut pipe = redis::pipe();
+                for p in &ctx.ports {
+                    pipe.cmd("EXISTS").arg(format!("PORT_TABLE:{p}"));
+                }
+                let e: Vec<i64> = pipe.query(&mut appl)?;
+                Ok(e.iter().all(|&x| x == 1))
+            },
+        )?;
+        let (ns, monitor_pid) = (&self.ns.0, self.monitor_pid);
+        let t_listen = wait_until(
+            "the daemon's initial netlink dump",
+            Self::timeout(args),
+            || {
+                if !daemon_listening(ns, monitor_pid)? {
+                    return Ok(false);
+                }
+                thread::sleep(Duration::from_millis(300));
+                daemon_listening(ns, monitor_pid)
+            },
+        )?;
+        println!();
+        println!("  start-up");
+        row(
+            "daemon start -> every port in APPL_DB (consumed)",
+            t_appl.as_secs_f64() * 1e3,
+            "ms",
+        );
+        row(
+            "  then: daemon netlink socket idle in link group (+300 ms)",
+            t_listen.as_secs_f64() * 1e3,
+            "ms",
+        );
+        Ok(())
+    }
+
+    fn run(&mut self, args: &Args) -> Result<()> {
+        self.ports_phase(args)?;
+        let mut results = Vec::new();
+        for k in 0..args.repeat {
+            check_stop()?;
+            results.push(self.storm(args, k)?);
+        }
+        self.summary(args, &results);
+        Ok(())
+    }
+
+    /// Creates N/2 veth pairs (both ends ports) and sets them up in one batch.
+    fn ports_phase(&mut self, args: &Args) -> Result<()> {
+        let mut batch = String::new();
+        for pair in self.ctx.ports.chunks(2) {
+            let _ = writeln!(
+                batch,
+                "link add {} type veth peer name {}",
+                pair[0], pair[1]
+            );
+        }
+        for p in &self.ctx.ports {
+            let _ = writeln!(batch, "link set dev {p} up");
+        }
+        let batch_file = self.dir.join("create.batch");
+        fs::write(&batch_file, &batch)?;
+        let t0 = now_ns();
+        let creating = spawn_ip_batch(&self.ns.0, &batch_file)?;
+        let conv = wait_converged(
+            &mut self.ctx,
+            Self::timeout(args),
+            &mut self.daemon,
+            Some(creating),
+        )?;
+        row(
+            "ip -batch: create + up of all links",
+            ms(conv.batch_end_ns.saturating_sub(t0)),
+            "ms",
+        );
+        row(
+            "link creation start -> STATE_DB converged",
+            ms(conv.converged_ns.saturating_sub(t0)),
+            "ms",
+        );
+        row(
+            "  of which after the kernel's last notification",
+            ms(conv.converged_ns.saturating_sub(conv.counts.last_ns)),
+            "ms",
+        );
+        Ok(())
+    }
+
+    /// One storm: generate, apply (with the daemon stopped under --overrun), wait for convergence.
+    fn storm(&mut self, args: &Args, k: usize) -> Result<StormResult> {
+        let timeout = Self::timeout(args);
+        let dpid = self.daemon.pid();
+        let kernel = kernel_views(&self.ns.0, &self.ctx.ports)?;
+        let storm = storm_batch(
+            &self.ctx.ports,
+            &kernel,
+            args.flaps,
+            args.seed.wrapping_add(k as u64),
+        );
+        let storm_file = self.dir.join(format!("storm{k}.batch"));
+        fs::write(&storm_file, storm)?;
+        let before = self.ctx.monitor.counts()?;
+        let cpu0 = cpu_seconds(dpid)?;
+        let tb0 = now_ns();
+        let (running, mut tb1, t_cont) = if !args.overrun {
+            (Some(spawn_ip_batch(&self.ns.0, &storm_file)?), 0, None)
+        } else {
+            signal(dpid, "STOP")?;
+            ip_batch(&self.ns.0, &storm_file)?;
+            let tb1 = now_ns();
+            // Let the kernel finish (linkwatch) so the whole storm lands while the daemon is stopped.
+            let monitor = &mut self.ctx.monitor;
+            wait_until("the kernel to go quiet", timeout, || {
+                Ok(now_ns().saturating_sub(monitor.counts()?.last_ns) >= 1_200_000_000)
+            })?;
+            signal(dpid, "CONT")?;
+            (None, tb1, Some(now_ns()))
+        };
+        let conv = wait_converged(&mut self.ctx, timeout, &mut self.daemon, running)?;
+        if !args.overrun {
+            tb1 = conv.batch_end_ns;
+        }
+        let cpu1 = cpu_seconds(dpid)?;
+        let last = conv.counts.last_ns;
+        let r = StormResult {
+            batch_ms: ms(tb1 - tb0),
+            notifications: (conv.counts.newlink + conv.counts.dellink)
+                - (before.newlink + before.dellink),
+            lost: conv.counts.enobufs - before.enobufs,
+            last_after_batch_ms: ms(last.saturating_sub(tb1)),
+            converge_ms: ms(conv.converged_ns.saturating_sub(t_cont.unwrap_or(last))),
+            cpu_s: cpu1.0 - cpu0.0,
+            cpu_sched_s: cpu1.1.zip(cpu0.1).map(|(a, b)| a - b),
+        };
+        println!();
+        println!(
+            "  storm {} of {} ({} polls of STATE_DB, {:.1} ms apart on average; {})",
+            k + 1,
+            args.repeat,
+            conv.polls,
+            ms(conv.mean_poll_ns),
+            if conv.resolution_ns == 0 {
+                "matched at the first poll: the time below is an upper bound".to_string()
+            } else {
+                format!("resolution {:.1} ms", ms(conv.resolution_ns))
+            }
+        );
+        print_storm(&r, args.overrun, args.flaps);
+        Ok(r)
+    }
+
+    fn summary(&self, args: &Args, results: &[StormResult]) {
+        let dpid = self.daemon.pid();
+        println!();
+        if args.repeat > 1 {
+            println!("  medians over {} storms", args.repeat);
+            let med = |f: &dyn Fn(&StormResult) -> f64| {
+                median(&mut results.iter().map(f).collect::<Vec<_>>())
+            };
+            row(
+                "converged after the last change",
+                med(&|r| r.converge_ms),
+                "ms",
+            );
+            row(
+                "daemon CPU per kernel link notification",
+                med(&per_change_us),
+                "µs",
+            );
+            row(
+                "daemon CPU per `ip link set` command",
+                med(&|r| r.cpu_best() * 1e6 / args.flaps as f64),
+                "µs",
+            );
+        }
+        let show = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+        println!(
+            "  {:<58} {:>9} KiB",
+            "daemon peak RSS (VmHWM)",
+            show(status_kib(dpid, "VmHWM:"))
+        );
+        println!(
+            "  {:<58} {:>9} KiB",
+            "daemon RSS now (VmRSS)",
+            show(status_kib(dpid, "VmRSS:"))
+        );
+        println!(
+            "  {:<58} {:>9}",
+            "netlink drops counted by the kernel (daemon side)",
+            show(netlink_drops(&self.ns.0, self.monitor_pid))
+        );
+    }
+}
+
+/// redis-server, private, on a unix socket; SONiC's keyspace notifications on.
+fn start_redis(sock: &Path, dir: &Path) -> Result<Proc> {
+    let redis = Proc {
         name: "redis-server",
         child: Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
-            .arg(&sock)
+            .arg(sock)
             .args([
                 "--unixsocketperm",
                 "700",
@@ -774,16 +505,18 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
         Duration::from_secs(10),
         || Ok(sock.exists()),
     )?;
+    Ok(redis)
+}
+
+/// CONFIG_DB `PORT|<port>` like a real switch's port table.
+fn seed_config_db(url: &str, ports: &[String]) -> Result<()> {
     let mut config = loop {
         check_stop()?;
-        match connect(&url, 4) {
+        match connect(url, 4) {
             Ok(c) => break c,
             Err(_) => thread::sleep(Duration::from_millis(10)),
         }
     };
-    let ports: Vec<String> = (0..args.ports)
-        .map(|i| format!("Ethernet{}", i * 4))
-        .collect();
     let mut pipe = redis::pipe();
     for (i, p) in ports.iter().enumerate() {
         let lanes = format!("{},{},{},{}", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4);
@@ -797,357 +530,105 @@ fn run_in(args: &Args, dir: &Path) -> Result<()> {
             ("fec", "rs".into()),
         ]);
     }
-    pipe.query::<()>(&mut config).context("seeding CONFIG_DB")?;
+    pipe.query::<()>(&mut config).context("seeding CONFIG_DB")
+}
 
-    let ns = Netns(format!("psd-bench-{pid}"));
-    sh(Command::new("ip").args(["netns", "add", &ns.0]))?;
-    sh(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]))?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{hash_views, View};
 
-    // The consumer of APPL_DB PORT_TABLE.
-    let standin_path = match args.standin.as_str() {
-        "builtin" => None,
-        "auto" => Some(exe_dir.join("orchagent-standin")).filter(|p| p.exists()),
-        p => Some(PathBuf::from(p)),
-    };
-    let (_standin, _consumer, consumer_desc) = match standin_path {
-        Some(p) => {
-            let child = Command::new(&p)
-                .args(["--redis-url", &url])
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(dir.join("standin.log"))?)
-                .process_group(0)
-                .spawn()
-                .with_context(|| format!("starting {}", p.display()))?;
-            (
-                Some(Proc {
-                    name: "orchagent-standin",
-                    child,
-                }),
-                None,
-                p.display().to_string(),
-            )
+    fn ports(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("Ethernet{}", i * 4)).collect()
+    }
+
+    fn up(mtu: u32) -> View {
+        View::Present {
+            admin_up: true,
+            oper_up: true,
+            mtu,
+            state_ok: true,
         }
-        None => (
-            None,
-            Some(builtin_consumer(url.clone())),
-            "built-in Lua consumer".into(),
-        ),
-    };
+    }
 
-    let monitor = Monitor::start(&ns.0)?;
-    let monitor_pid = monitor._proc.pid();
-
-    // The daemon under test.
-    let template = args.daemon.clone().unwrap_or_else(|| {
-        format!(
-            "{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false",
-            exe_dir.join("portsyncd").display()
-        )
-    });
-    let cmdline = template
-        .replace("{url}", &url)
-        .replace("{sock}", &sock.display().to_string())
-        .replace("{state}", &state_dir.display().to_string())
-        .replace("{dir}", &dir.display().to_string());
-    // A SONiC database_config.json for implementations that read one instead of --redis-url.
-    let dbconfig = dir.join("database_config.json");
-    fs::write(&dbconfig, database_config(&sock))?;
-    let cmdline = cmdline.replace("{dbconfig}", &dbconfig.display().to_string());
-    let daemon_log = dir.join("daemon.log");
-    let log = fs::File::create(&daemon_log)?;
-    let mut daemon = Proc {
-        name: "daemon",
-        child: Command::new("ip")
-            .args(["netns", "exec", &ns.0, "sh", "-c"])
-            .arg(format!("exec {cmdline}"))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting the daemon")?,
-    };
-    let dpid = daemon.pid();
-    println!(
-        "bench-storm: {} ports ({} veth pairs), {} changes per storm, {} storm(s){}",
-        args.ports,
-        args.ports / 2,
-        args.flaps,
-        args.repeat,
-        if args.overrun {
-            ", daemon SIGSTOPped during each storm"
-        } else {
-            ""
-        }
-    );
-    println!("  daemon:   {cmdline}");
-    println!("  consumer: {consumer_desc}");
-
-    let mut appl = connect(&url, 0)?;
-    let timeout = Duration::from_secs(args.timeout_secs);
-    let t_appl = wait_until(
-        "APPL_DB PORT_TABLE with every port (cold start + consumer)",
-        timeout,
-        || {
-            if let Some(st) = daemon.exited() {
-                bail!(
-                    "the daemon exited ({st}) during start-up: {}",
-                    tail(&daemon_log)
-                );
+    /// Replays the batch on the starting state; every command must change something.
+    #[test]
+    fn storm_commands_are_all_real_changes() {
+        let p = ports(8);
+        let start: Vec<View> = (0..8)
+            .map(|i| if i == 3 { View::Absent } else { up(1500) })
+            .collect();
+        let batch = storm_batch(&p, &start, 500, 7);
+        let mut sim: std::collections::HashMap<&str, (bool, u32)> = p
+            .iter()
+            .map(|n| (n.as_str(), (n != "Ethernet12", 1500)))
+            .collect();
+        let lines: Vec<&str> = batch.lines().collect();
+        assert_eq!(lines.len(), 500);
+        let mut mtu_changes = 0;
+        for l in lines {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(&f[..3], &["link", "set", "dev"], "{l}");
+            let st = sim.get_mut(f[3]).expect("a known port");
+            match f[4] {
+                "up" => {
+                    assert!(!st.0, "{l}: already up");
+                    st.0 = true;
+                }
+                "down" => {
+                    assert!(st.0, "{l}: already down");
+                    st.0 = false;
+                }
+                "mtu" => {
+                    let m: u32 = f[5].parse().unwrap();
+                    assert_ne!(m, st.1, "{l}: same mtu");
+                    st.1 = m;
+                    mtu_changes += 1;
+                }
+                other => panic!("unexpected command {other}"),
             }
-            let mut pipe = redis::pipe();
-            for p in &ports {
-                pipe.cmd("EXISTS").arg(format!("PORT_TABLE:{p}"));
-            }
-            let e: Vec<i64> = pipe.query(&mut appl)?;
-            Ok(e.iter().all(|&x| x == 1))
-        },
-    )?;
-
-    let mut ctx = Ctx {
-        ns: ns.0.clone(),
-        ports: ports.clone(),
-        state: connect(&url, 6)?,
-        monitor,
-        daemon_log: daemon_log.clone(),
-    };
-
-    // Ports phase: create N/2 veth pairs (both ends ports) and set them up in one batch.
-    let mut batch = String::new();
-    for pair in ports.chunks(2) {
-        let _ = writeln!(
-            batch,
-            "link add {} type veth peer name {}",
-            pair[0], pair[1]
-        );
-    }
-    for p in &ports {
-        let _ = writeln!(batch, "link set dev {p} up");
-    }
-    let batch_file = dir.join("create.batch");
-    fs::write(&batch_file, &batch)?;
-    let t0 = now_ns();
-    ip_batch(&ns.0, &batch_file)?;
-    let t_created = now_ns();
-    let conv = wait_converged(&mut ctx, timeout, &mut daemon)?;
-    let create_ms = (t_created - t0) as f64 / 1e6;
-    let ports_ms = (conv.converged_ns.saturating_sub(t0)) as f64 / 1e6;
-    let init_after_last_ms = conv.converged_ns.saturating_sub(conv.counts.last_ns) as f64 / 1e6;
-
-    println!();
-    println!("  {:<58} {:>12}", "start-up", "");
-    println!(
-        "  {:<58} {:>9.1} ms",
-        "daemon start -> every port in APPL_DB (consumed)",
-        t_appl.as_secs_f64() * 1e3
-    );
-    println!(
-        "  {:<58} {:>9.1} ms",
-        "ip -batch: create + up of all links", create_ms
-    );
-    println!(
-        "  {:<58} {:>9.1} ms",
-        "link creation start -> STATE_DB converged", ports_ms
-    );
-    println!(
-        "  {:<58} {:>9.1} ms",
-        "  of which after the kernel's last notification", init_after_last_ms
-    );
-
-    // Storms.
-    let mut results = Vec::new();
-    for k in 0..args.repeat {
-        check_stop()?;
-        let kernel = kernel_views(&ns.0, &ports)?;
-        let storm = storm_batch(
-            &ports,
-            &kernel,
-            args.flaps,
-            args.seed.wrapping_add(k as u64),
-        );
-        let storm_file = dir.join(format!("storm{k}.batch"));
-        fs::write(&storm_file, storm)?;
-        let before = ctx.monitor.counts()?;
-        let cpu0 = cpu_seconds(dpid)?;
-        if args.overrun {
-            signal(dpid, "STOP")?;
         }
-        let tb0 = now_ns();
-        ip_batch(&ns.0, &storm_file)?;
-        let tb1 = now_ns();
-        let mut t_ref_ns = None;
-        if args.overrun {
-            // Let the kernel finish (linkwatch) so the whole storm lands while the daemon is stopped.
-            wait_until("the kernel to go quiet", timeout, || {
-                Ok(now_ns().saturating_sub(ctx.monitor.counts()?.last_ns) >= 1_200_000_000)
-            })?;
-            signal(dpid, "CONT")?;
-            t_ref_ns = Some(now_ns());
-        }
-        let conv = wait_converged(&mut ctx, timeout, &mut daemon)?;
-        let cpu1 = cpu_seconds(dpid)?;
-        let last = conv.counts.last_ns;
-        let reference = t_ref_ns.unwrap_or(last);
-        let r = StormResult {
-            batch_ms: (tb1 - tb0) as f64 / 1e6,
-            notifications: (conv.counts.newlink + conv.counts.dellink)
-                - (before.newlink + before.dellink),
-            lost: conv.counts.enobufs - before.enobufs,
-            last_after_batch_ms: last.saturating_sub(tb1) as f64 / 1e6,
-            converge_ms: conv.converged_ns.saturating_sub(reference) as f64 / 1e6,
-            cpu_s: cpu1.0 - cpu0.0,
-            cpu_sched_s: cpu1.1.zip(cpu0.1).map(|(a, b)| a - b),
-        };
-        println!();
-        println!(
-            "  storm {} of {} ({} polls of STATE_DB)",
-            k + 1,
-            args.repeat,
-            conv.polls
-        );
-        print_storm(&r, args);
-        results.push(r);
-    }
-
-    let rss_hwm = status_kib(dpid, "VmHWM:");
-    let rss = status_kib(dpid, "VmRSS:");
-    let drops = netlink_drops(&ns.0, monitor_pid);
-    println!();
-    if args.repeat > 1 {
-        println!("  medians over {} storms", args.repeat);
-        let med = |f: &dyn Fn(&StormResult) -> f64| {
-            median(&mut results.iter().map(f).collect::<Vec<_>>())
-        };
-        let cpu_per = |r: &StormResult| per_change_us(r);
-        println!(
-            "  {:<58} {:>9.1} ms",
-            "converged after the last change",
-            med(&|r| r.converge_ms)
-        );
-        println!(
-            "  {:<58} {:>9.1} µs",
-            "daemon CPU per kernel link notification",
-            med(&cpu_per)
-        );
-        println!(
-            "  {:<58} {:>9.1} µs",
-            "daemon CPU per `ip link set` command",
-            med(&|r| r.cpu_best() * 1e6 / args.flaps as f64)
+        assert!(
+            mtu_changes > 20 && mtu_changes < 150,
+            "about 15% MTU changes, got {mtu_changes}"
         );
     }
-    println!(
-        "  {:<58} {:>9} KiB",
-        "daemon peak RSS (VmHWM)",
-        rss_hwm.map_or("?".into(), |v| v.to_string())
-    );
-    println!(
-        "  {:<58} {:>9} KiB",
-        "daemon RSS now (VmRSS)",
-        rss.map_or("?".into(), |v| v.to_string())
-    );
-    println!(
-        "  {:<58} {:>9}",
-        "netlink drops counted by the kernel (daemon side)",
-        drops.map_or("?".into(), |v| v.to_string())
-    );
 
-    // Guards drop in reverse order: daemon, monitor, consumer, namespace, redis-server.
-    Ok(())
-}
-
-impl StormResult {
-    /// schedstat (ns resolution, all threads) when the kernel has it, else utime+stime (10 ms ticks).
-    fn cpu_best(&self) -> f64 {
-        self.cpu_sched_s.unwrap_or(self.cpu_s)
+    #[test]
+    fn storms_depend_on_the_seed_only() {
+        let p = ports(16);
+        let k = vec![up(9100); 16];
+        assert_eq!(storm_batch(&p, &k, 100, 3), storm_batch(&p, &k, 100, 3));
+        assert_ne!(storm_batch(&p, &k, 100, 3), storm_batch(&p, &k, 100, 4));
     }
-}
 
-fn per_change_us(r: &StormResult) -> f64 {
-    if r.notifications == 0 {
-        return f64::NAN;
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&mut []).is_nan());
     }
-    r.cpu_best() * 1e6 / r.notifications as f64
-}
 
-fn print_storm(r: &StormResult, args: &Args) {
-    let reference = if args.overrun {
-        "SIGCONT"
-    } else {
-        "the kernel's last notification"
-    };
-    println!("  {:<58} {:>9.1} ms", "ip -batch of the storm", r.batch_ms);
-    println!(
-        "  {:<58} {:>9}",
-        "kernel link notifications (RTM_NEWLINK/DELLINK)", r.notifications
-    );
-    if r.lost > 0 {
-        println!(
-            "  {:<58} {:>9}",
-            "  monitor overruns (ENOBUFS): count is a lower bound", r.lost
+    #[test]
+    fn database_config_points_every_db_at_the_socket() {
+        let v: serde_json::Value =
+            serde_json::from_str(&database_config(Path::new("/tmp/x/redis.sock"))).unwrap();
+        assert_eq!(
+            v["INSTANCES"]["redis"]["unix_socket_path"],
+            "/tmp/x/redis.sock"
         );
+        assert_eq!(v["DATABASES"]["APPL_DB"]["id"], 0);
+        assert_eq!(v["DATABASES"]["CONFIG_DB"]["separator"], "|");
+        assert_eq!(v["DATABASES"]["STATE_DB"]["id"], 6);
+        assert_eq!(v["DATABASES"]["STATE_DB"]["instance"], "redis");
     }
-    println!(
-        "  {:<58} {:>9.1} ms",
-        "last notification after the batch ended (linkwatch)", r.last_after_batch_ms
-    );
-    println!(
-        "  {:<58} {:>9.1} ms",
-        format!("STATE_DB converged after {reference}"),
-        r.converge_ms
-    );
-    println!(
-        "  {:<58} {:>9.1} ms",
-        "daemon CPU, utime+stime (/proc/pid/stat)",
-        r.cpu_s * 1e3
-    );
-    if let Some(s) = r.cpu_sched_s {
-        println!(
-            "  {:<58} {:>9.1} ms",
-            "daemon CPU, schedstat (all threads)",
-            s * 1e3
-        );
+
+    #[test]
+    fn hash_tells_views_apart() {
+        let a = vec![up(1500), View::Absent];
+        let mut b = a.clone();
+        assert_eq!(hash_views(&a), hash_views(&b));
+        b[0] = up(9100);
+        assert_ne!(hash_views(&a), hash_views(&b));
     }
-    println!(
-        "  {:<58} {:>9.1} µs",
-        "daemon CPU per kernel link notification",
-        per_change_us(r)
-    );
-    println!(
-        "  {:<58} {:>9.1} µs",
-        "daemon CPU per `ip link set` command",
-        r.cpu_best() * 1e6 / args.flaps as f64
-    );
-}
-
-/// SONiC's DB layout with every database on one redis instance at `sock`.
-fn database_config(sock: &Path) -> String {
-    let dbs = [
-        ("APPL_DB", 0, ":"),
-        ("ASIC_DB", 1, ":"),
-        ("COUNTERS_DB", 2, ":"),
-        ("LOGLEVEL_DB", 3, ":"),
-        ("CONFIG_DB", 4, "|"),
-        ("FLEX_COUNTER_DB", 5, "|"),
-        ("STATE_DB", 6, "|"),
-    ];
-    let databases: serde_json::Map<String, serde_json::Value> = dbs
-        .iter()
-        .map(|(name, id, sep)| {
-            (
-                name.to_string(),
-                serde_json::json!({"id": id, "separator": sep, "instance": "redis"}),
-            )
-        })
-        .collect();
-    serde_json::json!({
-        "INSTANCES": {"redis": {"hostname": "127.0.0.1", "port": 6379, "unix_socket_path": sock}},
-        "DATABASES": databases,
-        "VERSION": "1.0"
-    })
-    .to_string()
-}
-
-fn tail(path: &Path) -> String {
-    let s = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -164,6 +164,14 @@ state_matches_kernel() {
     done
 }
 
+# True once a NETLINK_ROUTE socket in the netns has joined the link group (RTMGRP_LINK, bit 0 of Groups)
+# with no dump running and nothing queued: portsyncd's initial dump is over. Netdevs that exist before
+# that are "left over" to a cold start (set admin-down and ignored), so the ports are created after it.
+daemon_listening() {
+    ip netns exec "$NS" cat /proc/net/netlink |
+        awk 'NR > 1 && $2 == 0 && $4 ~ /[13579bdf]$/ && $5 == 0 && $7 == 0 { found = 1 } END { exit !found }'
+}
+
 start_daemon() {
     ip netns exec "$NS" env NO_COLOR=1 "$BIN/portsyncd" \
         --redis-url "$URL" \
@@ -236,6 +244,7 @@ PIDS+=("$!")
 note "orchagent-standin started (pid $!)"
 start_daemon
 wait_for 20 "PortConfigDone in APPL_DB" bash -c "[[ \$(redis-cli -s '$SOCK' -n 0 EXISTS PORT_TABLE:PortConfigDone) == 1 ]]"
+wait_for 20 "portsyncd to finish its initial netlink dump" daemon_listening
 note "APPL_DB PORT_TABLE:Ethernet0 = $(appl HGETALL 'PORT_TABLE:Ethernet0' | paste -sd' ')"
 note "STATE_DB WARM_RESTART_TABLE|portsyncd = $(state HGETALL 'WARM_RESTART_TABLE|portsyncd' | paste -sd' ')"
 show_log

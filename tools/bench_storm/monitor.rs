@@ -1,0 +1,158 @@
+//! The netlink monitor: this binary re-executed inside the namespace (`__netlink-monitor`), counting the
+//! kernel's RTM_NEWLINK/RTM_DELLINK notifications; the parent asks for the counts over a pipe.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::guards::{now_ns, Proc};
+
+/// argv[1] that turns this binary into the monitor.
+pub const MONITOR_ARG: &str = "__netlink-monitor";
+/// The link multicast group (RTNLGRP_LINK as a legacy group bit).
+pub const RTMGRP_LINK: u32 = 1;
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+
+/// Inside the namespace: counts RTM_NEWLINK/RTM_DELLINK; answers each stdin line with
+/// `<newlink> <dellink> <enobufs> <unix ns of the last notification>`.
+pub fn monitor_main() -> Result<()> {
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+    let mut sock = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
+    let _ = sock.set_rx_buf_sz(64 << 20); // capped by net.core.rmem_max; ENOBUFS are counted
+    sock.bind(&SocketAddr::new(0, RTMGRP_LINK))
+        .context("bind RTMGRP_LINK")?;
+    let counts = Arc::new([
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ]);
+    let c = Arc::clone(&counts);
+    thread::spawn(move || {
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        loop {
+            buf.clear();
+            match sock.recv(&mut buf, 0) {
+                Ok(_) => {
+                    let mut off = 0usize;
+                    while off + 16 <= buf.len() {
+                        let len = u32::from_ne_bytes([
+                            buf[off],
+                            buf[off + 1],
+                            buf[off + 2],
+                            buf[off + 3],
+                        ]) as usize;
+                        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+                        match ty {
+                            RTM_NEWLINK => c[0].fetch_add(1, Ordering::Relaxed),
+                            RTM_DELLINK => c[1].fetch_add(1, Ordering::Relaxed),
+                            _ => 0,
+                        };
+                        if len < 16 {
+                            break;
+                        }
+                        off += (len + 3) & !3;
+                    }
+                    c[3].store(now_ns(), Ordering::Relaxed);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    c[2].fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    eprintln!("bench-storm monitor: recv: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        line?;
+        let v: Vec<u64> = counts.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        writeln!(out, "{} {} {} {}", v[0], v[1], v[2], v[3])?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NlCounts {
+    pub newlink: u64,
+    pub dellink: u64,
+    pub enobufs: u64,
+    pub last_ns: u64,
+}
+
+pub struct Monitor {
+    proc: Proc,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+impl Monitor {
+    pub fn start(ns: &str) -> Result<Self> {
+        let exe = std::env::current_exe().context("current_exe")?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(exe)
+            .arg(MONITOR_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .context("starting the netlink monitor")?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("monitor stdin"))?;
+        let stdout = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow!("monitor stdout"))?,
+        );
+        let mut m = Monitor {
+            proc: Proc {
+                name: "netlink monitor",
+                child,
+            },
+            stdin,
+            stdout,
+        };
+        let mut line = String::new();
+        m.stdout.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("netlink monitor did not start: {line:?}");
+        }
+        Ok(m)
+    }
+    /// The monitor's pid (also its netlink port id, which /proc/net/netlink shows).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn counts(&mut self) -> Result<NlCounts> {
+        writeln!(self.stdin, "?")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        if v.len() != 4 {
+            bail!("monitor answered {line:?}");
+        }
+        Ok(NlCounts {
+            newlink: v[0],
+            dellink: v[1],
+            enobufs: v[2],
+            last_ns: v[3],
+        })
+    }
+}
