@@ -31,8 +31,12 @@ use crate::store::{
 pub use startup::BaselineSource;
 use workers::{Input, StoreMsg};
 
-/// Shortest gap between two store commits in steady state (bursts are coalesced).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Shortest gap between two store commits (bursts are coalesced into one generation).
+const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(200);
+/// Longest gap the pacing may reach (a commit that takes long is made rarer, up to this).
+const COMMIT_INTERVAL_MAX: Duration = Duration::from_secs(5);
+/// Commits take at most about 1/COMMIT_DUTY of the time: the gap is this many times the last commit.
+const COMMIT_DUTY: u32 = 10;
 /// Longest wait for the Redis batch in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -208,6 +212,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         backoff: Duration::from_millis(100),
         last_commit: None,
         commit_pending: false,
+        commit_interval: COMMIT_INTERVAL_MIN,
         warm,
         baseline_source: startup.baseline_source,
         t_start,
@@ -260,6 +265,7 @@ struct Loop {
     backoff: Duration,
     last_commit: Option<Instant>,
     commit_pending: bool,
+    commit_interval: Duration,
     warm: bool,
     baseline_source: BaselineSource,
     t_start: Instant,
@@ -276,7 +282,7 @@ impl Loop {
                 self.core.next_deadline(),
                 self.retry_at.filter(|_| !self.in_flight),
                 self.commit_pending
-                    .then(|| self.last_commit.map(|t| t + COMMIT_INTERVAL))
+                    .then(|| self.last_commit.map(|t| t + self.commit_interval))
                     .flatten(),
             ]
             .into_iter()
@@ -325,11 +331,17 @@ impl Loop {
                 self.core.on_overrun();
             }
             Input::WorkDone(r) => self.on_work_done(r, now),
-            Input::Committed(Ok(_)) => self.metrics.state_commits.inc(),
-            Input::Committed(Err(e)) => {
-                self.metrics.state_save_failures.inc();
-                error!(error = %e, "state commit failed; Redis is unaffected, will retry");
-                self.commit_pending = true;
+            Input::Committed { result, took } => {
+                self.commit_interval =
+                    (took * COMMIT_DUTY).clamp(COMMIT_INTERVAL_MIN, COMMIT_INTERVAL_MAX);
+                match result {
+                    Ok(_) => self.metrics.state_commits.inc(),
+                    Err(e) => {
+                        self.metrics.state_save_failures.inc();
+                        error!(error = %e, "state commit failed; Redis is unaffected, will retry");
+                        self.commit_pending = true;
+                    }
+                }
             }
             Input::Stop => {
                 info!("stop requested");
@@ -412,7 +424,11 @@ impl Loop {
         if self.core.take_snapshot_due() {
             self.commit_pending = true;
         }
-        if self.commit_pending && self.last_commit.is_none_or(|t| now >= t + COMMIT_INTERVAL) {
+        if self.commit_pending
+            && self
+                .last_commit
+                .is_none_or(|t| now >= t + self.commit_interval)
+        {
             self.commit_pending = false;
             self.last_commit = Some(now);
             let _ = self.store_tx.send(StoreMsg::Commit(self.snapshot()));

@@ -22,13 +22,22 @@ pub enum Input {
     Netlink(Vec<NetlinkItem>),
     Overrun,
     WorkDone(WorkResult),
-    Committed(Result<u64, String>),
+    /// A commit ended; `took` is its wall-clock time (it paces the next one).
+    Committed {
+        result: Result<u64, String>,
+        took: Duration,
+    },
     Stop,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name.to_string()).spawn(f)
 }
+
+/// How long the reader collects a burst before handing it to the loop.
+const COALESCE: Duration = Duration::from_micros(500);
+/// Most messages handed to the loop at once.
+const BURST_ITEMS: usize = 4096;
 
 /// Reads the netlink socket until `stop`; every datagram becomes one `Input`.
 pub fn netlink_reader(
@@ -41,7 +50,39 @@ pub fn netlink_reader(
         let mut errors = RateLimit::new(Duration::from_secs(10));
         while !stop.load(Ordering::Relaxed) {
             let input = match sock.recv(&mut buf) {
-                Ok(RecvOutcome::Items(items)) => Input::Netlink(items),
+                Ok(RecvOutcome::Items(mut items)) => {
+                    // Coalesce a burst: while messages keep coming, collect them for COALESCE at a
+                    // time, so a storm wakes the loop (and Redis) about once per COALESCE instead of
+                    // once per message. A lone change waits at most one COALESCE.
+                    let mut overrun = false;
+                    'burst: while items.len() < BURST_ITEMS {
+                        std::thread::sleep(COALESCE);
+                        let before = items.len();
+                        loop {
+                            match sock.recv_nowait(&mut buf) {
+                                Ok(RecvOutcome::Items(more)) => items.extend(more),
+                                Ok(RecvOutcome::Overrun) => {
+                                    overrun = true;
+                                    break 'burst;
+                                }
+                                Ok(RecvOutcome::Timeout) | Err(_) => break,
+                            }
+                            if items.len() >= BURST_ITEMS {
+                                break 'burst;
+                            }
+                        }
+                        if items.len() == before {
+                            break;
+                        }
+                    }
+                    if tx.send(Input::Netlink(items)).is_err() {
+                        break;
+                    }
+                    if !overrun {
+                        continue;
+                    }
+                    Input::Overrun
+                }
                 Ok(RecvOutcome::Overrun) => Input::Overrun,
                 Ok(RecvOutcome::Timeout) => continue,
                 Err(e) => {
@@ -190,10 +231,12 @@ pub fn store_committer(
                     Err(e) => warn!(error = %e, "state store cannot be reopened yet"),
                 }
             }
+            let started = Instant::now();
             let res = match store.as_mut() {
                 Some(s) => s.commit(&snap).map_err(|e| e.to_string()),
                 None => Err("state store is not open".to_string()),
             };
+            let took = started.elapsed();
             if res.is_err() {
                 store = None; // reopen (and re-verify) before trusting it again
             }
@@ -203,7 +246,7 @@ pub fn store_committer(
                     break;
                 }
                 None => {
-                    if tx.send(Input::Committed(res)).is_err() {
+                    if tx.send(Input::Committed { result: res, took }).is_err() {
                         break;
                     }
                 }

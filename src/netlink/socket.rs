@@ -176,11 +176,21 @@ impl LinkSocket {
     /// `ENOBUFS` becomes [`RecvOutcome::Overrun`]; the receive timeout and `EINTR` become
     /// [`RecvOutcome::Timeout`].
     pub fn recv(&self, buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError> {
+        self.recv_flags(buf, 0)
+    }
+
+    /// Like [`LinkSocket::recv`], but returns [`RecvOutcome::Timeout`] at once when no datagram is
+    /// queued (`MSG_DONTWAIT`): drains a burst without blocking.
+    pub fn recv_nowait(&self, buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError> {
+        self.recv_flags(buf, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_flags(&self, buf: &mut Vec<u8>, flags: i32) -> Result<RecvOutcome, NetlinkError> {
         buf.clear();
         buf.reserve(RECV_BUF_LEN);
         let room = buf.capacity();
         // MSG_TRUNC: the return value is the datagram's real length even when it did not fit.
-        let len = match self.socket.recv(buf, libc::MSG_TRUNC) {
+        let len = match self.socket.recv(buf, libc::MSG_TRUNC | flags) {
             Ok(len) => len,
             Err(e) => {
                 return match e.raw_os_error() {
