@@ -7,6 +7,7 @@
 //! signal thread ───Stop───────────┘
 //! ```
 
+mod pacer;
 mod startup;
 mod workers;
 
@@ -31,12 +32,6 @@ use crate::store::{
 pub use startup::BaselineSource;
 use workers::{Input, StoreMsg};
 
-/// Shortest gap between two store commits (bursts are coalesced into one generation).
-const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(200);
-/// Longest gap the pacing may reach (a commit that takes long is made rarer, up to this).
-const COMMIT_INTERVAL_MAX: Duration = Duration::from_secs(5);
-/// Commits take at most about 1/COMMIT_DUTY of the time: the gap is this many times the last commit.
-const COMMIT_DUTY: u32 = 10;
 /// Longest wait for the Redis batch in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -210,9 +205,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         in_flight: false,
         retry_at: None,
         backoff: Duration::from_millis(100),
-        last_commit: None,
-        commit_pending: false,
-        commit_interval: COMMIT_INTERVAL_MIN,
+        pacer: pacer::CommitPacer::default(),
         warm,
         baseline_source: startup.baseline_source,
         t_start,
@@ -263,9 +256,7 @@ struct Loop {
     in_flight: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
-    last_commit: Option<Instant>,
-    commit_pending: bool,
-    commit_interval: Duration,
+    pacer: pacer::CommitPacer,
     warm: bool,
     baseline_source: BaselineSource,
     t_start: Instant,
@@ -281,9 +272,7 @@ impl Loop {
             let wake = [
                 self.core.next_deadline(),
                 self.retry_at.filter(|_| !self.in_flight),
-                self.commit_pending
-                    .then(|| self.last_commit.map(|t| t + self.commit_interval))
-                    .flatten(),
+                self.pacer.next_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -332,14 +321,12 @@ impl Loop {
             }
             Input::WorkDone(r) => self.on_work_done(r, now),
             Input::Committed { result, took } => {
-                self.commit_interval =
-                    (took * COMMIT_DUTY).clamp(COMMIT_INTERVAL_MIN, COMMIT_INTERVAL_MAX);
+                self.pacer.finished(took, result.is_ok(), now);
                 match result {
                     Ok(_) => self.metrics.state_commits.inc(),
                     Err(e) => {
                         self.metrics.state_save_failures.inc();
                         error!(error = %e, "state commit failed; Redis is unaffected, will retry");
-                        self.commit_pending = true;
                     }
                 }
             }
@@ -422,15 +409,10 @@ impl Loop {
             }
         }
         if self.core.take_snapshot_due() {
-            self.commit_pending = true;
+            self.pacer.changed(now);
         }
-        if self.commit_pending
-            && self
-                .last_commit
-                .is_none_or(|t| now >= t + self.commit_interval)
-        {
-            self.commit_pending = false;
-            self.last_commit = Some(now);
+        if self.pacer.due(now) {
+            self.pacer.sent(now);
             let _ = self.store_tx.send(StoreMsg::Commit(self.snapshot()));
         }
     }
@@ -458,7 +440,7 @@ impl Loop {
                     since_start_ms = self.t_start.elapsed().as_millis() as u64,
                     "initial sync complete; reconciling"
                 );
-                self.commit_pending = true; // a cold start saves state too; counters change
+                self.pacer.changed(Instant::now()); // a cold start saves state too; counters change
             }
             Notice::SetAdminDown { ifindex, name } => {
                 info!(ifname = %name, ifindex, "old netdev at cold start: set admin down, ignored from now on");

@@ -1,0 +1,129 @@
+//! When to commit the store: group commit with a debounce, paced by what commits cost.
+//!
+//! A change is committed once the port table has been quiet for `QUIET` (so a storm becomes one
+//! generation at its end, not dozens during it), but never later than `MAX_LAG` after the first
+//! uncommitted change; and commits are spaced at least `DUTY` times their own duration apart, so
+//! they take at most about 1/DUTY of the time however large the table. Sans-IO: plain instants in.
+
+use std::time::{Duration, Instant};
+
+/// Quiet time after the last change before a commit.
+pub const QUIET: Duration = Duration::from_millis(200);
+/// Longest a change waits for its commit while changes keep coming.
+pub const MAX_LAG: Duration = Duration::from_secs(5);
+/// Commits are spaced at least this many times their own duration apart.
+pub const DUTY: u32 = 10;
+
+#[derive(Debug, Default)]
+pub struct CommitPacer {
+    /// First change not yet handed to the store.
+    pending_since: Option<Instant>,
+    last_change: Option<Instant>,
+    last_commit: Option<Instant>,
+    /// Minimum gap after `last_commit`.
+    gap: Duration,
+}
+
+impl CommitPacer {
+    /// Something worth saving changed at `now`.
+    pub fn changed(&mut self, now: Instant) {
+        self.pending_since.get_or_insert(now);
+        self.last_change = Some(now);
+    }
+
+    /// The instant a commit becomes due, if anything is pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let since = self.pending_since?;
+        let settle = self
+            .last_change
+            .map_or(since, |c| c + QUIET)
+            .min(since + MAX_LAG);
+        Some(match self.last_commit {
+            Some(t) => settle.max(t + self.gap),
+            None => settle,
+        })
+    }
+
+    /// True when a commit should be sent now; the caller then calls `sent`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.next_deadline().is_some_and(|d| now >= d)
+    }
+
+    /// A commit was handed to the store at `now`.
+    pub fn sent(&mut self, now: Instant) {
+        self.pending_since = None;
+        self.last_commit = Some(now);
+    }
+
+    /// The store finished a commit that took `took`; a failed one is due again.
+    pub fn finished(&mut self, took: Duration, ok: bool, now: Instant) {
+        self.gap = took * DUTY;
+        if !ok {
+            self.pending_since.get_or_insert(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_lone_change_is_committed_after_the_quiet_time() {
+        let t0 = Instant::now();
+        let mut p = CommitPacer::default();
+        assert!(!p.due(t0) && p.next_deadline().is_none());
+        p.changed(t0);
+        assert!(!p.due(t0 + QUIET - MS));
+        assert!(p.due(t0 + QUIET));
+        p.sent(t0 + QUIET);
+        assert!(p.next_deadline().is_none());
+    }
+
+    #[test]
+    fn a_storm_is_one_commit_at_its_end_or_at_the_maximum_lag() {
+        let t0 = Instant::now();
+        let mut p = CommitPacer::default();
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(2) {
+            p.changed(t);
+            assert!(!p.due(t), "not during the storm");
+            t += 10 * MS;
+        }
+        assert!(p.due(t + QUIET));
+        // A storm longer than MAX_LAG still commits at MAX_LAG.
+        let mut p = CommitPacer::default();
+        let mut t = t0;
+        while t < t0 + MAX_LAG {
+            p.changed(t);
+            t += 10 * MS;
+        }
+        p.changed(t0 + MAX_LAG);
+        assert!(p.due(t0 + MAX_LAG));
+    }
+
+    #[test]
+    fn expensive_commits_are_spaced_out() {
+        let t0 = Instant::now();
+        let mut p = CommitPacer::default();
+        p.changed(t0);
+        p.sent(t0 + QUIET);
+        p.finished(Duration::from_millis(80), true, t0 + QUIET + 80 * MS);
+        p.changed(t0 + QUIET + 90 * MS);
+        // Quiet after 290 ms, but the gap is 800 ms after the last commit.
+        assert!(!p.due(t0 + QUIET + 500 * MS));
+        assert!(p.due(t0 + QUIET + 800 * MS));
+    }
+
+    #[test]
+    fn a_failed_commit_is_due_again() {
+        let t0 = Instant::now();
+        let mut p = CommitPacer::default();
+        p.changed(t0);
+        p.sent(t0 + QUIET);
+        p.finished(MS, false, t0 + QUIET + MS);
+        assert!(p.due(t0 + 2 * QUIET + MS));
+    }
+}
