@@ -30,6 +30,8 @@ mod observe;
 mod report;
 #[path = "bench_storm/setup.rs"]
 mod setup;
+#[path = "bench_storm/warm.rs"]
+mod warm;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -88,6 +90,11 @@ struct Args {
     /// Seed of the storm generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// After the storms, warm-restart the daemon K times (SIGTERM, SONiC's warm flag, start again):
+    /// time from process start to `WARM_RESTART_TABLE|portsyncd state reconciled`, and the Redis
+    /// writes of each restart.
+    #[arg(long, default_value_t = 0)]
+    warm_restarts: usize,
 }
 
 fn main() {
@@ -132,6 +139,8 @@ fn run(args: &Args) -> Result<()> {
 /// Everything a run owns. Fields drop in declaration order: the daemon first, redis-server last.
 struct Bench {
     daemon: Proc,
+    /// The daemon's command line (for restarts).
+    cmdline: String,
     ctx: Ctx,
     _standin: Option<Proc>,
     _consumer: Option<Consumer>,
@@ -250,6 +259,7 @@ impl Bench {
         };
         let mut bench = Bench {
             daemon,
+            cmdline: cmdline.clone(),
             ctx,
             _standin: standin,
             _consumer: consumer,
@@ -322,6 +332,21 @@ impl Bench {
             results.push(self.storm(args, k)?);
         }
         self.summary(args, &results);
+        let mut warm = Vec::new();
+        for k in 0..args.warm_restarts {
+            check_stop()?;
+            let r = warm::restart(
+                &mut self.daemon,
+                &self.ns.0,
+                &self.cmdline,
+                &self.ctx.daemon_log,
+                &mut self.ctx.state,
+                Self::timeout(args),
+            )?;
+            warm::print(k, &r);
+            warm.push(r);
+        }
+        warm::summary(&warm);
         Ok(())
     }
 
