@@ -305,6 +305,12 @@ impl Loop {
     fn handle(&mut self, input: Input, now: Instant) -> bool {
         match input {
             Input::Netlink(items) => {
+                // One counter update per burst, not per message (metrics stay off the hot path).
+                let links = items
+                    .iter()
+                    .filter(|i| matches!(i, NetlinkItem::Link { .. }))
+                    .count();
+                self.metrics.netlink_messages.add(links as u64);
                 for item in items {
                     self.on_item(item, now);
                 }
@@ -345,7 +351,6 @@ impl Loop {
                 dump_intr,
                 event,
             } => {
-                self.metrics.netlink_messages.inc();
                 self.core.on_link(seq, &event, dump_intr);
             }
             NetlinkItem::Done { seq, dump_intr } => {

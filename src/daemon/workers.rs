@@ -166,14 +166,17 @@ fn execute(
             })
             .collect();
         db.apply_state_writes(&writes)?;
+        let dels = work.writes.iter().filter(|(_, v)| v.is_none()).count() as u64;
+        metrics.state_writes_del.add(dels);
+        metrics
+            .state_writes_set
+            .add(work.writes.len() as u64 - dels);
         for (name, v) in &work.writes {
             match v {
                 Some(s) => {
-                    metrics.state_writes_set.inc();
                     debug!(ifname = %name, admin = s.admin_up, oper = s.oper_up, mtu = s.mtu, "STATE_DB PORT_TABLE set");
                 }
                 None => {
-                    metrics.state_writes_del.inc();
                     info!(ifname = %name, "STATE_DB PORT_TABLE entry deleted");
                 }
             }
