@@ -15,6 +15,12 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    crate::sonic::parse_redis_url(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -78,7 +84,7 @@ pub struct Config {
 
     /// One Redis for every DB with SONiC's default ids (unix:///path/redis.sock or
     /// redis://host:port); overrides --db-config.
-    #[arg(long, env = "PORTSYNCD_REDIS_URL", value_name = "URL")]
+    #[arg(long, env = "PORTSYNCD_REDIS_URL", value_name = "URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
     /// Directory of the state store (sled) and of the JSON export.
@@ -223,6 +229,7 @@ mod tests {
                 "nowhere",
             ),
             (&["--log-level", "loud"][..], "--log-level", "loud"),
+            (&["--redis-url", "foo://x"][..], "--redis-url", "foo://x"),
         ] {
             let e = parse(args).expect_err("must be refused");
             let msg = e.to_string();

@@ -42,6 +42,11 @@ fn main() -> ExitCode {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "portsyncd starting");
     match portsyncd::daemon::run(cfg, stop, sig_rx) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ portsyncd::daemon::DaemonError::InvalidOption(_)) => {
+            tracing::error!(error = %e, "fatal");
+            eprintln!("portsyncd: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "fatal");
             ExitCode::from(1)

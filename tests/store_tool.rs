@@ -319,3 +319,19 @@ fn a_newer_schema_cannot_be_opened() {
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(text(&o).contains("schema version 9"), "{}", text(&o));
 }
+
+#[test]
+fn a_store_sled_cannot_open_is_shown_by_inspect_and_has_no_generation_to_export() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    store_with_two(&state);
+    fs::write(state.join("sled/conf"), b"not a sled config at all").unwrap();
+    let before = entries(&state);
+    let o = run(&state, &["inspect"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("CANNOT BE OPENED"), "{}", text(&o));
+    let o = run(&state, &["export"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("no valid generation"), "{}", text(&o));
+    assert_eq!(entries(&state), before, "read commands change nothing");
+}

@@ -91,8 +91,22 @@ fn newest_valid(gens: &[GenerationInfo]) -> Option<&GenerationInfo> {
     gens.iter().find(|g| g.is_valid())
 }
 
+/// True for a store that exists but is too damaged to open: it has no valid generation to offer.
+fn damaged(e: &StoreError) -> bool {
+    matches!(e, StoreError::Open { .. } | StoreError::Corruption { .. })
+}
+
 fn export(dir: &Path, generation: Option<u64>, output: Option<&Path>) -> Result<(), Fail> {
-    let r = StoreReader::open(dir, CACHE).map_err(|e| open_error(dir, e))?;
+    let r = StoreReader::open(dir, CACHE).map_err(|e| match e {
+        e if damaged(&e) => Fail(
+            1,
+            format!(
+                "no valid generation: state store {} cannot be opened: {e}",
+                dir.display()
+            ),
+        ),
+        e => open_error(dir, e),
+    })?;
     let gens = r
         .generations()
         .map_err(|e| Fail(2, format!("cannot read {}: {e}", dir.display())))?;
@@ -136,7 +150,25 @@ fn export_status(path: &Path) -> serde_json::Value {
 }
 
 fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
-    let r = StoreReader::open(dir, CACHE).map_err(|e| open_error(dir, e))?;
+    let r = match StoreReader::open(dir, CACHE) {
+        Ok(r) => r,
+        // A damaged store is something to show, not a failure of the tool (`verify` exits non-zero).
+        Err(e) if damaged(&e) => {
+            let exp = export_status(&dir.join(migrate::LEGACY_FILE));
+            if as_json {
+                let doc = json!({"state_dir": dir, "openable": false, "problem": e.to_string(),
+                                 "generations": [], "json_export": exp});
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                println!("state store   {}", dir.display());
+                println!("status        CANNOT BE OPENED: {e}");
+                println!("              (portsyncd would quarantine it and fall back to the JSON export)");
+                println!("json export   {exp}");
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(open_error(dir, e)),
+    };
     let gens = r
         .generations()
         .map_err(|e| Fail(2, format!("cannot read {}: {e}", dir.display())))?;

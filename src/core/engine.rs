@@ -261,7 +261,7 @@ impl Core {
         match ev.op {
             LinkOp::New => {
                 if from_dump
-                    && !self.first_dump_complete
+                    && self.dump.as_ref().is_some_and(|d| d.initial)
                     && matches!(self.mode, StartMode::Cold { old_netdev: true })
                     && front_panel_name(name)
                 {
@@ -315,11 +315,12 @@ impl Core {
             }
         }
         self.by_ifindex.insert(ifindex, name.to_string());
-        self.must_delete.remove(name);
+        // A DEL still owed for an earlier netdev of this name stays owed: it goes out first.
         if self.app_known.contains(name) {
             self.init_pending.remove(name);
-        } else {
-            self.unknown.insert(name.to_string());
+        } else if self.unknown.insert(name.to_string()) {
+            // A name not seen unknown before is looked up with the next batch, not a second later.
+            self.next_recheck = None;
         }
         self.dirty.insert(name.to_string());
     }
@@ -454,17 +455,20 @@ impl Core {
             .then(|| self.last_dump_request.map(|t| t + DUMP_MIN_INTERVAL))
             .flatten();
         let watchdog = self.dump.as_ref().map(|d| d.requested_at + DUMP_WATCHDOG);
-        [
-            self.sync.deadline(),
-            dump_retry,
-            watchdog,
-            (!self.unknown.is_empty())
-                .then_some(self.next_recheck)
-                .flatten(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.sync.deadline(), dump_retry, watchdog]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next instant `take_work` has something to hand out even if no event arrives (the
+    /// recheck of ports unknown to APPL_DB); None while a batch is in flight (its result wakes the
+    /// loop anyway).
+    pub fn next_work_deadline(&self) -> Option<Instant> {
+        if self.in_flight.is_some() || self.unknown.is_empty() {
+            return None;
+        }
+        self.next_recheck
     }
 
     /// The next batch for Redis, if one is due and none is in flight.
@@ -480,9 +484,7 @@ impl Core {
         if !self.sync.waiting() {
             let dirty = std::mem::take(&mut self.dirty);
             for name in dirty {
-                if let Some(change) = self.due_change(&name) {
-                    work.writes.push(change);
-                }
+                self.due_changes(&name, &mut work.writes);
             }
             if self.init_pending.is_empty() && self.init_done == Flag::Idle {
                 self.init_done = Flag::Due;
@@ -504,17 +506,20 @@ impl Core {
         Some(work)
     }
 
-    /// The write due for `name`, if Redis does not already hold what the kernel says.
-    fn due_change(&self, name: &str) -> Option<StateChange> {
-        let want = match self.kernel.get(name) {
-            Some(k) if self.app_known.contains(name) => Some(k.status()),
-            Some(_) => return None, // not (yet) a configured port orchagent knows
-            None if self.must_delete.contains(name) => None,
-            None => return None,
-        };
-        match self.published.get(name) {
-            Some(have) if *have == want => None,
-            _ => Some((name.to_string(), want)),
+    /// The writes due for `name`, in order: a DEL still owed for a netdev that went away (even if a
+    /// new one of the same name exists since: SONiC deletes on every DELLINK), then the HSET of what
+    /// the kernel says now, unless Redis already holds it.
+    fn due_changes(&self, name: &str, out: &mut Vec<StateChange>) {
+        let mut have = self.published.get(name).copied();
+        if self.must_delete.contains(name) && have != Some(None) {
+            out.push((name.to_string(), None));
+            have = Some(None);
+        }
+        if let Some(k) = self.kernel.get(name) {
+            // Only a configured port orchagent knows (APPL_DB) is published.
+            if self.app_known.contains(name) && have != Some(Some(k.status())) {
+                out.push((name.to_string(), Some(k.status())));
+            }
         }
     }
 
@@ -563,6 +568,14 @@ impl Core {
         }
     }
 
+    /// Redis was reconnected: it may have restarted or been flushed, so nothing it held is known
+    /// any more. Every port is looked at again and rewritten (the C++ daemon only heals on the next
+    /// change of each port).
+    pub fn forget_published(&mut self) {
+        self.published.clear();
+        self.dirty.extend(self.kernel.keys().cloned());
+    }
+
     /// Notices since the last call.
     pub fn drain_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
@@ -583,7 +596,11 @@ impl Core {
     /// True while no write, check or flag is outstanding (a quiescent, converged table).
     pub fn idle(&self) -> bool {
         self.in_flight.is_none()
-            && self.dirty.iter().all(|n| self.due_change(n).is_none())
+            && self.dirty.iter().all(|n| {
+                let mut v = Vec::new();
+                self.due_changes(n, &mut v);
+                v.is_empty()
+            })
             && !self.sync.waiting()
     }
 

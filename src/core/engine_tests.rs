@@ -344,7 +344,7 @@ fn unknown_ports_are_published_once_appl_db_knows_them() {
     // Rechecked only after the interval.
     assert!(core.take_work(t0).is_none());
     let t1 = t0 + UNKNOWN_RECHECK;
-    assert_eq!(core.next_deadline(), Some(t1));
+    assert_eq!(core.next_work_deadline(), Some(t1));
     let ws = flush(&mut core, t1, &["Ethernet0"]);
     assert_eq!(
         writes(&ws),
@@ -556,4 +556,99 @@ fn stale_notifications_queued_before_the_dump_do_not_keep_a_deleted_port_alive()
     assert_eq!(core.kernel_port("Ethernet4"), None);
     assert!(core.kernel_port("Ethernet8").is_some());
     assert!(writes(&flush(&mut core, t1, &[])).contains(&("Ethernet4".into(), None)));
+}
+
+#[test]
+fn a_retry_of_the_initial_dump_does_not_take_new_host_interfaces_for_old_ones() {
+    let t0 = Instant::now();
+    let mut core = Core::new(
+        cfg(
+            StartMode::Cold { old_netdev: true },
+            &["Ethernet0", "Ethernet4"],
+        ),
+        t0,
+    );
+    core.on_dump_requested(DUMP, t0);
+    core.on_link(DUMP, &up(2, "Ethernet0"), true); // old, in an interrupted dump
+    core.on_dump_done(DUMP, true, false, t0);
+    let t1 = t0 + DUMP_MIN_INTERVAL;
+    core.on_dump_requested(DUMP + 1, t1);
+    core.on_link(DUMP + 1, &up(2, "Ethernet0"), false);
+    core.on_link(DUMP + 1, &up(20, "Ethernet4"), false); // created by orchagent meanwhile
+    core.on_dump_done(DUMP + 1, false, false, t1);
+    let n = core.drain_notices();
+    let downs: Vec<_> = n
+        .iter()
+        .filter_map(|n| match n {
+            Notice::SetAdminDown { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(downs, vec!["Ethernet0"]);
+    assert_eq!(
+        writes(&flush(&mut core, t1, &[])),
+        vec![("Ethernet4".into(), Some(st(true, true, 9100)))]
+    );
+}
+
+#[test]
+fn a_dellink_then_newlink_of_the_same_name_still_deletes_first() {
+    let (mut core, t0) = synced(
+        cfg(StartMode::Cold { old_netdev: false }, &["Ethernet0"]),
+        &[up(2, "Ethernet0")],
+    );
+    flush(&mut core, t0, &[]);
+    // Re-created in one burst: SONiC deletes on the DELLINK, then publishes the new netdev once
+    // APPL_DB confirms it.
+    core.on_link(0, &link(LinkOp::Del, 2, "Ethernet0", 0, 9100), false);
+    core.on_link(0, &up(7, "Ethernet0"), false);
+    let ws = flush(&mut core, t0, &["Ethernet0"]);
+    assert_eq!(
+        writes(&ws),
+        vec![
+            ("Ethernet0".into(), None),
+            ("Ethernet0".into(), Some(st(true, true, 9100)))
+        ]
+    );
+    // While a batch is in flight, too.
+    core.on_link(0, &link(LinkOp::New, 7, "Ethernet0", IFF_UP, 9100), false);
+    let w = core.take_work(t0).expect("work");
+    core.on_link(0, &link(LinkOp::Del, 7, "Ethernet0", 0, 9100), false);
+    core.on_link(0, &up(8, "Ethernet0"), false);
+    core.on_work_result(WorkResult::Done { known: vec![] });
+    assert_eq!(w.writes.len(), 1);
+    let ws = flush(&mut core, t0, &["Ethernet0"]);
+    assert_eq!(
+        writes(&ws),
+        vec![
+            ("Ethernet0".into(), None),
+            ("Ethernet0".into(), Some(st(true, true, 9100)))
+        ]
+    );
+}
+
+#[test]
+fn no_work_deadline_while_a_batch_is_in_flight() {
+    let mut c = cfg(StartMode::Cold { old_netdev: false }, &["Ethernet0"]);
+    c.app_known.clear();
+    let (mut core, t0) = synced(c, &[up(2, "Ethernet0")]);
+    let _w = core.take_work(t0).expect("the first check");
+    assert_eq!(core.next_work_deadline(), None);
+    core.on_work_result(WorkResult::Failed);
+    assert!(core.next_work_deadline().is_none_or(|d| d >= t0));
+}
+
+#[test]
+fn after_a_reconnect_every_port_is_written_again() {
+    let (mut core, t0) = synced(
+        cfg(
+            StartMode::Cold { old_netdev: false },
+            &["Ethernet0", "Ethernet4"],
+        ),
+        &[up(2, "Ethernet0"), up(3, "Ethernet4")],
+    );
+    flush(&mut core, t0, &[]);
+    assert!(writes(&flush(&mut core, t0, &[])).is_empty());
+    core.forget_published();
+    assert_eq!(writes(&flush(&mut core, t0, &[])).len(), 2);
 }

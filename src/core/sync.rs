@@ -58,7 +58,8 @@ impl SyncState {
     pub fn start(now: Instant, timeout: Option<Duration>) -> Self {
         SyncState::Waiting {
             started: now,
-            deadline: timeout.map(|t| now + t),
+            // A timeout too large to represent never fires: the same as no timeout.
+            deadline: timeout.and_then(|t| now.checked_add(t)),
         }
     }
 

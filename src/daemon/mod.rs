@@ -24,7 +24,7 @@ use crate::core::{Core, Notice, StartMode, SyncOutcome, Work, WorkResult};
 use crate::logging::RateLimit;
 use crate::metrics::{Metrics, MetricsServer};
 use crate::netlink::{self, LinkSocket, NetlinkItem};
-use crate::sonic::{DbLayout, SonicDb};
+use crate::sonic::{DbConfigError, DbLayout, SonicDb};
 use crate::store::{
     PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, StoreError,
 };
@@ -46,6 +46,9 @@ pub enum DaemonError {
     Redis(#[from] crate::sonic::DbError),
     #[error("cannot start thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// An option's value turned out wrong once read against the system (exit status 2).
+    #[error("invalid option value: {0}")]
+    InvalidOption(String),
 }
 
 /// The store configuration the options describe.
@@ -79,7 +82,9 @@ fn account_recovery(rec: &Recovered, metrics: &Metrics) {
     info!(source = ?rec.source, generation = rec.generation, ports = rec.snapshot.as_ref().map_or(0, |s| s.ports.len()), "state store opened");
 }
 
-fn layout(cfg: &Config, stop: &AtomicBool) -> Option<DbLayout> {
+/// The database layout; files that are missing or half-written are waited for (the database
+/// container may still be starting), a value the options got wrong is an error.
+fn layout(cfg: &Config, stop: &AtomicBool) -> Result<Option<DbLayout>, DaemonError> {
     let mut logged = false;
     let mut delay = Duration::from_millis(200);
     loop {
@@ -88,10 +93,17 @@ fn layout(cfg: &Config, stop: &AtomicBool) -> Option<DbLayout> {
             None => DbLayout::from_config_file(&cfg.db_config, cfg.namespace.as_deref()),
         };
         match res {
-            Ok(l) => return Some(l),
+            Ok(l) => return Ok(Some(l)),
+            Err(e @ DbConfigError::NamespaceNotFound { .. }) => {
+                let ns = cfg.namespace.clone().unwrap_or_default();
+                return Err(DaemonError::InvalidOption(format!("--namespace {ns}: {e}")));
+            }
+            Err(e @ DbConfigError::BadUrl { .. }) => {
+                return Err(DaemonError::InvalidOption(format!("--redis-url: {e}")));
+            }
             Err(e) => {
                 if stop.load(Ordering::Relaxed) {
-                    return None;
+                    return Ok(None);
                 }
                 if !logged {
                     warn!(error = %e, "database layout not available yet; retrying");
@@ -151,7 +163,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     };
 
     // 2. Redis: layout, connection, warm/cold, APPL_DB, baseline.
-    let Some(layout) = layout(&cfg, &stop) else {
+    let Some(layout) = layout(&cfg, &stop)? else {
         return Ok(());
     };
     let mut db = SonicDb::new(layout);
@@ -184,6 +196,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let (store_tx, store_rx) = mpsc::channel::<StoreMsg>();
     let reader = workers::netlink_reader(Arc::clone(&sock), tx.clone(), Arc::clone(&stop))?;
+    metrics.redis_reconnects.add(db.reconnects()); // those of start-up
     let writer = workers::redis_writer(db, work_rx, tx.clone(), Arc::clone(&metrics))?;
     let committer = workers::store_committer(store, store_cfg, store_rx, tx.clone())?;
     let sig_tx = tx.clone();
@@ -211,6 +224,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         t_start,
         parse_warnings: RateLimit::new(Duration::from_secs(10)),
         overrun_log: RateLimit::new(Duration::from_secs(10)),
+        commit_log: RateLimit::new(Duration::from_secs(10)),
     };
     lp.run(&rx);
 
@@ -220,7 +234,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     while lp.in_flight {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Input::WorkDone(r)) => lp.on_work_done(r, Instant::now()),
+            Ok(Input::WorkDone {
+                result,
+                reconnected,
+            }) => lp.on_work_done(result, reconnected, Instant::now()),
             Ok(_) => {}
             Err(_) => break,
         }
@@ -262,6 +279,7 @@ struct Loop {
     t_start: Instant,
     parse_warnings: RateLimit,
     overrun_log: RateLimit,
+    commit_log: RateLimit,
 }
 
 impl Loop {
@@ -269,9 +287,16 @@ impl Loop {
         self.step(Instant::now()); // the first dump is due at once
         loop {
             let now = Instant::now();
+            // Work deadlines matter only when a batch may be sent: after a Redis failure the
+            // retry instant gates them (no busy loop on a deadline already past).
+            let work_wake = match self.retry_at {
+                Some(t) if !self.in_flight => Some(t),
+                Some(_) => None,
+                None => self.core.next_work_deadline(),
+            };
             let wake = [
                 self.core.next_deadline(),
-                self.retry_at.filter(|_| !self.in_flight),
+                work_wake,
                 self.pacer.next_deadline(),
             ]
             .into_iter()
@@ -292,10 +317,13 @@ impl Loop {
                 }
             }
             let now = Instant::now();
+            let mut stop = false;
             for input in inputs {
-                if self.handle(input, now) {
-                    return;
-                }
+                // After Stop, the rest is still applied: a WorkDone among it is the in-flight batch.
+                stop |= self.handle(input, now);
+            }
+            if stop {
+                return;
             }
             self.step(now);
         }
@@ -325,14 +353,19 @@ impl Loop {
                 }
                 self.core.on_overrun();
             }
-            Input::WorkDone(r) => self.on_work_done(r, now),
+            Input::WorkDone {
+                result,
+                reconnected,
+            } => self.on_work_done(result, reconnected, now),
             Input::Committed { result, took } => {
                 self.pacer.finished(took, result.is_ok(), now);
                 match result {
                     Ok(_) => self.metrics.state_commits.inc(),
                     Err(e) => {
                         self.metrics.state_save_failures.inc();
-                        error!(error = %e, "state commit failed; Redis is unaffected, will retry");
+                        if let Some(suppressed) = self.commit_log.allow(now) {
+                            error!(error = %e, suppressed, retry_in = ?self.pacer.gap(), "state commit failed; Redis is unaffected, will retry");
+                        }
                     }
                 }
             }
@@ -369,7 +402,7 @@ impl Loop {
         }
     }
 
-    fn on_work_done(&mut self, r: WorkResult, now: Instant) {
+    fn on_work_done(&mut self, r: WorkResult, reconnected: bool, now: Instant) {
         self.in_flight = false;
         match r {
             WorkResult::Done { .. } => {
@@ -382,6 +415,10 @@ impl Loop {
             }
         }
         self.core.on_work_result(r);
+        if reconnected {
+            info!("redis connection was re-established: rewriting every port (Redis may have restarted)");
+            self.core.forget_published();
+        }
     }
 
     /// After inputs: timers, notices, dump requests, the next batch, the next commit.
@@ -406,7 +443,10 @@ impl Loop {
                 }
             }
         }
-        if !self.in_flight && self.retry_at.is_none_or(|t| now >= t) {
+        if self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+        }
+        if !self.in_flight && self.retry_at.is_none() {
             if let Some(work) = self.core.take_work(now) {
                 if self.work_tx.send(work).is_ok() {
                     self.in_flight = true;

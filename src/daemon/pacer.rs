@@ -13,6 +13,10 @@ pub const QUIET: Duration = Duration::from_millis(200);
 pub const MAX_LAG: Duration = Duration::from_secs(5);
 /// Commits are spaced at least this many times their own duration apart.
 pub const DUTY: u32 = 10;
+/// First retry delay after a failed commit.
+pub const FAIL_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest retry delay after failed commits.
+pub const FAIL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub struct CommitPacer {
@@ -22,6 +26,8 @@ pub struct CommitPacer {
     last_commit: Option<Instant>,
     /// Minimum gap after `last_commit`.
     gap: Duration,
+    /// Failed commits in a row.
+    failures: u32,
 }
 
 impl CommitPacer {
@@ -55,12 +61,23 @@ impl CommitPacer {
         self.last_commit = Some(now);
     }
 
-    /// The store finished a commit that took `took`; a failed one is due again.
+    /// The store finished a commit that took `took`; a failed one is due again, after a backoff that
+    /// doubles from `FAIL_BACKOFF_MIN` to `FAIL_BACKOFF_MAX` while failures go on.
     pub fn finished(&mut self, took: Duration, ok: bool, now: Instant) {
-        self.gap = took * DUTY;
-        if !ok {
+        if ok {
+            self.gap = took * DUTY;
+            self.failures = 0;
+        } else {
+            let backoff = FAIL_BACKOFF_MIN.saturating_mul(1 << self.failures.min(16));
+            self.gap = backoff.min(FAIL_BACKOFF_MAX).max(took * DUTY);
+            self.failures += 1;
             self.pending_since.get_or_insert(now);
         }
+    }
+
+    /// The current minimum gap after a commit.
+    pub fn gap(&self) -> Duration {
+        self.gap
     }
 }
 
@@ -118,12 +135,28 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_commit_is_due_again() {
+    fn a_failed_commit_is_due_again_with_backoff() {
         let t0 = Instant::now();
         let mut p = CommitPacer::default();
         p.changed(t0);
-        p.sent(t0 + QUIET);
-        p.finished(MS, false, t0 + QUIET + MS);
-        assert!(p.due(t0 + 2 * QUIET + MS));
+        let mut t = t0 + QUIET;
+        let mut gaps = Vec::new();
+        for _ in 0..9 {
+            assert!(p.due(t));
+            p.sent(t);
+            p.finished(MS, false, t + MS); // a store that fails at once
+            let next = p.next_deadline().expect("still pending");
+            gaps.push(next - t);
+            assert!(!p.due(next - MS), "no retry before the backoff");
+            t = next;
+        }
+        assert_eq!(gaps[0], FAIL_BACKOFF_MIN);
+        assert_eq!(gaps[1], 2 * FAIL_BACKOFF_MIN);
+        assert_eq!(*gaps.last().expect("gaps"), FAIL_BACKOFF_MAX);
+        // Success resets the pacing to the commit's own cost.
+        p.sent(t);
+        p.finished(MS, true, t + MS);
+        p.changed(t + MS);
+        assert!(p.due(t + MS + QUIET));
     }
 }

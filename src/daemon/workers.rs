@@ -21,7 +21,12 @@ use crate::store::{Snapshot, Store, StoreConfig};
 pub enum Input {
     Netlink(Vec<NetlinkItem>),
     Overrun,
-    WorkDone(WorkResult),
+    /// A batch ended; `reconnected`: Redis was reconnected since the previous batch (it may have
+    /// restarted or been flushed, so what it holds is no longer known).
+    WorkDone {
+        result: WorkResult,
+        reconnected: bool,
+    },
     /// A commit ended; `took` is its wall-clock time (it paces the next one).
     Committed {
         result: Result<u64, String>,
@@ -108,15 +113,18 @@ pub fn redis_writer(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {
     spawn("redis", move || {
+        // Reconnects during start-up were counted by the caller.
         let mut reconnects_seen = db.reconnects();
+        let mut pending_reconnect = false;
         let mut was_ok = true;
         for work in rx {
             let result = execute(&mut db, &work, &metrics);
             let now = db.reconnects();
-            metrics
-                .redis_reconnects
-                .add(now.saturating_sub(reconnects_seen));
+            let new_reconnects = now.saturating_sub(reconnects_seen);
+            metrics.redis_reconnects.add(new_reconnects);
             reconnects_seen = now;
+            // Reported with the first batch that succeeds after the reconnect.
+            pending_reconnect |= new_reconnects > 0;
             let res = match result {
                 Ok(known) => {
                     if !was_ok {
@@ -135,7 +143,17 @@ pub fn redis_writer(
                     WorkResult::Failed
                 }
             };
-            if tx.send(Input::WorkDone(res)).is_err() {
+            let reconnected = matches!(res, WorkResult::Done { .. }) && pending_reconnect;
+            if reconnected {
+                pending_reconnect = false;
+            }
+            if tx
+                .send(Input::WorkDone {
+                    result: res,
+                    reconnected,
+                })
+                .is_err()
+            {
                 break;
             }
         }

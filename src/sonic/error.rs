@@ -117,10 +117,22 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::NotConnected { .. } | DbError::Connect { .. } => true,
-            DbError::Command { source, .. } => breaks_connection(source),
+            DbError::Command { source, .. } => breaks_connection(source) || server_busy(source),
             DbError::Config(_) | DbError::Refused(_) | DbError::Stopped { .. } => false,
         }
     }
+}
+
+/// True for a server that answers but cannot serve yet (loading its dataset at boot, a failover in
+/// progress): retrying later succeeds; it must not end the daemon.
+fn server_busy(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        err.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+        )
+    )
 }
 
 /// True if after this error the connection can no longer be trusted (I/O failure, timeout, a reply

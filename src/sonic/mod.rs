@@ -14,4 +14,5 @@ pub use conn::{Backoff, Conn, ConnOptions};
 pub use dbconfig::{DbEndpoint, DbLayout, RedisAddr};
 pub use error::{DbConfigError, DbError};
 pub use producer::ProducerStateTable;
+pub use redis_url::parse_redis_url;
 pub use tables::{PortConfig, SonicDb, StateWrite};
