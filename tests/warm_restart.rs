@@ -84,6 +84,11 @@ fn warm_restart_writes_exactly_what_changed_while_down() {
     rig.ns.set_mtu("Ethernet4", 9000);
     rig.ns.del_link("Ethernet8");
     rig.add_port("Ethernet16");
+    // The carrier of a new veth comes up asynchronously (linkwatch): let the kernel settle, so the
+    // daemon sees one state for it, not two.
+    assert!(wait_until(T, || rig
+        .kernel("Ethernet16")
+        .is_some_and(|k| k.0 == "up")));
     rig.enable_warm();
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
     let mut d = rig.start(&[]);

@@ -30,16 +30,14 @@ pub struct PidLock {
 impl PidLock {
     /// Take the lock in `dir` (which must exist) and write our pid into it.
     ///
-    /// When the holder is this very process, the lock may only be pinned by a child that was forked
-    /// (by another thread) while our descriptor was open and has not reached `exec` yet; that clears in
-    /// moments, so it is retried for up to 2 s before being reported.
+    /// A held lock is retried for up to 2 s before being reported: the holder that wrote its pid may
+    /// have released it already while a child it forked (from another thread) still pins the
+    /// descriptor until its `exec`; that clears in moments. A real holder is still reported.
     pub fn acquire(dir: &Path) -> Result<PidLock, LockError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
             match PidLock::try_acquire(dir) {
-                Err(LockError::Held { pid })
-                    if pid == std::process::id() && std::time::Instant::now() < deadline =>
-                {
+                Err(LockError::Held { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 other => return other,
