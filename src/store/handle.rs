@@ -1,5 +1,6 @@
 //! [`Store`]: open (defensively, with the recovery ladder) and commit.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -61,8 +62,11 @@ pub struct Store {
     gens: BTreeSet<u64>,
     /// Port → record hash of every verified generation (records that commits may reuse).
     refs: BTreeMap<u64, BTreeMap<String, u64>>,
-    /// The records of the newest committed generation with their hashes (skips re-encoding).
-    last: BTreeMap<String, (PortRecord, u64)>,
+    /// The record payloads (bincode) of the newest committed generation with their hashes: a commit
+    /// compares each port's fresh encoding with them to skip hashing and re-writing unchanged records.
+    /// Payloads, not clones of the records: a `PortRecord` with its field map takes about 1 KiB of heap,
+    /// its encoding about 90 bytes (2 MiB vs 0.4 MiB at 2048 ports).
+    last: BTreeMap<String, (Box<[u8]>, u64)>,
     /// Unreferenced record keys found at open.
     orphans: Vec<Vec<u8>>,
     poisoned: Option<String>,
@@ -80,15 +84,24 @@ fn lock_err(e: LockError) -> StoreError {
 /// What a commit can skip: records of verified kept generations, and the hashes of the last commit.
 struct KnownRecords<'a> {
     refs: &'a BTreeMap<u64, BTreeMap<String, u64>>,
-    last: &'a BTreeMap<String, (PortRecord, u64)>,
+    last: &'a BTreeMap<String, (Box<[u8]>, u64)>,
+    /// Reused encoding buffer.
+    buf: RefCell<Vec<u8>>,
+}
+
+/// The payload of `rec` as the store writes it (bincode 2, standard configuration), into `out`.
+fn encode_record(rec: &PortRecord, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    bincode::serde::encode_into_std_write(rec, out, bincode::config::standard()).is_ok()
 }
 
 impl generation::Known for KnownRecords<'_> {
     fn hash_of(&self, name: &str, rec: &PortRecord) -> Option<u64> {
-        match self.last.get(name) {
-            Some((r, h)) if r == rec && self.stored(name, *h) => Some(*h),
-            _ => None,
-        }
+        let (payload, h) = self.last.get(name)?;
+        let mut buf = self.buf.borrow_mut();
+        // Equal payloads are equal records; the hash is the one of these very bytes.
+        (encode_record(rec, &mut buf) && buf.as_slice() == &payload[..] && self.stored(name, *h))
+            .then_some(*h)
     }
     fn stored(&self, name: &str, hash: u64) -> bool {
         self.refs.values().any(|p| p.get(name) == Some(&hash))
@@ -369,8 +382,10 @@ impl Store {
         let known = KnownRecords {
             refs: &self.refs,
             last: &self.last,
+            buf: RefCell::new(Vec::new()),
         };
         let (batch, manifest, changed) = generation::build(gen, snap, saved_at, &known);
+        let mut buf = known.buf.into_inner();
         crash_point(CrashPoint::BeforeApply);
         let written = self.backend.apply(batch).and_then(|()| {
             crash_point(CrashPoint::AfterApply);
@@ -382,11 +397,15 @@ impl Store {
         crash_point(CrashPoint::AfterSync);
         self.next_gen = gen + 1;
         self.gens.insert(gen);
-        // Remember the records just committed (only the changed ones are cloned).
+        // Remember the payloads just committed (only the changed ones are encoded again).
         self.last.retain(|name, _| snap.ports.contains_key(name));
         for name in changed {
             if let (Some(rec), Some(&h)) = (snap.ports.get(&name), manifest.ports.get(&name)) {
-                self.last.insert(name, (rec.clone(), h));
+                if encode_record(rec, &mut buf) && generation::payload_hash(&buf) == h {
+                    self.last.insert(name, (buf.as_slice().into(), h));
+                } else {
+                    self.last.remove(&name);
+                }
             }
         }
         self.refs.insert(gen, manifest.ports);
