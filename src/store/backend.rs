@@ -68,6 +68,8 @@ pub trait Backend: Send {
 pub struct SledBackend {
     db: sled::Db,
     dir: PathBuf,
+    /// Blob files already fsynced (sled never rewrites a blob in place: a new value is a new file).
+    synced_blobs: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
 }
 
 fn sled_err(e: sled::Error) -> BackendError {
@@ -103,26 +105,42 @@ impl SledBackend {
         Ok(SledBackend {
             db,
             dir: dir.to_path_buf(),
+            synced_blobs: Default::default(),
         })
     }
 }
 
-/// `fsync` every file in sled's `blobs/` directory, then the directory. A blob removed by sled meanwhile
-/// is skipped; a missing directory (no blob yet) is fine.
-fn sync_blobs(dir: &Path) -> Result<(), BackendError> {
+/// `fsync` every file in sled's `blobs/` directory not in `done` (and record it there), then the
+/// directory if any was new. A blob removed by sled meanwhile is skipped (and forgotten); a missing
+/// directory (no blob yet) is fine.
+fn sync_blobs(
+    dir: &Path,
+    done: &mut std::collections::HashSet<std::ffi::OsString>,
+) -> Result<(), BackendError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.into()),
     };
+    let mut present = std::collections::HashSet::new();
+    let mut new = false;
     for entry in entries {
-        match File::open(entry?.path()) {
-            Ok(f) => f.sync_all()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
+        let entry = entry?;
+        let name = entry.file_name();
+        if !done.contains(&name) {
+            match File::open(entry.path()) {
+                Ok(f) => f.sync_all()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+            new = true;
         }
+        present.insert(name);
     }
-    File::open(dir)?.sync_all()?;
+    if new {
+        File::open(dir)?.sync_all()?;
+    }
+    *done = present;
     Ok(())
 }
 
@@ -181,7 +199,11 @@ impl Backend for SledBackend {
         super::fault::crash_point(super::fault::CrashPoint::AfterFlush);
         // Items larger than a quarter segment (128 KiB) — at 2048 ports the tree node holding the
         // manifests — live in files under `blobs/` that the log refers to; sled never fsyncs them.
-        sync_blobs(&self.dir.join("blobs"))?;
+        let mut done = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sync_blobs(&self.dir.join("blobs"), &mut done)?;
         // sled's flush() ends in sync_file_range: neither the disk cache nor the file size reach the
         // platter. A real fsync of the log file makes the flushed batches power-safe.
         File::open(self.dir.join("db"))?.sync_all()?;
@@ -346,11 +368,20 @@ mod tests {
     #[test]
     fn sync_blobs_accepts_a_missing_directory_and_syncs_files() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(sync_blobs(&dir.path().join("absent")).is_ok());
+        let mut done = Default::default();
+        assert!(sync_blobs(&dir.path().join("absent"), &mut done).is_ok());
         std::fs::write(dir.path().join("1234"), b"blob").unwrap();
-        assert!(sync_blobs(dir.path()).is_ok());
+        assert!(sync_blobs(dir.path(), &mut done).is_ok());
         assert!(
-            sync_blobs(&dir.path().join("1234")).is_err(),
+            done.contains(std::ffi::OsStr::new("1234")),
+            "remembered once synced"
+        );
+        std::fs::remove_file(dir.path().join("1234")).unwrap();
+        assert!(sync_blobs(dir.path(), &mut done).is_ok());
+        assert!(done.is_empty(), "a removed blob is forgotten");
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(
+            sync_blobs(&dir.path().join("file"), &mut done).is_err(),
             "a file is not a directory"
         );
     }
