@@ -593,17 +593,6 @@ impl Core {
             .filter_map(|(n, v)| v.map(|status| (n.as_str(), status, self.kernel.get(n).copied())))
     }
 
-    /// True while no write, check or flag is outstanding (a quiescent, converged table).
-    pub fn idle(&self) -> bool {
-        self.in_flight.is_none()
-            && self.dirty.iter().all(|n| {
-                let mut v = Vec::new();
-                self.due_changes(n, &mut v);
-                v.is_empty()
-            })
-            && !self.sync.waiting()
-    }
-
     /// True while the initial sync holds writes back.
     pub fn syncing(&self) -> bool {
         self.sync.waiting()
