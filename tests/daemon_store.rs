@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::daemon::parse_metric;
+use common::daemon::{assert_metrics, parse_metric};
 use common::monitor::Monitor;
 use common::rig::{rig_with, T};
 use portsyncd::store::StoreReader;
@@ -121,21 +121,18 @@ fn stale_store_is_not_used_and_state_db_is_the_baseline() {
         "STATE_DB baseline: no churn"
     );
     let m = d.metrics();
-    assert_eq!(
-        parse_metric(
-            &m,
-            "portsyncd_state_recoveries_total{source=\"cold_start\"}"
-        ),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(
-            &m,
-            "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}"
-        ),
-        1.0,
-        "{m}"
+    assert_metrics(
+        &m,
+        &[
+            (
+                "portsyncd_state_recoveries_total{source=\"cold_start\"}",
+                1.0,
+            ),
+            (
+                "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}",
+                1.0,
+            ),
+        ],
     );
     assert_eq!(d.terminate().code(), Some(0));
     // Stale cleanup: the next (recent) state is used again.
@@ -185,30 +182,15 @@ fn lifetime_counters_survive_restarts() {
     let mut d = rig.warm_restart(&names, &["--eoiu-timeout-secs", "0"]);
     std::thread::sleep(Duration::from_millis(200));
     let m = d.metrics();
-    assert_eq!(
-        parse_metric(&m, "portsyncd_starts_total{mode=\"cold\"}"),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(&m, "portsyncd_starts_total{mode=\"warm\"}"),
-        2.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"),
-        2.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_seconds_count"),
-        3.0,
-        "{m}"
+    assert_metrics(
+        &m,
+        &[
+            ("portsyncd_starts_total{mode=\"cold\"}", 1.0),
+            ("portsyncd_starts_total{mode=\"warm\"}", 2.0),
+            ("portsyncd_initial_sync_total{outcome=\"eoiu\"}", 2.0),
+            ("portsyncd_initial_sync_total{outcome=\"timeout\"}", 1.0),
+            ("portsyncd_initial_sync_seconds_count", 3.0),
+        ],
     );
     assert!(
         parse_metric(&m, "portsyncd_state_commits_total") >= 3.0,

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::daemon::{parse_metric, wait_until};
+use common::daemon::{assert_metrics, parse_metric, wait_until};
 use common::monitor::Monitor;
 use common::rig::{rig_with, T};
 
@@ -44,33 +44,22 @@ fn warm_restart_with_nothing_changed_writes_nothing() {
     assert_eq!(warm.get("restore_count").map(String::as_str), Some("1"));
     assert!(rig.converged(&names));
     let m = d.metrics();
-    assert_eq!(
-        parse_metric(&m, "portsyncd_starts_total{mode=\"warm\"}"),
-        1.0,
-        "{m}"
-    );
+    assert_metrics(&m, &[("portsyncd_starts_total{mode=\"warm\"}", 1.0)]);
     assert_eq!(
         parse_metric(&m, "portsyncd_starts_total{mode=\"cold\"}"),
         1.0,
         "lifetime: {m}"
     );
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"),
-        2.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_seconds_count"),
-        2.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(
-            &m,
-            "portsyncd_warm_restarts_total{result=\"reconciled_saved_state_eoiu\"}"
-        ),
-        1.0,
-        "{m}"
+    assert_metrics(
+        &m,
+        &[
+            ("portsyncd_initial_sync_total{outcome=\"eoiu\"}", 2.0),
+            ("portsyncd_initial_sync_seconds_count", 2.0),
+            (
+                "portsyncd_warm_restarts_total{result=\"reconciled_saved_state_eoiu\"}",
+                1.0,
+            ),
+        ],
     );
     assert_eq!(d.terminate().code(), Some(0));
 }
@@ -144,15 +133,12 @@ fn eoiu_timeout_zero_and_long() {
     std::thread::sleep(Duration::from_millis(500));
     let m = d.metrics();
     // Lifetime: 2 EOIU (first run + this) and 1 timeout; never twice for one start.
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"eoiu\"}"),
-        2.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"),
-        1.0,
-        "{m}"
+    assert_metrics(
+        &m,
+        &[
+            ("portsyncd_initial_sync_total{outcome=\"eoiu\"}", 2.0),
+            ("portsyncd_initial_sync_total{outcome=\"timeout\"}", 1.0),
+        ],
     );
     assert_eq!(d.terminate().code(), Some(0));
 }
@@ -187,18 +173,15 @@ fn a_dump_that_never_completes_ends_at_the_timeout() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let m = d.metrics();
-    assert_eq!(
-        parse_metric(&m, "portsyncd_initial_sync_total{outcome=\"timeout\"}"),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(
-        parse_metric(
-            &m,
-            "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}"
-        ),
-        1.0,
-        "{m}"
+    assert_metrics(
+        &m,
+        &[
+            ("portsyncd_initial_sync_total{outcome=\"timeout\"}", 1.0),
+            (
+                "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}",
+                1.0,
+            ),
+        ],
     );
     assert_eq!(d.terminate().code(), Some(0));
 }

@@ -285,3 +285,10 @@ pub fn summary(m: &BTreeMap<String, String>) -> (String, String, String, String)
         g("mtu"),
     )
 }
+
+/// Asserts `series == value` for each pair in a metrics page, showing the page on failure.
+pub fn assert_metrics(page: &str, want: &[(&str, f64)]) {
+    for (series, value) in want {
+        assert_eq!(parse_metric(page, series), *value, "{series}\n{page}");
+    }
+}
