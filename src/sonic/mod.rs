@@ -10,7 +10,8 @@ pub mod redis_url;
 pub mod tables;
 pub mod warm;
 
-pub use conn::{Backoff, Conn, ConnOptions};
+pub use crate::backoff::Backoff;
+pub use conn::{Conn, ConnOptions};
 pub use dbconfig::{DbEndpoint, DbLayout, RedisAddr};
 pub use error::{DbConfigError, DbError};
 pub use producer::ProducerStateTable;
