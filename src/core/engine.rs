@@ -484,6 +484,12 @@ impl Core {
         if !self.sync.waiting() {
             let dirty = std::mem::take(&mut self.dirty);
             for name in dirty {
+                // A DEL is owed only while Redis may hold the entry: when it is known absent (an
+                // earlier DEL landed, nothing was written since), the debt is paid. Left in place it
+                // would turn the next change of a re-created port into a DEL + HSET.
+                if self.published.get(&name) == Some(&None) {
+                    self.must_delete.remove(&name);
+                }
                 self.due_changes(&name, &mut work.writes);
             }
             if self.init_pending.is_empty() && self.init_done == Flag::Idle {

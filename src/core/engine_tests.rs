@@ -652,3 +652,51 @@ fn after_a_reconnect_every_port_is_written_again() {
     core.forget_published();
     assert_eq!(writes(&flush(&mut core, t0, &[])).len(), 2);
 }
+
+#[test]
+fn a_del_already_landed_is_not_owed_again_after_a_quick_recreate() {
+    // Issue 7: DELLINK (the DEL lands), NEWLINK before APPL_DB knows the port, DELLINK, NEWLINK once
+    // APPL_DB knows it. The second DELLINK owes no DEL (Redis is known to hold none), and nothing
+    // may stay owed: the next carrier flap is one HSET, never a DEL that would wipe the fields other
+    // writers own in PORT_TABLE|Ethernet0 (orchagent's host_tx_ready).
+    let (mut core, t0) = synced(
+        cfg(StartMode::Cold { old_netdev: false }, &["Ethernet0"]),
+        &[up(2, "Ethernet0")],
+    );
+    assert_eq!(writes(&flush(&mut core, t0, &["Ethernet0"])).len(), 1);
+    core.on_link(0, &link(LinkOp::Del, 2, "Ethernet0", 0, 9100), false);
+    assert_eq!(
+        writes(&flush(&mut core, t0, &[])),
+        vec![("Ethernet0".into(), None)]
+    );
+    core.on_link(0, &up(3, "Ethernet0"), false);
+    let ws = flush(&mut core, t0, &[]);
+    assert!(ws.iter().any(|w| w.checks == vec!["Ethernet0".to_string()]));
+    assert!(
+        writes(&ws).is_empty(),
+        "not in APPL_DB yet: nothing to write"
+    );
+    core.on_link(0, &link(LinkOp::Del, 3, "Ethernet0", 0, 9100), false);
+    assert!(
+        writes(&flush(&mut core, t0, &[])).is_empty(),
+        "Redis holds no entry: no DEL"
+    );
+    core.on_link(0, &up(4, "Ethernet0"), false);
+    assert_eq!(
+        writes(&flush(&mut core, t0, &["Ethernet0"])),
+        vec![("Ethernet0".into(), Some(st(true, true, 9100)))]
+    );
+    // Carrier flap: down, then up again.
+    let down = IFF_UP | IFF_LOWER_UP | 0x1002;
+    core.on_link(0, &link(LinkOp::New, 4, "Ethernet0", down, 9100), false);
+    assert_eq!(
+        writes(&flush(&mut core, t0, &["Ethernet0"])),
+        vec![("Ethernet0".into(), Some(st(true, false, 9100)))],
+        "a flap is one HSET, no DEL"
+    );
+    core.on_link(0, &up(4, "Ethernet0"), false);
+    assert_eq!(
+        writes(&flush(&mut core, t0, &["Ethernet0"])),
+        vec![("Ethernet0".into(), Some(st(true, true, 9100)))]
+    );
+}
