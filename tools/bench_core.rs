@@ -89,7 +89,7 @@ fn main() {
                 let now = Instant::now();
                 c.on_tick(now);
                 if c.take_work(now).is_some() {
-                    c.on_work_result(WorkResult::Done { known: vec![] });
+                    c.on_work_result(WorkResult::Done { known: vec![] }, now);
                 }
             }
         }

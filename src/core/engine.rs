@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::link::{LinkEvent, LinkOp};
 use super::port::{front_panel_name, qualifying_name, PortStatus};
 use super::sync::{SyncEnd, SyncEvent, SyncState};
+use crate::backoff::Backoff;
 
 /// Shortest gap between two dump requests (resyncs are rate-limited).
 pub const DUMP_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -24,6 +25,10 @@ pub const DUMP_MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DUMP_WATCHDOG: Duration = Duration::from_secs(5);
 /// How often ports unknown to APPL_DB are looked up again.
 pub const UNKNOWN_RECHECK: Duration = Duration::from_secs(1);
+/// First wait before a failed Redis batch is retried; doubles per failure up to [`REDIS_RETRY_MAX`].
+pub const REDIS_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest wait before a failed Redis batch is retried.
+pub const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How the process started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +168,9 @@ pub struct Core {
     stale_candidates: BTreeSet<String>,
     dirty: BTreeSet<String>,
     in_flight: Option<Work>,
+    /// After a failed batch: no new batch before this instant.
+    retry_at: Option<Instant>,
+    retry_backoff: Backoff,
     app_known: BTreeSet<String>,
     unknown: BTreeSet<String>,
     next_recheck: Option<Instant>,
@@ -210,6 +218,8 @@ impl Core {
             stale_candidates,
             dirty: BTreeSet::new(),
             in_flight: None,
+            retry_at: None,
+            retry_backoff: Backoff::new(REDIS_RETRY_MIN, REDIS_RETRY_MAX),
             app_known: cfg.app_known,
             unknown: BTreeSet::new(),
             next_recheck: None,
@@ -461,20 +471,37 @@ impl Core {
             .min()
     }
 
-    /// The next instant `take_work` has something to hand out even if no event arrives (the
-    /// recheck of ports unknown to APPL_DB); None while a batch is in flight (its result wakes the
-    /// loop anyway).
+    /// The next instant `take_work` has something to hand out even if no event arrives: the end
+    /// of the retry wait after a failed batch, or the recheck of ports unknown to APPL_DB. None while
+    /// a batch is in flight (its result wakes the loop anyway).
     pub fn next_work_deadline(&self) -> Option<Instant> {
-        if self.in_flight.is_some() || self.unknown.is_empty() {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        if let Some(t) = self.retry_at {
+            // Nothing goes out before it, whatever else is due (no busy loop on a past deadline).
+            return Some(t);
+        }
+        if self.unknown.is_empty() {
             return None;
         }
         self.next_recheck
     }
 
-    /// The next batch for Redis, if one is due and none is in flight.
+    /// True while a batch handed out by `take_work` awaits its result.
+    pub fn work_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The next batch for Redis, if one is due, none is in flight and no retry wait is running.
     pub fn take_work(&mut self, now: Instant) -> Option<Work> {
         if self.in_flight.is_some() {
             return None;
+        }
+        match self.retry_at {
+            Some(t) if now < t => return None,
+            Some(_) => self.retry_at = None,
+            None => {}
         }
         let mut work = Work::default();
         if self.next_recheck.is_none_or(|t| now >= t) && !self.unknown.is_empty() {
@@ -529,13 +556,16 @@ impl Core {
         }
     }
 
-    /// The Redis edge finished the batch in flight.
-    pub fn on_work_result(&mut self, result: WorkResult) {
+    /// The Redis edge finished the batch in flight at `now`. After a failure the next batch waits
+    /// [`REDIS_RETRY_MIN`], doubling per consecutive failure up to [`REDIS_RETRY_MAX`].
+    pub fn on_work_result(&mut self, result: WorkResult, now: Instant) {
         let Some(work) = self.in_flight.take() else {
             return;
         };
         match result {
             WorkResult::Done { known } => {
+                self.retry_backoff.reset();
+                self.retry_at = None;
                 for (name, value) in work.writes {
                     if value.is_none() {
                         self.must_delete.remove(&name);
@@ -558,6 +588,7 @@ impl Core {
                 }
             }
             WorkResult::Failed => {
+                self.retry_at = Some(now + self.retry_backoff.next_delay());
                 for (name, _) in work.writes {
                     self.dirty.insert(name);
                 }

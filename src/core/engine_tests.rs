@@ -74,7 +74,7 @@ fn flush(core: &mut Core, now: Instant, known: &[&str]) -> Vec<Work> {
             .iter()
             .map(|n| (n.clone(), known.contains(&n.as_str())))
             .collect();
-        core.on_work_result(WorkResult::Done { known: k });
+        core.on_work_result(WorkResult::Done { known: k }, now);
         out.push(w);
     }
     out
@@ -370,8 +370,9 @@ fn failed_batches_are_written_again_with_the_latest_state() {
         core.take_work(t0).is_none(),
         "one batch in flight at a time"
     );
-    core.on_work_result(WorkResult::Failed);
-    let ws = flush(&mut core, t0, &[]);
+    core.on_work_result(WorkResult::Failed, t0);
+    assert!(core.take_work(t0).is_none(), "the retry waits");
+    let ws = flush(&mut core, t0 + REDIS_RETRY_MIN, &[]);
     assert_eq!(
         writes(&ws),
         vec![("Ethernet0".into(), Some(st(true, false, 1500)))]
@@ -526,7 +527,7 @@ fn published_ports_reflect_confirmed_writes_only() {
     );
     let _ = core.take_work(t0);
     assert_eq!(core.published_ports().count(), 0, "not confirmed yet");
-    core.on_work_result(WorkResult::Done { known: vec![] });
+    core.on_work_result(WorkResult::Done { known: vec![] }, t0);
     let p: Vec<_> = core.published_ports().collect();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].0, "Ethernet0");
@@ -615,7 +616,7 @@ fn a_dellink_then_newlink_of_the_same_name_still_deletes_first() {
     let w = core.take_work(t0).expect("work");
     core.on_link(0, &link(LinkOp::Del, 7, "Ethernet0", 0, 9100), false);
     core.on_link(0, &up(8, "Ethernet0"), false);
-    core.on_work_result(WorkResult::Done { known: vec![] });
+    core.on_work_result(WorkResult::Done { known: vec![] }, t0);
     assert_eq!(w.writes.len(), 1);
     let ws = flush(&mut core, t0, &["Ethernet0"]);
     assert_eq!(
@@ -634,7 +635,7 @@ fn no_work_deadline_while_a_batch_is_in_flight() {
     let (mut core, t0) = synced(c, &[up(2, "Ethernet0")]);
     let _w = core.take_work(t0).expect("the first check");
     assert_eq!(core.next_work_deadline(), None);
-    core.on_work_result(WorkResult::Failed);
+    core.on_work_result(WorkResult::Failed, t0);
     assert!(core.next_work_deadline().is_none_or(|d| d >= t0));
 }
 
@@ -699,4 +700,58 @@ fn a_del_already_landed_is_not_owed_again_after_a_quick_recreate() {
         writes(&flush(&mut core, t0, &["Ethernet0"])),
         vec![("Ethernet0".into(), Some(st(true, true, 9100)))]
     );
+}
+
+#[test]
+fn failed_batches_are_retried_after_a_growing_capped_backoff() {
+    let (mut core, t0) = synced(
+        cfg(StartMode::Cold { old_netdev: false }, &["Ethernet0"]),
+        &[up(2, "Ethernet0")],
+    );
+    let mut now = t0;
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let w = core.take_work(now).expect("work due");
+        assert!(!w.writes.is_empty());
+        assert!(core.work_in_flight());
+        core.on_work_result(WorkResult::Failed, now);
+        assert!(!core.work_in_flight());
+        let at = core.next_work_deadline().expect("a retry deadline");
+        assert!(
+            core.take_work(at - Duration::from_millis(1)).is_none(),
+            "nothing before the retry instant"
+        );
+        waits.push(at - now);
+        now = at;
+    }
+    let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, vec![100, 200, 400, 800, 1600, 2000, 2000]);
+    // Success resets the backoff and the gate.
+    flush(&mut core, now, &[]);
+    assert_eq!(core.next_work_deadline(), None);
+    core.on_link(
+        0,
+        &link(LinkOp::New, 2, "Ethernet0", IFF_UP | 0x1002, 9100),
+        false,
+    );
+    let w = core.take_work(now).expect("a change goes out at once");
+    core.on_work_result(WorkResult::Failed, now);
+    assert_eq!(core.next_work_deadline(), Some(now + REDIS_RETRY_MIN));
+    drop(w);
+}
+
+#[test]
+fn the_retry_gate_holds_back_rechecks_too() {
+    let mut c = cfg(StartMode::Cold { old_netdev: false }, &["Ethernet0"]);
+    c.app_known.clear();
+    let (mut core, t0) = synced(c, &[up(2, "Ethernet0")]);
+    let w = core.take_work(t0).expect("the first check");
+    assert_eq!(w.checks, vec!["Ethernet0".to_string()]);
+    core.on_work_result(WorkResult::Failed, t0);
+    assert_eq!(core.next_work_deadline(), Some(t0 + REDIS_RETRY_MIN));
+    assert!(core.take_work(t0).is_none());
+    let w = core
+        .take_work(t0 + REDIS_RETRY_MIN)
+        .expect("the check again");
+    assert_eq!(w.checks, vec!["Ethernet0".to_string()]);
 }

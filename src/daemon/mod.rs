@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::core::{Core, Notice, StartMode, SyncOutcome, Work, WorkResult};
 use crate::logging::RateLimit;
@@ -31,6 +32,10 @@ use crate::store::{
 
 pub use startup::BaselineSource;
 use workers::{Input, StoreMsg};
+
+/// Waits between reads of a database layout that is not there yet.
+const LAYOUT_RETRY_MIN: Duration = Duration::from_millis(200);
+const LAYOUT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Longest wait for the Redis batch in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -86,7 +91,7 @@ fn account_recovery(rec: &Recovered, metrics: &Metrics) {
 /// container may still be starting), a value the options got wrong is an error.
 fn layout(cfg: &Config, stop: &AtomicBool) -> Result<Option<DbLayout>, DaemonError> {
     let mut logged = false;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(LAYOUT_RETRY_MIN, LAYOUT_RETRY_MAX);
     loop {
         let res = match &cfg.redis_url {
             Some(url) => DbLayout::from_redis_url(url),
@@ -109,8 +114,7 @@ fn layout(cfg: &Config, stop: &AtomicBool) -> Result<Option<DbLayout>, DaemonErr
                     warn!(error = %e, "database layout not available yet; retrying");
                     logged = true;
                 }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
+                std::thread::sleep(backoff.next_delay());
             }
         }
     }
@@ -215,9 +219,6 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         metrics: Arc::clone(&metrics),
         work_tx,
         store_tx,
-        in_flight: false,
-        retry_at: None,
-        backoff: Duration::from_millis(100),
         pacer: pacer::CommitPacer::default(),
         warm,
         baseline_source: startup.baseline_source,
@@ -231,7 +232,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     // Shutdown: finish the batch in flight, then one final commit.
     stop.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while lp.in_flight {
+    while lp.core.work_in_flight() {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Input::WorkDone {
@@ -270,9 +271,6 @@ struct Loop {
     metrics: Arc<Metrics>,
     work_tx: Sender<Work>,
     store_tx: Sender<StoreMsg>,
-    in_flight: bool,
-    retry_at: Option<Instant>,
-    backoff: Duration,
     pacer: pacer::CommitPacer,
     warm: bool,
     baseline_source: BaselineSource,
@@ -287,16 +285,9 @@ impl Loop {
         self.step(Instant::now()); // the first dump is due at once
         loop {
             let now = Instant::now();
-            // Work deadlines matter only when a batch may be sent: after a Redis failure the
-            // retry instant gates them (no busy loop on a deadline already past).
-            let work_wake = match self.retry_at {
-                Some(t) if !self.in_flight => Some(t),
-                Some(_) => None,
-                None => self.core.next_work_deadline(),
-            };
             let wake = [
                 self.core.next_deadline(),
-                work_wake,
+                self.core.next_work_deadline(),
                 self.pacer.next_deadline(),
             ]
             .into_iter()
@@ -403,18 +394,7 @@ impl Loop {
     }
 
     fn on_work_done(&mut self, r: WorkResult, reconnected: bool, now: Instant) {
-        self.in_flight = false;
-        match r {
-            WorkResult::Done { .. } => {
-                self.backoff = Duration::from_millis(100);
-                self.retry_at = None;
-            }
-            WorkResult::Failed => {
-                self.retry_at = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-        self.core.on_work_result(r);
+        self.core.on_work_result(r, now);
         if reconnected {
             info!("redis connection was re-established: rewriting every port (Redis may have restarted)");
             self.core.forget_published();
@@ -443,14 +423,11 @@ impl Loop {
                 }
             }
         }
-        if self.retry_at.is_some_and(|t| now >= t) {
-            self.retry_at = None;
-        }
-        if !self.in_flight && self.retry_at.is_none() {
-            if let Some(work) = self.core.take_work(now) {
-                if self.work_tx.send(work).is_ok() {
-                    self.in_flight = true;
-                }
+        // The core gates batches: one in flight, none during a retry wait after a failure.
+        if let Some(work) = self.core.take_work(now) {
+            if self.work_tx.send(work).is_err() {
+                // The writer is gone (supervision ends the process); nothing landed.
+                self.core.on_work_result(WorkResult::Failed, now);
             }
         }
         if self.core.take_snapshot_due() {

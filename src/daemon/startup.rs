@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::core::{CoreConfig, PortStatus, StartMode};
 use crate::sonic::{DbError, SonicDb};
 use crate::store::Recovered;
@@ -29,6 +30,10 @@ pub struct Startup {
     pub baseline_source: BaselineSource,
 }
 
+/// Waits between start-up attempts while Redis is away.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Runs `op` until it succeeds, retrying errors that may heal (Redis away) with backoff; gives up on
 /// other errors or when `stop` is set.
 pub fn retry<T>(
@@ -36,7 +41,7 @@ pub fn retry<T>(
     what: &str,
     mut op: impl FnMut() -> Result<T, DbError>,
 ) -> Result<T, DbError> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     let mut logged = false;
     loop {
         match op() {
@@ -51,8 +56,7 @@ pub fn retry<T>(
                     warn!(step = what, error = %e, "redis not reachable during start-up; retrying with backoff");
                     logged = true;
                 }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
+                std::thread::sleep(backoff.next_delay());
             }
             Err(e) => return Err(e),
         }
