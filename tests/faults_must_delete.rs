@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::daemon::{wait_until, APPL_DB, STATE_DB};
 use common::monitor::Monitor;
 use common::rig::{peer_of, Rig, T};

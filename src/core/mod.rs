@@ -1,6 +1,7 @@
 //! The sans-IO heart of portsyncd: the port table, the warm-restart state machine and the reconcile.
 //! Nothing in here touches a socket, Redis or sled; every behaviour is a plain unit test.
 
+pub mod baseline;
 pub mod engine;
 pub mod link;
 pub mod port;
@@ -9,6 +10,7 @@ pub mod sync;
 #[cfg(test)]
 mod engine_tests;
 
+pub use baseline::{Baseline, BaselineInputs, BaselineSource};
 pub use engine::{Core, CoreConfig, CoreStats, KernelPort, Notice, StartMode, Work, WorkResult};
 pub use link::{Link, LinkEvent, LinkOp};
 pub use port::PortStatus;

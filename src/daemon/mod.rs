@@ -30,7 +30,7 @@ use crate::store::{
     PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, StoreError,
 };
 
-pub use startup::BaselineSource;
+pub use crate::core::BaselineSource;
 use workers::{Input, StoreMsg};
 
 /// Waits between reads of a database layout that is not there yet.

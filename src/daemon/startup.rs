@@ -8,20 +8,10 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::core::{CoreConfig, PortStatus, StartMode};
+use crate::core::baseline::{self, BaselineInputs};
+use crate::core::{BaselineSource, CoreConfig, PortStatus, StartMode};
 use crate::sonic::{DbError, SonicDb};
 use crate::store::Recovered;
-
-/// Where the warm-start baseline came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BaselineSource {
-    /// A valid saved state from the store (newest or an older generation, or the JSON export).
-    Store,
-    /// No usable saved state: read back from STATE_DB `PORT_TABLE`.
-    StateDb,
-    /// Cold start: no baseline is trusted.
-    None,
-}
 
 /// What start-up decided.
 #[derive(Debug)]
@@ -111,15 +101,6 @@ fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
     )
 }
 
-fn state_db_statuses(
-    rows: &BTreeMap<String, BTreeMap<String, String>>,
-) -> BTreeMap<String, PortStatus> {
-    rows.iter()
-        .filter(|(n, _)| crate::core::port::qualifying_name(n))
-        .filter_map(|(n, f)| PortStatus::from_fields(f).map(|s| (n.clone(), s)))
-        .collect()
-}
-
 /// Everything up to (not including) the netlink loop.
 pub fn run(
     db: &mut SonicDb,
@@ -165,57 +146,27 @@ pub fn run(
 
     // What STATE_DB holds now: the fallback baseline, and the check that the saved state did not lag.
     let state_rows = retry(stop, "read STATE_DB PORT_TABLE", || db.read_state_ports())?;
-    let in_redis = state_db_statuses(&state_rows);
-    let saved = statuses_of(recovered);
-    let (baseline, baseline_source) = if warm {
-        match saved {
-            Some(mut saved) => {
-                // The store may lag Redis (a crash between a write and its commit): where STATE_DB
-                // says otherwise, STATE_DB is what Redis holds.
-                let mut lagged = 0usize;
-                saved.retain(|n, s| match in_redis.get(n) {
-                    Some(r) if r != s => {
-                        lagged += 1;
-                        *s = *r;
-                        true
-                    }
-                    Some(_) => true,
-                    None => {
-                        lagged += 1;
-                        false
-                    }
-                });
-                for (n, s) in &in_redis {
-                    saved.entry(n.clone()).or_insert(*s);
-                }
-                info!(
-                    ports = saved.len(),
-                    source = ?recovered.source,
-                    generation = recovered.generation,
-                    corrected_from_state_db = lagged,
-                    "warm-start baseline from the saved state"
-                );
-                (saved, BaselineSource::Store)
-            }
-            None => {
-                warn!(
-                    ports = in_redis.len(),
-                    stale = recovered.stale,
-                    "no usable saved state: warm-start baseline read from STATE_DB PORT_TABLE"
-                );
-                (in_redis, BaselineSource::StateDb)
-            }
-        }
-    } else {
-        // Cold: nothing is trusted; entries of ports that are gone get deleted after the first dump.
-        let mut candidates = in_redis;
-        if let Some(saved) = saved {
-            for (n, s) in saved {
-                candidates.entry(n).or_insert(s);
-            }
-        }
-        (candidates, BaselineSource::None)
-    };
+    let b = baseline::decide(BaselineInputs {
+        warm,
+        saved: statuses_of(recovered),
+        state_db: baseline::state_db_statuses(&state_rows),
+    });
+    match b.source {
+        BaselineSource::Store => info!(
+            ports = b.ports.len(),
+            source = ?recovered.source,
+            generation = recovered.generation,
+            corrected_from_state_db = b.corrected,
+            added_from_state_db = b.added,
+            "warm-start baseline from the saved state"
+        ),
+        BaselineSource::StateDb => warn!(
+            ports = b.ports.len(),
+            stale = recovered.stale,
+            "no usable saved state: warm-start baseline read from STATE_DB PORT_TABLE"
+        ),
+        BaselineSource::None => {}
+    }
     if warm {
         retry(stop, "write warm state", || db.write_warm_state("restored"))?;
     }
@@ -225,9 +176,9 @@ pub fn run(
             configured,
             already_initialised,
             app_known,
-            baseline,
+            baseline: b.ports,
             eoiu_timeout,
         },
-        baseline_source,
+        baseline_source: b.source,
     })
 }
