@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     // Invalid options or environment values: clap prints the option and value, exit status 2.
     let cfg = Config::try_parse().unwrap_or_else(|e| e.exit());
     portsyncd::logging::init(&cfg.log_level);
+    portsyncd::daemon::install_panic_hook();
     tune_allocator();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -64,7 +65,14 @@ fn main() -> ExitCode {
     }
 
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "portsyncd starting");
-    match portsyncd::daemon::run(cfg, stop, sig_rx) {
+    // A panic of the loop itself (this thread) is logged by the hook and exits with status 1 too.
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        portsyncd::daemon::run(cfg, stop, sig_rx)
+    }));
+    let Ok(result) = run else {
+        return ExitCode::from(1);
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ portsyncd::daemon::DaemonError::InvalidOption(_)) => {
             tracing::error!(error = %e, "fatal");

@@ -7,8 +7,10 @@
 //! signal thread ───Stop───────────┘
 //! ```
 
+mod faults;
 mod pacer;
 mod startup;
+mod supervise;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -31,11 +33,16 @@ use crate::store::{
 };
 
 pub use crate::core::BaselineSource;
+pub use supervise::install_panic_hook;
+use supervise::Supervisor;
 use workers::{Input, StoreMsg};
 
 /// Waits between reads of a database layout that is not there yet.
 const LAYOUT_RETRY_MIN: Duration = Duration::from_millis(200);
 const LAYOUT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Longest wait for the final commit after a worker's death (within supervise::EXIT_WATCHDOG).
+const DEATH_COMMIT_GRACE: Duration = Duration::from_millis(300);
 
 /// Longest wait for the Redis batch in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +58,9 @@ pub enum DaemonError {
     Redis(#[from] crate::sonic::DbError),
     #[error("cannot start thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// A worker thread panicked or ended unexpectedly (exit status 1: the supervisor restarts us).
+    #[error("worker thread `{thread}` died")]
+    WorkerDied { thread: String },
     /// An option's value turned out wrong once read against the system (exit status 2).
     #[error("invalid option value: {0}")]
     InvalidOption(String),
@@ -199,18 +209,25 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     let (tx, rx) = mpsc::channel::<Input>();
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let (store_tx, store_rx) = mpsc::channel::<StoreMsg>();
-    let reader = workers::netlink_reader(Arc::clone(&sock), tx.clone(), Arc::clone(&stop))?;
+    // Every worker is supervised: its death ends the process with status 1 (see supervise.rs).
+    let death_tx = std::sync::Mutex::new(tx.clone());
+    let sup = Supervisor::new(Arc::clone(&stop), move |thread| {
+        if let Ok(tx) = death_tx.lock() {
+            let _ = tx.send(Input::WorkerDied {
+                thread: thread.to_string(),
+            });
+        }
+    });
+    let reader = workers::netlink_reader(&sup, Arc::clone(&sock), tx.clone(), Arc::clone(&stop))?;
     metrics.redis_reconnects.add(db.reconnects()); // those of start-up
-    let writer = workers::redis_writer(db, work_rx, tx.clone(), Arc::clone(&metrics))?;
-    let committer = workers::store_committer(store, store_cfg, store_rx, tx.clone())?;
+    let writer = workers::redis_writer(&sup, db, work_rx, tx.clone(), Arc::clone(&metrics))?;
+    let committer = workers::store_committer(&sup, store, store_cfg, store_rx, tx.clone())?;
     let sig_tx = tx.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.recv().is_ok() {
-                let _ = sig_tx.send(Input::Stop);
-            }
-        })?;
+    sup.spawn("signals", move || {
+        if signals.recv().is_ok() {
+            let _ = sig_tx.send(Input::Stop);
+        }
+    })?;
     drop(tx);
 
     let mut lp = Loop {
@@ -226,8 +243,30 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         parse_warnings: RateLimit::new(Duration::from_secs(10)),
         overrun_log: RateLimit::new(Duration::from_secs(10)),
         commit_log: RateLimit::new(Duration::from_secs(10)),
+        died: None,
     };
     lp.run(&rx);
+
+    if let Some(thread) = lp.died.take() {
+        // A worker died: no wait for the batch in flight; a final commit if the store thread lives
+        // and is quick (the exit watchdog ends the process within 1 s of the death regardless).
+        stop.store(true, Ordering::SeqCst);
+        if thread != "store" {
+            let (reply_tx, reply_rx) = mpsc::channel();
+            if lp
+                .store_tx
+                .send(StoreMsg::Final(lp.snapshot(), reply_tx))
+                .is_ok()
+            {
+                match reply_rx.recv_timeout(DEATH_COMMIT_GRACE) {
+                    Ok(Ok(generation)) => info!(generation, "final state committed"),
+                    Ok(Err(e)) => error!(error = %e, "final state commit failed"),
+                    Err(_) => error!("final state commit did not finish in time"),
+                }
+            }
+        }
+        return Err(DaemonError::WorkerDied { thread });
+    }
 
     // Shutdown: finish the batch in flight, then one final commit.
     stop.store(true, Ordering::Relaxed);
@@ -278,6 +317,8 @@ struct Loop {
     parse_warnings: RateLimit,
     overrun_log: RateLimit,
     commit_log: RateLimit,
+    /// The supervised thread whose death ended the loop.
+    died: Option<String>,
 }
 
 impl Loop {
@@ -306,6 +347,9 @@ impl Loop {
                     Ok(i) => inputs.push(i),
                     Err(_) => break,
                 }
+            }
+            if let Some(d) = faults::loop_delay() {
+                std::thread::sleep(d); // fault injection: a slow core
             }
             let now = Instant::now();
             let mut stop = false;
@@ -362,6 +406,11 @@ impl Loop {
             }
             Input::Stop => {
                 info!("stop requested");
+                return true;
+            }
+            Input::WorkerDied { thread } => {
+                error!(thread = %thread, "worker thread died: stopping with exit status 1");
+                self.died.get_or_insert(thread);
                 return true;
             }
         }

@@ -16,6 +16,9 @@ use crate::netlink::{LinkSocket, NetlinkItem, RecvOutcome};
 use crate::sonic::{SonicDb, StateWrite};
 use crate::store::{Snapshot, Store, StoreConfig};
 
+use super::faults;
+use super::supervise::Supervisor;
+
 /// Everything that wakes the loop.
 #[derive(Debug)]
 pub enum Input {
@@ -33,10 +36,10 @@ pub enum Input {
         took: Duration,
     },
     Stop,
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.to_string()).spawn(f)
+    /// A supervised thread panicked or ended unexpectedly: the daemon exits with status 1.
+    WorkerDied {
+        thread: String,
+    },
 }
 
 /// How long the reader collects a burst before handing it to the loop.
@@ -46,11 +49,12 @@ const BURST_ITEMS: usize = 4096;
 
 /// Reads the netlink socket until `stop`; every datagram becomes one `Input`.
 pub fn netlink_reader(
+    sup: &Supervisor,
     sock: Arc<LinkSocket>,
     tx: Sender<Input>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    spawn("netlink", move || {
+    sup.spawn("netlink", move || {
         let mut buf = Vec::new();
         let mut errors = RateLimit::new(Duration::from_secs(10));
         while !stop.load(Ordering::Relaxed) {
@@ -80,6 +84,7 @@ pub fn netlink_reader(
                             break;
                         }
                     }
+                    faults::panic_point("netlink");
                     if tx.send(Input::Netlink(items)).is_err() {
                         break;
                     }
@@ -107,17 +112,19 @@ pub fn netlink_reader(
 
 /// Executes `Work` against Redis, one batch at a time, and reports each result.
 pub fn redis_writer(
+    sup: &Supervisor,
     mut db: SonicDb,
     rx: Receiver<Work>,
     tx: Sender<Input>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {
-    spawn("redis", move || {
+    sup.spawn("redis", move || {
         // Reconnects during start-up were counted by the caller.
         let mut reconnects_seen = db.reconnects();
         let mut pending_reconnect = false;
         let mut was_ok = true;
         for work in rx {
+            faults::panic_point("redis");
             let result = execute(&mut db, &work, &metrics);
             let now = db.reconnects();
             let new_reconnects = now.saturating_sub(reconnects_seen);
@@ -221,12 +228,13 @@ pub enum StoreMsg {
 /// Commits snapshots, coalescing a burst into its newest (group commit). After a failure the store
 /// is reopened before the next commit (it stops trusting itself after an I/O error).
 pub fn store_committer(
+    sup: &Supervisor,
     store: Option<Store>,
     reopen: StoreConfig,
     rx: Receiver<StoreMsg>,
     tx: Sender<Input>,
 ) -> std::io::Result<JoinHandle<()>> {
-    spawn("store", move || {
+    sup.spawn("store", move || {
         let mut store = store;
         let mut last_reopen: Option<Instant> = None;
         while let Ok(mut msg) = rx.recv() {
@@ -252,6 +260,7 @@ pub fn store_committer(
                     Err(e) => warn!(error = %e, "state store cannot be reopened yet"),
                 }
             }
+            faults::panic_point("store");
             let started = Instant::now();
             let res = match store.as_mut() {
                 Some(s) => s.commit(&snap).map_err(|e| e.to_string()),
