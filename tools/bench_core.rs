@@ -89,7 +89,10 @@ fn main() {
                 let now = Instant::now();
                 c.on_tick(now);
                 if c.take_work(now).is_some() {
-                    c.on_work_result(WorkResult::Done { known: vec![] });
+                    c.on_work_result(WorkResult::Done {
+                        known: vec![],
+                        read_back: None,
+                    });
                 }
             }
         }

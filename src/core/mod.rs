@@ -9,7 +9,9 @@ pub mod sync;
 #[cfg(test)]
 mod engine_tests;
 
-pub use engine::{Core, CoreConfig, CoreStats, KernelPort, Notice, StartMode, Work, WorkResult};
+pub use engine::{
+    Core, CoreConfig, CoreStats, KernelPort, Notice, ReadBack, StartMode, Work, WorkResult,
+};
 pub use link::{Link, LinkEvent, LinkOp};
 pub use port::PortStatus;
 pub use sync::{SyncEnd, SyncOutcome};

@@ -8,6 +8,7 @@
 //! ```
 
 mod pacer;
+mod reconcile;
 mod startup;
 mod workers;
 
@@ -210,7 +211,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     drop(tx);
 
     let mut lp = Loop {
-        core: Core::new(startup.core, Instant::now()),
+        core: Core::new(startup.core, Instant::now()).with_resync_interval(cfg.resync_interval()),
         sock,
         metrics: Arc::clone(&metrics),
         work_tx,
@@ -225,6 +226,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         parse_warnings: RateLimit::new(Duration::from_secs(10)),
         overrun_log: RateLimit::new(Duration::from_secs(10)),
         commit_log: RateLimit::new(Duration::from_secs(10)),
+        repair_log: RateLimit::new(Duration::from_secs(60)),
     };
     lp.run(&rx);
 
@@ -280,6 +282,7 @@ struct Loop {
     parse_warnings: RateLimit,
     overrun_log: RateLimit,
     commit_log: RateLimit,
+    repair_log: RateLimit,
 }
 
 impl Loop {
@@ -416,8 +419,8 @@ impl Loop {
         }
         self.core.on_work_result(r);
         if reconnected {
-            info!("redis connection was re-established: rewriting every port (Redis may have restarted)");
-            self.core.forget_published();
+            info!("redis connection was re-established: reading back what it holds");
+            self.core.on_redis_reconnected();
         }
     }
 
@@ -501,6 +504,14 @@ impl Loop {
             }
             Notice::Vanished { names } => {
                 info!(count = names.len(), ports = ?names, "ports vanished without a DELLINK (found by resync)");
+            }
+            Notice::ReadBack {
+                ports,
+                rewrite,
+                app_missing,
+            } => reconcile::log_read_back(ports, &rewrite, &app_missing),
+            Notice::CheckDone { kernel, state_db } => {
+                reconcile::account_check(&self.metrics, &mut self.repair_log, &kernel, &state_db)
             }
         }
     }
