@@ -218,3 +218,77 @@ fn anti_entropy_repairs_drift_and_leaves_a_consistent_switch_alone() {
     );
     assert_eq!(d.terminate().code(), Some(0));
 }
+
+/// CPU time of every thread of `pid`, in nanoseconds (`/proc/<pid>/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+#[ignore = "benchmark (prints numbers): the CPU cost of one anti-entropy check at 2048 ports"]
+fn anti_entropy_cost_at_2048_ports() {
+    let n: usize = std::env::var("PORTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048);
+    let long = Duration::from_secs(300);
+    let (rig, names) = rig_with(n);
+    let d = rig.start_with_env(&["--resync-interval-secs", "1"], &[("RUST_LOG", "info")]);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+    let last = format!("PORT_TABLE:{}", names[n - 1]);
+    assert!(wait_until(long, || rig.appl(&last).len() == 7));
+    let mut batch = String::new();
+    for p in &names {
+        let peer = peer_of(p);
+        batch += &format!(
+            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
+        );
+    }
+    rig.ns.ip_batch(&batch);
+    assert!(
+        rig.wait_converged(&names, long),
+        "{:?}",
+        rig.mismatches(&names)
+    );
+    let checks = |d: &Daemon| d.metric("portsyncd_resync_checks_total");
+    let k = checks(&d);
+    assert!(wait_until(long, || checks(&d) >= k + 1.0));
+
+    // Idle: the daemon does nothing but checks.
+    let (c0, k0) = (cpu_ns(d.pid()), checks(&d));
+    assert!(wait_until(long, || checks(&d) >= k0 + 10.0));
+    let (c1, k1) = (cpu_ns(d.pid()), checks(&d));
+    let per_check_ms = (c1 - c0) as f64 / 1e6 / (k1 - k0);
+
+    // A storm for comparison: every port down, then up (2 link changes per port).
+    let mut storm = String::new();
+    for p in &names {
+        storm += &format!("link set {p} down\n");
+    }
+    for p in &names {
+        storm += &format!("link set {p} up\n");
+    }
+    let s0 = cpu_ns(d.pid());
+    rig.ns.ip_batch(&storm);
+    assert!(
+        rig.wait_converged(&names, long),
+        "{:?}",
+        rig.mismatches(&names)
+    );
+    let s1 = cpu_ns(d.pid());
+    let repairs = d.metric("portsyncd_resync_repairs_total{reason=\"kernel\"}")
+        + d.metric("portsyncd_resync_repairs_total{reason=\"state_db\"}");
+    eprintln!(
+        "anti-entropy at {n} ports: {:.2} ms CPU per check (mean of {} checks, all threads); \
+         storm of {} link commands: {:.1} ms CPU ({:.1} µs per command); repairs {repairs}",
+        per_check_ms,
+        k1 - k0,
+        2 * n,
+        (s1 - s0) as f64 / 1e6,
+        (s1 - s0) as f64 / 1e3 / (2 * n) as f64
+    );
+}
