@@ -101,6 +101,16 @@ pub struct Config {
     #[arg(long, env = "PORTSYNCD_EOIU_TIMEOUT_SECS", value_name = "N")]
     pub eoiu_timeout_secs: Option<u64>,
 
+    /// Anti-entropy: every N seconds, once no link message arrived for 2 s, compare a fresh link
+    /// dump and a read-back of Redis with what portsyncd believes, and repair differences; 0 = off.
+    #[arg(
+        long,
+        env = "PORTSYNCD_RESYNC_INTERVAL_SECS",
+        value_name = "N",
+        default_value_t = 300
+    )]
+    pub resync_interval_secs: u64,
+
     /// A saved state older than this many days is not used for a warm start.
     #[arg(
         long,
@@ -164,6 +174,11 @@ impl Config {
         }
     }
 
+    /// The anti-entropy interval (None: off).
+    pub fn resync_interval(&self) -> Option<Duration> {
+        (self.resync_interval_secs > 0).then(|| Duration::from_secs(self.resync_interval_secs))
+    }
+
     /// Maximum age of a saved state usable for a warm start.
     pub fn state_max_age(&self) -> Duration {
         Duration::from_secs(self.state_max_age_days.saturating_mul(86_400))
@@ -187,6 +202,9 @@ mod tests {
         assert_eq!(c.generations(), 3);
         assert!(c.state_recovery && c.metrics_enabled);
         assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:9810");
+        assert_eq!(c.resync_interval(), Some(Duration::from_secs(300)));
+        let off = parse(&["--resync-interval-secs", "0"]).expect("parses");
+        assert_eq!(off.resync_interval(), None);
         assert_eq!(
             c.json_export_path(),
             Some(PathBuf::from("/var/lib/sonic/portsyncd/port_state.json"))
@@ -229,6 +247,11 @@ mod tests {
                 "nowhere",
             ),
             (&["--log-level", "loud"][..], "--log-level", "loud"),
+            (
+                &["--resync-interval-secs", "soon"][..],
+                "--resync-interval-secs",
+                "soon",
+            ),
             (&["--redis-url", "foo://x"][..], "--redis-url", "foo://x"),
         ] {
             let e = parse(args).expect_err("must be refused");

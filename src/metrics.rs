@@ -85,6 +85,11 @@ pub struct Metrics {
     pub warm_reconciled_saved_eoiu: Counter,
     /// Warm starts that reconciled otherwise (baseline read from STATE_DB, or ended by the timeout).
     pub warm_reconciled_degraded: Counter,
+    /// Anti-entropy checks completed.
+    pub resync_checks: Counter,
+    /// Ports an anti-entropy check repaired, by where the difference was found.
+    pub resync_repairs_kernel: Counter,
+    pub resync_repairs_state_db: Counter,
 }
 
 /// `(series name, help, type)` of every plain counter, in export order, with its accessor.
@@ -176,6 +181,21 @@ const COUNTERS: &[Entry] = &[
         "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}",
         "",
         |m| &m.warm_reconciled_degraded,
+    ),
+    (
+        "portsyncd_resync_checks_total",
+        "Anti-entropy checks completed (lifetime).",
+        |m| &m.resync_checks,
+    ),
+    (
+        "portsyncd_resync_repairs_total{reason=\"kernel\"}",
+        "Ports repaired by anti-entropy, by where the difference was found (lifetime).",
+        |m| &m.resync_repairs_kernel,
+    ),
+    (
+        "portsyncd_resync_repairs_total{reason=\"state_db\"}",
+        "",
+        |m| &m.resync_repairs_state_db,
     ),
 ];
 
@@ -384,6 +404,9 @@ mod tests {
             "portsyncd_netlink_overruns_total 0",
             "portsyncd_netlink_resyncs_total 0",
             "portsyncd_redis_reconnects_total 0",
+            "portsyncd_resync_checks_total 0",
+            "portsyncd_resync_repairs_total{reason=\"kernel\"} 0",
+            "portsyncd_resync_repairs_total{reason=\"state_db\"} 0",
             "# TYPE portsyncd_initial_sync_seconds histogram",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");

@@ -89,7 +89,13 @@ fn main() {
                 let now = Instant::now();
                 c.on_tick(now);
                 if c.take_work(now).is_some() {
-                    c.on_work_result(WorkResult::Done { known: vec![] }, now);
+                    c.on_work_result(
+                        WorkResult::Done {
+                            known: vec![],
+                            read_back: None,
+                        },
+                        now,
+                    );
                 }
             }
         }

@@ -19,6 +19,14 @@ use super::port::{front_panel_name, qualifying_name, PortStatus};
 use super::sync::{SyncEnd, SyncEvent, SyncState};
 use crate::backoff::Backoff;
 
+#[path = "antientropy.rs"]
+mod antientropy;
+#[path = "readback.rs"]
+mod readback;
+
+pub use antientropy::CHECK_IDLE;
+pub use readback::ReadBack;
+
 /// Shortest gap between two dump requests (resyncs are rate-limited).
 pub const DUMP_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// A dump whose NLMSG_DONE does not arrive within this time is requested again.
@@ -89,19 +97,29 @@ pub struct Work {
     pub port_init_done: bool,
     /// Write `WARM_RESTART_TABLE|portsyncd state reconciled` (warm start, after the reconcile landed).
     pub reconciled: bool,
+    /// Read back what Redis holds for these names (STATE_DB `PORT_TABLE` rows and APPL_DB
+    /// `PORT_TABLE` keys) and report it in [`WorkResult::Done`]. A read-back batch carries nothing else.
+    pub read_back: Option<Vec<String>>,
 }
 
 impl Work {
     fn is_empty(&self) -> bool {
-        self.checks.is_empty() && self.writes.is_empty() && !self.port_init_done && !self.reconciled
+        self.checks.is_empty()
+            && self.writes.is_empty()
+            && !self.port_init_done
+            && !self.reconciled
+            && self.read_back.is_none()
     }
 }
 
 /// What the Redis edge reports back for a `Work`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkResult {
-    /// Everything landed; `known` answers the checks.
-    Done { known: Vec<(String, bool)> },
+    /// Everything landed; `known` answers the checks, `read_back` the read-back.
+    Done {
+        known: Vec<(String, bool)>,
+        read_back: Option<ReadBack>,
+    },
     /// Nothing is known to have landed (connection lost, timeout, error).
     Failed,
 }
@@ -117,6 +135,20 @@ pub enum Notice {
     DumpInconsistent { seq: u32 },
     /// A completed dump showed ports gone without a DELLINK (removed from the kernel's view).
     Vanished { names: Vec<String> },
+    /// The read-back after a Redis reconnect landed: of `ports` read back, `rewrite` differ from the
+    /// kernel's view and are written again; `app_missing` are ports orchagent knew that APPL_DB
+    /// `PORT_TABLE` no longer has (Redis restarted empty or was flushed).
+    ReadBack {
+        ports: usize,
+        rewrite: Vec<String>,
+        app_missing: Vec<String>,
+    },
+    /// An anti-entropy check ended: the ports whose kernel view (fresh dump) or whose STATE_DB
+    /// entry (read-back) differed from what portsyncd believed; each is being repaired.
+    CheckDone {
+        kernel: Vec<String>,
+        state_db: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +220,10 @@ pub struct Core {
     snapshot_due: bool,
     notices: Vec<Notice>,
     stats: CoreStats,
+    /// A read-back of Redis is due, and why (see `readback.rs`).
+    read_back: readback::ReadBackState,
+    /// The anti-entropy check (see `antientropy.rs`).
+    check: antientropy::Check,
 }
 
 impl Core {
@@ -236,6 +272,8 @@ impl Core {
             snapshot_due: false,
             notices: Vec::new(),
             stats: CoreStats::default(),
+            read_back: readback::ReadBackState::default(),
+            check: antientropy::Check::default(),
         }
     }
 
@@ -295,6 +333,9 @@ impl Core {
                         name: name.clone(),
                     });
                     return;
+                }
+                if from_dump {
+                    self.note_dump_reply(name, &ev.link);
                 }
                 self.upsert(name, ev.link.ifindex, ev.link.flags, ev.link.mtu);
             }
@@ -360,8 +401,8 @@ impl Core {
     pub fn on_dump_requested(&mut self, seq: u32, now: Instant) {
         let initial = self.dumps_requested == 0;
         self.dumps_requested += 1;
-        if !initial {
-            self.stats.resyncs += 1;
+        if !initial && !self.checking() {
+            self.stats.resyncs += 1; // an anti-entropy check's dump is no resync
         }
         self.dump = Some(Dump {
             seq,
@@ -403,6 +444,7 @@ impl Core {
             self.remove(n);
         }
         self.first_dump_complete = true;
+        self.check_dump_done(&vanished);
         if !vanished.is_empty() && !dump.initial {
             self.notices.push(Notice::Vanished { names: vanished });
         }
@@ -438,6 +480,7 @@ impl Core {
                 self.dump_due = true;
             }
         }
+        self.check_tick(now);
     }
 
     fn finish_sync(&mut self, end: SyncEnd) {
@@ -465,10 +508,15 @@ impl Core {
             .then(|| self.last_dump_request.map(|t| t + DUMP_MIN_INTERVAL))
             .flatten();
         let watchdog = self.dump.as_ref().map(|d| d.requested_at + DUMP_WATCHDOG);
-        [self.sync.deadline(), dump_retry, watchdog]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.sync.deadline(),
+            dump_retry,
+            watchdog,
+            self.check_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next instant `take_work` has something to hand out even if no event arrives: the end
@@ -502,6 +550,10 @@ impl Core {
             Some(t) if now < t => return None,
             Some(_) => self.retry_at = None,
             None => {}
+        }
+        if let Some(work) = self.take_read_back() {
+            self.in_flight = Some(work.clone());
+            return Some(work);
         }
         let mut work = Work::default();
         if self.next_recheck.is_none_or(|t| now >= t) && !self.unknown.is_empty() {
@@ -563,9 +615,12 @@ impl Core {
             return;
         };
         match result {
-            WorkResult::Done { known } => {
+            WorkResult::Done { known, read_back } => {
                 self.retry_backoff.reset();
                 self.retry_at = None;
+                if work.read_back.is_some() {
+                    self.on_read_back(read_back);
+                }
                 for (name, value) in work.writes {
                     if value.is_none() {
                         self.must_delete.remove(&name);
@@ -589,6 +644,9 @@ impl Core {
             }
             WorkResult::Failed => {
                 self.retry_at = Some(now + self.retry_backoff.next_delay());
+                if work.read_back.is_some() {
+                    self.read_back.due = true;
+                }
                 for (name, _) in work.writes {
                     self.dirty.insert(name);
                 }
@@ -603,14 +661,6 @@ impl Core {
                 }
             }
         }
-    }
-
-    /// Redis was reconnected: it may have restarted or been flushed, so nothing it held is known
-    /// any more. Every port is looked at again and rewritten (the C++ daemon only heals on the next
-    /// change of each port).
-    pub fn forget_published(&mut self) {
-        self.published.clear();
-        self.dirty.extend(self.kernel.keys().cloned());
     }
 
     /// Notices since the last call.

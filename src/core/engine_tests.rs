@@ -74,7 +74,13 @@ fn flush(core: &mut Core, now: Instant, known: &[&str]) -> Vec<Work> {
             .iter()
             .map(|n| (n.clone(), known.contains(&n.as_str())))
             .collect();
-        core.on_work_result(WorkResult::Done { known: k }, now);
+        core.on_work_result(
+            WorkResult::Done {
+                known: k,
+                read_back: None,
+            },
+            now,
+        );
         out.push(w);
     }
     out
@@ -527,7 +533,13 @@ fn published_ports_reflect_confirmed_writes_only() {
     );
     let _ = core.take_work(t0);
     assert_eq!(core.published_ports().count(), 0, "not confirmed yet");
-    core.on_work_result(WorkResult::Done { known: vec![] }, t0);
+    core.on_work_result(
+        WorkResult::Done {
+            known: vec![],
+            read_back: None,
+        },
+        t0,
+    );
     let p: Vec<_> = core.published_ports().collect();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].0, "Ethernet0");
@@ -616,7 +628,13 @@ fn a_dellink_then_newlink_of_the_same_name_still_deletes_first() {
     let w = core.take_work(t0).expect("work");
     core.on_link(0, &link(LinkOp::Del, 7, "Ethernet0", 0, 9100), false);
     core.on_link(0, &up(8, "Ethernet0"), false);
-    core.on_work_result(WorkResult::Done { known: vec![] }, t0);
+    core.on_work_result(
+        WorkResult::Done {
+            known: vec![],
+            read_back: None,
+        },
+        t0,
+    );
     assert_eq!(w.writes.len(), 1);
     let ws = flush(&mut core, t0, &["Ethernet0"]);
     assert_eq!(
@@ -637,21 +655,6 @@ fn no_work_deadline_while_a_batch_is_in_flight() {
     assert_eq!(core.next_work_deadline(), None);
     core.on_work_result(WorkResult::Failed, t0);
     assert!(core.next_work_deadline().is_none_or(|d| d >= t0));
-}
-
-#[test]
-fn after_a_reconnect_every_port_is_written_again() {
-    let (mut core, t0) = synced(
-        cfg(
-            StartMode::Cold { old_netdev: false },
-            &["Ethernet0", "Ethernet4"],
-        ),
-        &[up(2, "Ethernet0"), up(3, "Ethernet4")],
-    );
-    flush(&mut core, t0, &[]);
-    assert!(writes(&flush(&mut core, t0, &[])).is_empty());
-    core.forget_published();
-    assert_eq!(writes(&flush(&mut core, t0, &[])).len(), 2);
 }
 
 #[test]

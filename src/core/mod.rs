@@ -11,7 +11,9 @@ pub mod sync;
 mod engine_tests;
 
 pub use baseline::{Baseline, BaselineInputs, BaselineSource};
-pub use engine::{Core, CoreConfig, CoreStats, KernelPort, Notice, StartMode, Work, WorkResult};
+pub use engine::{
+    Core, CoreConfig, CoreStats, KernelPort, Notice, ReadBack, StartMode, Work, WorkResult,
+};
 pub use link::{Link, LinkEvent, LinkOp};
 pub use port::PortStatus;
 pub use sync::{SyncEnd, SyncOutcome};

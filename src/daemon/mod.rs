@@ -9,6 +9,7 @@
 
 mod faults;
 mod pacer;
+mod reconcile;
 mod startup;
 mod supervise;
 mod workers;
@@ -231,7 +232,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     drop(tx);
 
     let mut lp = Loop {
-        core: Core::new(startup.core, Instant::now()),
+        core: Core::new(startup.core, Instant::now()).with_resync_interval(cfg.resync_interval()),
         sock,
         metrics: Arc::clone(&metrics),
         work_tx,
@@ -244,6 +245,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         overrun_log: RateLimit::new(Duration::from_secs(10)),
         commit_log: RateLimit::new(Duration::from_secs(10)),
         died: None,
+        repair_log: RateLimit::new(Duration::from_secs(60)),
     };
     lp.run(&rx);
 
@@ -319,6 +321,7 @@ struct Loop {
     commit_log: RateLimit,
     /// The supervised thread whose death ended the loop.
     died: Option<String>,
+    repair_log: RateLimit,
 }
 
 impl Loop {
@@ -445,8 +448,8 @@ impl Loop {
     fn on_work_done(&mut self, r: WorkResult, reconnected: bool, now: Instant) {
         self.core.on_work_result(r, now);
         if reconnected {
-            info!("redis connection was re-established: rewriting every port (Redis may have restarted)");
-            self.core.forget_published();
+            info!("redis connection was re-established: reading back what it holds");
+            self.core.on_redis_reconnected();
         }
     }
 
@@ -527,6 +530,14 @@ impl Loop {
             }
             Notice::Vanished { names } => {
                 info!(count = names.len(), ports = ?names, "ports vanished without a DELLINK (found by resync)");
+            }
+            Notice::ReadBack {
+                ports,
+                rewrite,
+                app_missing,
+            } => reconcile::log_read_back(ports, &rewrite, &app_missing),
+            Notice::CheckDone { kernel, state_db } => {
+                reconcile::account_check(&self.metrics, &mut self.repair_log, &kernel, &state_db)
             }
         }
     }

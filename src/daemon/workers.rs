@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use crate::core::{Work, WorkResult};
+use crate::core::{ReadBack, Work, WorkResult};
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 use crate::netlink::{LinkSocket, NetlinkItem, RecvOutcome};
@@ -133,12 +133,12 @@ pub fn redis_writer(
             // Reported with the first batch that succeeds after the reconnect.
             pending_reconnect |= new_reconnects > 0;
             let res = match result {
-                Ok(known) => {
+                Ok((known, read_back)) => {
                     if !was_ok {
                         info!("redis writes succeed again; outstanding writes re-sent");
                     }
                     was_ok = true;
-                    WorkResult::Done { known }
+                    WorkResult::Done { known, read_back }
                 }
                 Err(e) => {
                     if was_ok {
@@ -167,17 +167,37 @@ pub fn redis_writer(
     })
 }
 
+/// Reads what Redis holds for `names`: one pipelined round trip per database.
+fn read_back(db: &mut SonicDb, names: &[String]) -> Result<ReadBack, crate::sonic::DbError> {
+    let rows = db.read_state_port_rows(names)?;
+    let app_known = db.app_ports_existing(names)?;
+    debug!(
+        ports = names.len(),
+        "read back STATE_DB and APPL_DB PORT_TABLE"
+    );
+    Ok(ReadBack {
+        state: names.iter().cloned().zip(rows).collect(),
+        app_known,
+    })
+}
+
+type Answers = (Vec<(String, bool)>, Option<ReadBack>);
+
 fn execute(
     db: &mut SonicDb,
     work: &Work,
     metrics: &Metrics,
-) -> Result<Vec<(String, bool)>, crate::sonic::DbError> {
+) -> Result<Answers, crate::sonic::DbError> {
     let existing = db.app_ports_existing(&work.checks)?;
     let known = work
         .checks
         .iter()
         .map(|n| (n.clone(), existing.contains(n)))
         .collect();
+    let read_back = match &work.read_back {
+        Some(names) => Some(read_back(db, names)?),
+        None => None,
+    };
     if !work.writes.is_empty() {
         let writes: Vec<StateWrite> = work
             .writes
@@ -215,7 +235,7 @@ fn execute(
         db.write_warm_state("reconciled")?;
         info!("warm restart reconciled");
     }
-    Ok(known)
+    Ok((known, read_back))
 }
 
 /// A request to the store thread.

@@ -128,6 +128,26 @@ impl SonicDb {
         })
     }
 
+    /// Every field of STATE_DB `PORT_TABLE|<name>` for each of `names`, in order, in one pipelined
+    /// round trip (an empty map: no such key).
+    pub fn read_state_port_rows(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<BTreeMap<String, String>>, DbError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ep = self.layout.state.clone();
+        self.state
+            .run("HGETALL STATE_DB PORT_TABLE (pipelined)", |con| {
+                let mut pipe = redis::pipe();
+                for n in names {
+                    pipe.cmd("HGETALL").arg(db_key(&ep, PORT_TABLE, n));
+                }
+                pipe.query(con)
+            })
+    }
+
     /// Publishes each port's fields verbatim to APPL_DB `PORT_TABLE` (ProducerStateTable protocol).
     /// A port with no fields is refused (nothing is written).
     pub fn publish_app_ports(&mut self, ports: &PortConfig) -> Result<(), DbError> {

@@ -25,35 +25,26 @@ impl RedisServer {
             .tempdir()
             .expect("tempdir");
         let socket = dir.path().join("redis.sock");
-        let child = Command::new("/usr/bin/redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&socket)
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--notify-keyspace-events",
-                "AKE",
-                "--daemonize",
-                "no",
-                "--dir",
-            ])
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(dir.path().join("redis.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn /usr/bin/redis-server");
+        let child = spawn_server(dir.path(), &socket);
         let server = RedisServer { dir, socket, child };
+        server.wait_ping();
+        server
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved) and starts a fresh, empty one on the same socket.
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = spawn_server(self.dir.path(), &self.socket);
+        self.wait_ping();
+    }
+
+    fn wait_ping(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if server.socket.exists() && server.try_cli(&["PING"]).as_deref() == Some("PONG") {
-                return server;
+            if self.socket.exists() && self.try_cli(&["PING"]).as_deref() == Some("PONG") {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -112,6 +103,33 @@ impl RedisServer {
         let rc = unsafe { libc::kill(pid, sig) };
         assert_eq!(rc, 0, "kill({pid}, {sig})");
     }
+}
+
+fn spawn_server(dir: &std::path::Path, socket: &std::path::Path) -> Child {
+    Command::new("/usr/bin/redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(socket)
+        .args([
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--notify-keyspace-events",
+            "AKE",
+            "--daemonize",
+            "no",
+            "--dir",
+        ])
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn /usr/bin/redis-server")
 }
 
 /// `SELECT db` on a connection.

@@ -1,0 +1,177 @@
+//! Reading back what Redis holds, instead of assuming it.
+//!
+//! After a reconnect Redis may have stalled with its data intact, or restarted empty; an
+//! anti-entropy check wants to know whether someone changed STATE_DB behind portsyncd's back. In
+//! all cases the Redis edge reads the STATE_DB `PORT_TABLE` rows and the APPL_DB `PORT_TABLE` keys
+//! of every port the core knows (one pipelined round trip per DB), and `published` becomes what
+//! Redis actually holds. The normal diff rule then writes only the differences: a stall writes
+//! nothing for unchanged ports, an empty Redis gets everything again.
+//!
+//! Only the fields portsyncd owns are compared ([`PortStatus::from_fields`]): fields other writers
+//! keep in the same hash (orchagent's `host_tx_ready`, ...) never make a port look different.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Core, Notice, Work};
+use crate::core::port::PortStatus;
+
+/// What the Redis edge read for [`Work::read_back`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadBack {
+    /// Every field of STATE_DB `PORT_TABLE|<name>`, per name asked; an empty map: no such key.
+    pub state: Vec<(String, BTreeMap<String, String>)>,
+    /// The names asked whose APPL_DB `PORT_TABLE:<name>` exists.
+    pub app_known: BTreeSet<String>,
+}
+
+/// Whether a read-back is due and who asked for it.
+#[derive(Debug, Default)]
+pub(super) struct ReadBackState {
+    /// A read-back is due (handed out by the next `take_work`, alone in its batch).
+    pub(super) due: bool,
+    /// A reconnect asked for it (its result is reported as [`Notice::ReadBack`]).
+    reconnect: bool,
+    /// The batch in flight is a read-back a reconnect asked for.
+    reconnect_in_flight: bool,
+}
+
+/// How a read-back compares with what the core believed, per port.
+struct Diff {
+    /// Ports that get a write now (their STATE_DB entry differs from the kernel's view).
+    rewrite: Vec<String>,
+    /// Of those, the ones Redis did not hold as the core believed (drift behind its back).
+    drift: Vec<String>,
+    /// Ports orchagent knew that APPL_DB no longer has.
+    app_missing: Vec<String>,
+}
+
+impl Core {
+    /// Redis was reconnected: it may have stalled (data intact) or restarted empty. What it holds
+    /// is read back before anything else is written; only the differences are written then.
+    pub fn on_redis_reconnected(&mut self) {
+        self.read_back.due = true;
+        self.read_back.reconnect = true;
+    }
+
+    /// The read-back batch, if one is due (called by `take_work` with nothing in flight).
+    pub(super) fn take_read_back(&mut self) -> Option<Work> {
+        if !self.read_back.due {
+            return None;
+        }
+        self.read_back.due = false;
+        self.read_back.reconnect_in_flight = std::mem::take(&mut self.read_back.reconnect);
+        let names: BTreeSet<&String> = self
+            .kernel
+            .keys()
+            .chain(self.published.keys())
+            .chain(self.must_delete.iter())
+            .collect();
+        Some(Work {
+            read_back: Some(names.into_iter().cloned().collect()),
+            ..Work::default()
+        })
+    }
+
+    /// The read-back batch landed (`rb` None: the edge did not answer it; asked again).
+    pub(super) fn on_read_back(&mut self, rb: Option<ReadBack>) {
+        let Some(rb) = rb else {
+            self.read_back.due = true;
+            self.read_back.reconnect |= self.read_back.reconnect_in_flight;
+            return;
+        };
+        let ports = rb.state.len();
+        let diff = self.apply_read_back(rb);
+        if std::mem::take(&mut self.read_back.reconnect_in_flight) {
+            self.notices.push(Notice::ReadBack {
+                ports,
+                rewrite: diff.rewrite,
+                app_missing: diff.app_missing,
+            });
+        }
+        self.check_read_back_done(diff.drift);
+    }
+
+    /// Sets `published` to what Redis holds and marks every port read for the diff rule.
+    fn apply_read_back(&mut self, rb: ReadBack) -> Diff {
+        let mut drift = BTreeSet::new();
+        let mut read = Vec::with_capacity(rb.state.len());
+        for (name, fields) in rb.state {
+            // Rows of ports portsyncd neither publishes nor owes a DEL are none of its business.
+            let tracked = self.app_known.contains(&name)
+                || self.published.contains_key(&name)
+                || self.must_delete.contains(&name);
+            if !tracked {
+                continue;
+            }
+            // Some(None): no entry; Some(Some(s)): portsyncd's four fields; None: a partial or
+            // malformed entry, treated as unknown (it gets rewritten, or deleted if a DEL is owed).
+            let actual = if fields.is_empty() {
+                Some(None)
+            } else {
+                PortStatus::from_fields(&fields).map(Some)
+            };
+            let believed = self.published.get(&name).copied();
+            if believed != actual {
+                self.snapshot_due = true;
+                if believed.is_some() {
+                    drift.insert(name.clone());
+                }
+            }
+            match actual {
+                Some(v) => self.published.insert(name.clone(), v),
+                None => self.published.remove(&name),
+            };
+            if actual == Some(None) {
+                // A DEL owed for this name has nothing left to delete.
+                self.must_delete.remove(&name);
+            }
+            self.dirty.insert(name.clone());
+            read.push(name);
+        }
+        let mut app_missing = Vec::new();
+        for name in self.kernel.keys() {
+            if rb.app_known.contains(name) {
+                continue;
+            }
+            if self.app_known.contains(name) {
+                app_missing.push(name.clone());
+            }
+        }
+        // Ports orchagent learned about meanwhile are published now, as after a check.
+        let learned: Vec<String> = self
+            .unknown
+            .iter()
+            .filter(|n| rb.app_known.contains(*n) && self.kernel.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in learned {
+            self.unknown.remove(&name);
+            self.init_pending.remove(&name);
+            self.app_known.insert(name.clone());
+            self.dirty.insert(name);
+        }
+        let mut rewrite = Vec::new();
+        let mut due = Vec::new();
+        for name in read {
+            due.clear();
+            self.due_changes(&name, &mut due);
+            if !due.is_empty() {
+                rewrite.push(name);
+            }
+        }
+        let drift = rewrite
+            .iter()
+            .filter(|n| drift.contains(*n))
+            .cloned()
+            .collect();
+        Diff {
+            rewrite,
+            drift,
+            app_missing,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "readback_tests.rs"]
+mod tests;
