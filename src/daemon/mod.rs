@@ -10,6 +10,7 @@
 //!
 //! Every thread is supervised (supervise.rs): a death exits the process with status 1.
 
+mod admin_down;
 mod faults;
 mod inbox;
 mod pacer;
@@ -228,6 +229,7 @@ pub fn run(
     metrics.redis_reconnects.add(db.reconnects()); // those of start-up
     let writer = workers::redis_writer(&sup, db, work_rx, tx.clone(), Arc::clone(&metrics))?;
     let committer = workers::store_committer(&sup, store, store_cfg, store_rx, tx.clone())?;
+    let (admin_down, _admin_down_thread) = admin_down::AdminDown::start(&sup)?;
     let sig_tx = tx.clone();
     sup.spawn("signals", move || {
         if signals.recv().is_ok() {
@@ -250,6 +252,7 @@ pub fn run(
         overrun_log: RateLimit::new(Duration::from_secs(10)),
         commit_log: RateLimit::new(Duration::from_secs(10)),
         died: None,
+        admin_down,
     };
     lp.run(&mut inbox);
     // Shutdown: the reader may be blocked on the full netlink queue; stop it first.
@@ -326,6 +329,8 @@ struct Loop {
     commit_log: RateLimit,
     /// The supervised thread whose death ended the loop.
     died: Option<String>,
+    /// Old netdevs are set admin-down on this worker (never in the loop).
+    admin_down: admin_down::AdminDown,
 }
 
 impl Loop {
@@ -513,9 +518,7 @@ impl Loop {
             }
             Notice::SetAdminDown { ifindex, name } => {
                 info!(ifname = %name, ifindex, "old netdev at cold start: set admin down, ignored from now on");
-                if let Err(e) = netlink::set_admin_down(ifindex) {
-                    warn!(ifname = %name, ifindex, error = %e, "cannot set old netdev admin down");
-                }
+                self.admin_down.request(ifindex, name);
             }
             Notice::DumpInconsistent { seq } => {
                 warn!(
