@@ -50,7 +50,6 @@ mod imp {
         ms("PORTSYNCD_FAULT_LOOP_DELAY_MS", &D)
     }
 
-    #[allow(dead_code)] // used by the admin-down worker
     pub fn admin_down_delay() -> Option<Duration> {
         static D: OnceLock<Option<Duration>> = OnceLock::new();
         ms("PORTSYNCD_FAULT_ADMIN_DOWN_DELAY_MS", &D)
@@ -69,7 +68,6 @@ mod imp {
         None
     }
 
-    #[allow(dead_code)]
     #[inline(always)]
     pub fn admin_down_delay() -> Option<Duration> {
         None

@@ -1,22 +1,27 @@
 //! The loop that wires it all: one owner of state (the core), events in, actions out.
 //!
 //! ```text
-//! netlink thread ──Items/Overrun──┐
-//! redis thread ────WorkDone───────┼──▶ loop (Core) ──Work──▶ redis thread (write Redis first)
-//! store thread ────Committed──────┤                 ──Snapshot──▶ store thread (then commit)
-//! signal thread ───Stop───────────┘
+//! netlink thread ──Items/Overrun── (bounded) ──┐
+//! redis thread ────WorkDone───────┐            ├──▶ loop (Core) ──Work──▶ redis thread (write Redis first)
+//! store thread ────Committed──────┼─ control ──┘                ──Snapshot──▶ store thread (then commit)
+//! signal thread ───Stop───────────┤
+//! supervision ─────WorkerDied─────┘
 //! ```
+//!
+//! Every thread is supervised (supervise.rs): a death exits the process with status 1.
 
+mod admin_down;
 mod faults;
+mod inbox;
 mod pacer;
 mod reconcile;
 mod startup;
 mod supervise;
 mod workers;
 
+use crossbeam_channel::{self as chan, Sender};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,7 +137,11 @@ fn layout(cfg: &Config, stop: &AtomicBool) -> Result<Option<DbLayout>, DaemonErr
 }
 
 /// Runs the daemon until `stop` is set (SIGTERM/SIGINT). Returns after the final commit.
-pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<(), DaemonError> {
+pub fn run(
+    cfg: Config,
+    stop: Arc<AtomicBool>,
+    signals: std::sync::mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
     let t_start = Instant::now();
     // 1. The store (local, before anything else): the saved state and the lifetime counters.
     let store_cfg = store_config(&cfg);
@@ -207,22 +216,21 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     let sock = Arc::new(LinkSocket::open()?);
     info!(rcvbuf = sock.rcvbuf_bytes(), "netlink link group joined");
 
-    let (tx, rx) = mpsc::channel::<Input>();
-    let (work_tx, work_rx) = mpsc::channel::<Work>();
-    let (store_tx, store_rx) = mpsc::channel::<StoreMsg>();
+    let (mut inbox, tx, nl_tx) = inbox::inbox();
+    let (work_tx, work_rx) = chan::unbounded::<Work>();
+    let (store_tx, store_rx) = chan::unbounded::<StoreMsg>();
     // Every worker is supervised: its death ends the process with status 1 (see supervise.rs).
-    let death_tx = std::sync::Mutex::new(tx.clone());
+    let death_tx = tx.clone();
     let sup = Supervisor::new(Arc::clone(&stop), move |thread| {
-        if let Ok(tx) = death_tx.lock() {
-            let _ = tx.send(Input::WorkerDied {
-                thread: thread.to_string(),
-            });
-        }
+        let _ = death_tx.send(Input::WorkerDied {
+            thread: thread.to_string(),
+        });
     });
-    let reader = workers::netlink_reader(&sup, Arc::clone(&sock), tx.clone(), Arc::clone(&stop))?;
+    let reader = workers::netlink_reader(&sup, Arc::clone(&sock), nl_tx, Arc::clone(&stop))?;
     metrics.redis_reconnects.add(db.reconnects()); // those of start-up
     let writer = workers::redis_writer(&sup, db, work_rx, tx.clone(), Arc::clone(&metrics))?;
     let committer = workers::store_committer(&sup, store, store_cfg, store_rx, tx.clone())?;
+    let (admin_down, _admin_down_thread) = admin_down::AdminDown::start(&sup)?;
     let sig_tx = tx.clone();
     sup.spawn("signals", move || {
         if signals.recv().is_ok() {
@@ -246,15 +254,18 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         commit_log: RateLimit::new(Duration::from_secs(10)),
         died: None,
         repair_log: RateLimit::new(Duration::from_secs(60)),
+        admin_down,
     };
-    lp.run(&rx);
+    lp.run(&mut inbox);
+    // Shutdown: the reader may be blocked on the full netlink queue; stop it first.
+    stop.store(true, Ordering::SeqCst);
+    inbox.close_netlink();
 
     if let Some(thread) = lp.died.take() {
         // A worker died: no wait for the batch in flight; a final commit if the store thread lives
         // and is quick (the exit watchdog ends the process within 1 s of the death regardless).
-        stop.store(true, Ordering::SeqCst);
         if thread != "store" {
-            let (reply_tx, reply_rx) = mpsc::channel();
+            let (reply_tx, reply_rx) = chan::bounded(1);
             if lp
                 .store_tx
                 .send(StoreMsg::Final(lp.snapshot(), reply_tx))
@@ -270,12 +281,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         return Err(DaemonError::WorkerDied { thread });
     }
 
-    // Shutdown: finish the batch in flight, then one final commit.
-    stop.store(true, Ordering::Relaxed);
+    // Finish the batch in flight, then one final commit.
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while lp.core.work_in_flight() {
         let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        match inbox.recv_control(left) {
             Ok(Input::WorkDone {
                 result,
                 reconnected,
@@ -284,7 +294,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
             Err(_) => break,
         }
     }
-    let (reply_tx, reply_rx) = mpsc::channel();
+    let (reply_tx, reply_rx) = chan::bounded(1);
     let final_snap = lp.snapshot();
     let ports = final_snap.ports.len();
     if lp
@@ -322,10 +332,12 @@ struct Loop {
     /// The supervised thread whose death ended the loop.
     died: Option<String>,
     repair_log: RateLimit,
+    /// Old netdevs are set admin-down on this worker (never in the loop).
+    admin_down: admin_down::AdminDown,
 }
 
 impl Loop {
-    fn run(&mut self, rx: &Receiver<Input>) {
+    fn run(&mut self, inbox: &mut inbox::Inbox) {
         self.step(Instant::now()); // the first dump is due at once
         loop {
             let now = Instant::now();
@@ -338,25 +350,16 @@ impl Loop {
             .flatten()
             .min();
             let timeout = wake.map_or(Duration::from_secs(1), |w| w.saturating_duration_since(now));
-            let first = match rx.recv_timeout(timeout) {
-                Ok(i) => Some(i),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            // What is queued becomes one batch (control inputs first, netlink bounded).
+            let Some(inputs) = inbox.next_batch(timeout) else {
+                return;
             };
-            // Drain what is already queued, so a burst becomes one batch.
-            let mut inputs: Vec<Input> = first.into_iter().collect();
-            while inputs.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(i) => inputs.push(i),
-                    Err(_) => break,
-                }
-            }
-            if let Some(d) = faults::loop_delay() {
-                std::thread::sleep(d); // fault injection: a slow core
-            }
             let now = Instant::now();
             let mut stop = false;
             for input in inputs {
+                if let Some(d) = faults::loop_delay() {
+                    std::thread::sleep(d); // fault injection: a slow core, per input
+                }
                 // After Stop, the rest is still applied: a WorkDone among it is the in-flight batch.
                 stop |= self.handle(input, now);
             }
@@ -518,9 +521,7 @@ impl Loop {
             }
             Notice::SetAdminDown { ifindex, name } => {
                 info!(ifname = %name, ifindex, "old netdev at cold start: set admin down, ignored from now on");
-                if let Err(e) = netlink::set_admin_down(ifindex) {
-                    warn!(ifname = %name, ifindex, error = %e, "cannot set old netdev admin down");
-                }
+                self.admin_down.request(ifindex, name);
             }
             Notice::DumpInconsistent { seq } => {
                 warn!(

@@ -1,8 +1,8 @@
 //! The I/O edges, each on a thread of its own, talking to the loop through one channel:
 //! the netlink reader, the Redis writer and the store committer.
 
+use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,7 +47,9 @@ const COALESCE: Duration = Duration::from_micros(500);
 /// Most messages handed to the loop at once.
 const BURST_ITEMS: usize = 4096;
 
-/// Reads the netlink socket until `stop`; every datagram becomes one `Input`.
+/// Reads the netlink socket until `stop`; bursts go to the loop on `tx`, the bounded netlink queue:
+/// while it is full the reader waits and the kernel's socket buffer holds the backlog (an overflow
+/// there is an overrun, healed by a resync).
 pub fn netlink_reader(
     sup: &Supervisor,
     sock: Arc<LinkSocket>,

@@ -5,8 +5,9 @@
 //!
 //! Built with the `fault-injection` feature, [`LinkSocket::open`] reads the environment variable
 //! `PORTSYNCD_FAULT_DROP_DUMP_DONE`; when it is `1`, every [`NetlinkItem::Done`] is removed from what
-//! [`LinkSocket::recv`] returns, so the initial dump never completes (to test the EOIU timeout).
-//! Without the feature the variable is not read.
+//! [`LinkSocket::recv`] returns, so the initial dump never completes (to test the EOIU timeout);
+//! `PORTSYNCD_FAULT_NETLINK_RCVBUF=<bytes>` replaces the 16 MiB receive buffer (a small one
+//! overruns quickly behind a slow loop). Without the feature the variables are not read.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -111,9 +112,16 @@ impl LinkSocket {
         socket
             .add_membership(RTNLGRP_LINK)
             .map_err(NetlinkError::io("join RTNLGRP_LINK"))?;
-        if let Err(e) = sockopt::set_rcvbuf_force(socket.as_fd(), WANTED_RCVBUF) {
+        #[cfg(feature = "fault-injection")]
+        let wanted = std::env::var("PORTSYNCD_FAULT_NETLINK_RCVBUF")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(WANTED_RCVBUF);
+        #[cfg(not(feature = "fault-injection"))]
+        let wanted = WANTED_RCVBUF;
+        if let Err(e) = sockopt::set_rcvbuf_force(socket.as_fd(), wanted) {
             debug!(error = %e, "SO_RCVBUFFORCE refused, falling back to SO_RCVBUF");
-            sockopt::set_rcvbuf(socket.as_fd(), WANTED_RCVBUF)
+            sockopt::set_rcvbuf(socket.as_fd(), wanted)
                 .map_err(NetlinkError::io("set SO_RCVBUF"))?;
         }
         sockopt::set_recv_timeout(socket.as_fd(), RECV_TIMEOUT)
@@ -121,12 +129,8 @@ impl LinkSocket {
         let rcvbuf = socket
             .get_rx_buf_sz()
             .map_err(NetlinkError::io("get SO_RCVBUF"))?;
-        if rcvbuf < WANTED_RCVBUF {
-            warn!(
-                rcvbuf,
-                wanted = WANTED_RCVBUF,
-                "netlink receive buffer smaller than wanted"
-            );
+        if rcvbuf < wanted {
+            warn!(rcvbuf, wanted, "netlink receive buffer smaller than wanted");
         }
         debug!(rcvbuf, "netlink link socket open");
         Ok(LinkSocket {
