@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use portsyncd::core::link::{IFF_LOWER_UP, IFF_RUNNING, IFF_UP};
-use portsyncd::core::{Core, CoreConfig, Link, LinkEvent, LinkOp, StartMode, WorkResult};
+use portsyncd::core::{
+    Core, CoreConfig, Link, LinkEvent, LinkOp, PortStatus, ReadBack, StartMode, WorkResult,
+};
 use portsyncd::metrics::Metrics;
 
 fn arg(name: &str, default: usize) -> usize {
@@ -46,6 +48,34 @@ fn core(ports: &[String], now: Instant) -> Core {
     c.on_dump_requested(1, now);
     c.on_dump_done(1, false, false, now);
     c
+}
+
+/// This thread's CPU time in ns (`/proc/thread-self/schedstat`): unlike wall time, not inflated
+/// when the machine is busy.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A core with every port up (flags of `event(i, _, 0)`) and published, anti-entropy every second.
+fn consistent(ports: &[String]) -> (Core, Instant) {
+    let t = Instant::now();
+    let mut c = core(ports, t).with_resync_interval(Some(Duration::from_secs(1)));
+    c.on_dump_requested(3, t);
+    for i in 0..ports.len() {
+        c.on_link(3, &event(i, ports, 0), false);
+    }
+    c.on_dump_done(3, false, false, t);
+    c.on_tick(t);
+    while c.take_work(t).is_some() {
+        c.on_work_result(WorkResult::Done {
+            known: vec![],
+            read_back: None,
+        });
+    }
+    (c, t)
 }
 
 fn event(i: usize, ports: &[String], k: usize) -> LinkEvent {
@@ -123,7 +153,51 @@ fn main() {
         black_box(&waiting);
     }
 
-    // 3. Metrics: counter increment and a full render.
+    // 3. Anti-entropy checks on a consistent switch: the dump's replies, the read-back's answer
+    //    (built before timing, as the Redis edge would hand it over) and the diff; no write may
+    //    come out of them. CHECKS in a row per run: the thread CPU clock read from schedstat moves
+    //    in scheduler ticks, so one check alone is too short to measure.
+    const CHECKS: u32 = 20;
+    let mut check_cost = Vec::new();
+    for _ in 0..runs {
+        let (mut c, t) = consistent(&ports);
+        let replies: Vec<LinkEvent> = (0..n).map(|i| event(i, &ports, 0)).collect();
+        let status = PortStatus::of(&replies[0].link);
+        let answer = ReadBack {
+            state: ports
+                .iter()
+                .map(|p| (p.clone(), status.fields().into_iter().collect()))
+                .collect(),
+            app_known: ports.iter().cloned().collect(),
+        };
+        let answers: Vec<ReadBack> = (0..CHECKS).map(|_| answer.clone()).collect();
+        let start = thread_cpu_ns();
+        for (k, answer) in answers.into_iter().enumerate() {
+            let at = t + Duration::from_secs(3 * (k as u64 + 1));
+            c.on_tick(at); // ends the previous check, schedules this one
+            let at = at + Duration::from_secs(2); // due, and quiet for CHECK_IDLE
+            c.on_tick(at);
+            let seq = 10 + k as u32;
+            c.on_dump_requested(seq, at);
+            for r in &replies {
+                c.on_link(seq, r, false);
+            }
+            c.on_dump_done(seq, false, false, at);
+            let w = c.take_work(at).expect("the read-back");
+            assert!(w.read_back.is_some());
+            c.on_work_result(WorkResult::Done {
+                known: vec![],
+                read_back: Some(answer),
+            });
+            assert!(
+                c.take_work(at).is_none(),
+                "a consistent switch gets no write"
+            );
+        }
+        check_cost.push((thread_cpu_ns() - start) as f64 / 1e3 / f64::from(CHECKS));
+    }
+
+    // 4. Metrics: counter increment and a full render.
     let m = Metrics::default();
     let reps = 10_000_000u64;
     let start = Instant::now();
@@ -148,6 +222,10 @@ fn main() {
     println!(
         "  EOIU timeout check per call:               {:>8.1} ns",
         median(tick_cost)
+    );
+    println!(
+        "  anti-entropy check, core only (thread CPU): {:>7.0} µs",
+        median(check_cost)
     );
     println!(
         "  metrics counter increment:                 {:>8.1} ns",

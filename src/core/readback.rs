@@ -110,21 +110,22 @@ impl Core {
             } else {
                 PortStatus::from_fields(&fields).map(Some)
             };
+            if actual == Some(None) {
+                // A DEL owed for this name has nothing left to delete.
+                self.must_delete.remove(&name);
+            }
             let believed = self.published.get(&name).copied();
-            if believed != actual {
-                self.snapshot_due = true;
-                if believed.is_some() {
-                    drift.insert(name.clone());
-                }
+            if believed == actual {
+                continue; // what is due for this port does not change
+            }
+            self.snapshot_due = true;
+            if believed.is_some() {
+                drift.insert(name.clone());
             }
             match actual {
                 Some(v) => self.published.insert(name.clone(), v),
                 None => self.published.remove(&name),
             };
-            if actual == Some(None) {
-                // A DEL owed for this name has nothing left to delete.
-                self.must_delete.remove(&name);
-            }
             self.dirty.insert(name.clone());
             read.push(name);
         }
