@@ -70,10 +70,13 @@ fn consistent(ports: &[String]) -> (Core, Instant) {
     c.on_dump_done(3, false, false, t);
     c.on_tick(t);
     while c.take_work(t).is_some() {
-        c.on_work_result(WorkResult::Done {
-            known: vec![],
-            read_back: None,
-        });
+        c.on_work_result(
+            WorkResult::Done {
+                known: vec![],
+                read_back: None,
+            },
+            t,
+        );
     }
     (c, t)
 }
@@ -185,10 +188,13 @@ fn main() {
             c.on_dump_done(seq, false, false, at);
             let w = c.take_work(at).expect("the read-back");
             assert!(w.read_back.is_some());
-            c.on_work_result(WorkResult::Done {
-                known: vec![],
-                read_back: Some(answer),
-            });
+            c.on_work_result(
+                WorkResult::Done {
+                    known: vec![],
+                    read_back: Some(answer),
+                },
+                at,
+            );
             assert!(
                 c.take_work(at).is_none(),
                 "a consistent switch gets no write"
