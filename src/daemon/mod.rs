@@ -7,6 +7,7 @@
 //! signal thread ───Stop───────────┘
 //! ```
 
+mod committer;
 mod pacer;
 mod startup;
 mod workers;
@@ -29,8 +30,9 @@ use crate::store::{
     PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, StoreError,
 };
 
+use committer::{CommitSlot, StoreStart};
 pub use startup::BaselineSource;
-use workers::{Input, StoreMsg};
+use workers::Input;
 
 /// Longest wait for the Redis batch in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -121,13 +123,24 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     let t_start = Instant::now();
     // 1. The store (local, before anything else): the saved state and the lifetime counters.
     let store_cfg = store_config(&cfg);
+    // The only fatal store condition is another live portsyncd holding the lock; anything else
+    // degrades to running without persistence (and the committer retries the open).
     let (store, recovered) = match Store::open(store_cfg.clone()) {
-        Ok((s, r)) => (Some(s), r),
-        Err(e @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => {
-            return Err(e.into())
-        }
+        Ok((s, r)) => (
+            StoreStart {
+                store: Some(s),
+                degraded: None,
+            },
+            r,
+        ),
+        Err(e @ StoreError::InUse { .. }) => return Err(e.into()),
         Err(e) => {
-            error!(error = %e, "state store unusable; running without persistence (cold start)");
+            let reason = e.degraded();
+            if reason == crate::store::Degraded::NewerSchema {
+                error!(error = %e, "state store written by a newer portsyncd: left untouched; running without persistence");
+            } else {
+                error!(error = %e, reason = reason.label(), "state store unusable; running without persistence (cold start), reopen retried with backoff");
+            }
             let cold = Recovered {
                 snapshot: None,
                 source: RecoverySource::ColdStart,
@@ -137,11 +150,17 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
                 counters: BTreeMap::new(),
                 steps: Vec::new(),
             };
-            (None, cold)
+            (
+                StoreStart {
+                    store: None,
+                    degraded: Some(reason),
+                },
+                cold,
+            )
         }
     };
     let metrics = Arc::new(Metrics::from_saved(&recovered.counters));
-    if store.is_none() {
+    if store.store.is_none() {
         metrics.state_load_failures.inc();
         metrics.recoveries_cold_start.inc();
     }
@@ -194,11 +213,17 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
 
     let (tx, rx) = mpsc::channel::<Input>();
     let (work_tx, work_rx) = mpsc::channel::<Work>();
-    let (store_tx, store_rx) = mpsc::channel::<StoreMsg>();
+    let commits = Arc::new(CommitSlot::default());
     let reader = workers::netlink_reader(Arc::clone(&sock), tx.clone(), Arc::clone(&stop))?;
     metrics.redis_reconnects.add(db.reconnects()); // those of start-up
     let writer = workers::redis_writer(db, work_rx, tx.clone(), Arc::clone(&metrics))?;
-    let committer = workers::store_committer(store, store_cfg, store_rx, tx.clone())?;
+    let committer = committer::spawn(
+        store,
+        store_cfg,
+        Arc::clone(&commits),
+        tx.clone(),
+        Arc::clone(&metrics),
+    )?;
     let sig_tx = tx.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -214,7 +239,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
         sock,
         metrics: Arc::clone(&metrics),
         work_tx,
-        store_tx,
+        commits,
         in_flight: false,
         retry_at: None,
         backoff: Duration::from_millis(100),
@@ -245,19 +270,26 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, signals: Receiver<()>) -> Result<
     let (reply_tx, reply_rx) = mpsc::channel();
     let final_snap = lp.snapshot();
     let ports = final_snap.ports.len();
-    if lp
-        .store_tx
-        .send(StoreMsg::Final(final_snap, reply_tx))
-        .is_ok()
-    {
-        match reply_rx.recv_timeout(SHUTDOWN_GRACE) {
-            Ok(Ok(generation)) => info!(generation, ports, "final state committed"),
-            Ok(Err(e)) => error!(error = %e, "final state commit failed"),
-            Err(_) => error!("final state commit did not finish in time"),
+    lp.commits.finish(final_snap, reply_tx);
+    // A hung disk must not hold the exit: the committer is joined only when it answered.
+    let answered = match reply_rx.recv_timeout(SHUTDOWN_GRACE) {
+        Ok(Ok(generation)) => {
+            info!(generation, ports, "final state committed");
+            true
         }
-    }
+        Ok(Err(e)) => {
+            error!(error = %e, "final state commit failed");
+            true
+        }
+        Err(_) => {
+            error!("final state commit did not finish in time (hung disk?); exiting without it");
+            false
+        }
+    };
     drop(lp);
-    let _ = committer.join();
+    if answered {
+        let _ = committer.join();
+    }
     let _ = writer.join();
     let _ = reader.join();
     info!("portsyncd stopped");
@@ -269,7 +301,7 @@ struct Loop {
     sock: Arc<LinkSocket>,
     metrics: Arc<Metrics>,
     work_tx: Sender<Work>,
-    store_tx: Sender<StoreMsg>,
+    commits: Arc<CommitSlot>,
     in_flight: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -458,7 +490,7 @@ impl Loop {
         }
         if self.pacer.due(now) {
             self.pacer.sent(now);
-            let _ = self.store_tx.send(StoreMsg::Commit(self.snapshot()));
+            self.commits.submit(self.snapshot());
         }
     }
 
