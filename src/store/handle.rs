@@ -71,6 +71,8 @@ pub struct Store {
     orphans: Vec<Vec<u8>>,
     poisoned: Option<(String, super::Degraded)>,
     export_failures: u64,
+    /// JSON export failures repeat with every commit on a full disk: logged at most once a minute.
+    export_log: crate::logging::RateLimit,
     _lock: Option<PidLock>,
 }
 
@@ -347,6 +349,7 @@ impl Store {
             orphans,
             poisoned: None,
             export_failures: 0,
+            export_log: crate::logging::RateLimit::new(std::time::Duration::from_secs(60)),
             _lock: lock,
         })
     }
@@ -432,7 +435,9 @@ impl Store {
                 json_export::write_atomic(path, &json_export::render(snap, saved_at, gen))
             {
                 self.export_failures += 1;
-                tracing::warn!(path = %path.display(), error = %e, generation = gen, "JSON export failed");
+                if let Some(suppressed) = self.export_log.allow(std::time::Instant::now()) {
+                    tracing::warn!(path = %path.display(), error = %e, generation = gen, suppressed, "JSON export failed (the commit stands)");
+                }
             }
         }
         crash_point(CrashPoint::AfterExport);
