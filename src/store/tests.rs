@@ -380,3 +380,33 @@ fn an_export_failure_is_counted_not_fatal() {
     assert!(s.poisoned().is_none());
     assert_eq!(s.commit(&snap(2, 1)).unwrap(), 2);
 }
+
+#[test]
+fn an_interrupted_creation_reads_as_empty_and_is_completed_at_the_next_open() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    // sled created, the first batch (with meta/schema) never landed: a full disk at creation.
+    drop(sled::open(state.join(SLED_DIR)).unwrap());
+    let r = StoreReader::open(&state, 1 << 20).unwrap();
+    assert_eq!(r.schema(), None);
+    assert!(r.generations().unwrap().is_empty());
+    assert_eq!(r.daemon_pid(), None);
+    drop(r);
+    let (mut s, rec) = Store::open(cfg(t.path())).unwrap();
+    assert!(
+        rec.steps.is_empty(),
+        "not treated as damage: {:?}",
+        rec.steps
+    );
+    assert_eq!(s.commit(&snap(2, 1)).unwrap(), 1);
+    drop(s);
+    assert_eq!(
+        StoreReader::open(&state, 1 << 20).unwrap().schema(),
+        Some(SCHEMA_VERSION)
+    );
+    assert!(!fs::read_dir(&state).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("quarantine")));
+}
