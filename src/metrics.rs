@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::store::Degraded;
+
 /// A monotonic counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -28,6 +30,27 @@ impl Counter {
     }
     fn set(&self, n: u64) {
         self.0.store(n, Relaxed);
+    }
+}
+
+/// The store's health now (not persisted): up, or the reason it is not taking commits.
+#[derive(Debug, Default)]
+pub struct StoreHealth(AtomicU64);
+
+impl StoreHealth {
+    /// The store takes commits.
+    pub fn set_up(&self) {
+        self.0.store(0, Relaxed);
+    }
+    /// The daemon runs without persistence, for `reason`.
+    pub fn set_degraded(&self, reason: Degraded) {
+        let i = Degraded::ALL.iter().position(|d| *d == reason).unwrap_or(0);
+        self.0.store(i as u64 + 1, Relaxed);
+    }
+    /// None while up.
+    pub fn get(&self) -> Option<Degraded> {
+        let i = self.0.load(Relaxed) as usize;
+        i.checked_sub(1).and_then(|i| Degraded::ALL.get(i).copied())
     }
 }
 
@@ -90,6 +113,8 @@ pub struct Metrics {
     /// Ports an anti-entropy check repaired, by where the difference was found.
     pub resync_repairs_kernel: Counter,
     pub resync_repairs_state_db: Counter,
+    /// `portsyncd_state_store_up` and `portsyncd_state_store_degraded{reason}` (gauges, not persisted).
+    pub store_health: StoreHealth,
 }
 
 /// `(series name, help, type)` of every plain counter, in export order, with its accessor.
@@ -287,6 +312,24 @@ impl Metrics {
             "# HELP portsyncd_warm_restart_success_ratio Share of warm restarts that reconciled from a valid saved state at EOIU.\n# TYPE portsyncd_warm_restart_success_ratio gauge\nportsyncd_warm_restart_success_ratio {}",
             self.warm_success_ratio()
         );
+        let health = self.store_health.get();
+        let _ = writeln!(
+            out,
+            "# HELP portsyncd_state_store_up 1 while the state store takes commits, 0 while portsyncd runs without persistence.\n# TYPE portsyncd_state_store_up gauge\nportsyncd_state_store_up {}",
+            u8::from(health.is_none())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portsyncd_state_store_degraded Why the state store takes no commits (1 for the current reason).\n# TYPE portsyncd_state_store_degraded gauge"
+        );
+        for d in Degraded::ALL {
+            let _ = writeln!(
+                out,
+                "portsyncd_state_store_degraded{{reason=\"{}\"}} {}",
+                d.label(),
+                u8::from(health == Some(d))
+            );
+        }
         out
     }
 }
@@ -416,6 +459,32 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn store_health_gauges_name_one_reason_at_a_time() {
+        let m = Metrics::default();
+        let text = m.render();
+        assert!(text.contains("portsyncd_state_store_up 1\n"), "{text}");
+        assert!(text.contains("portsyncd_state_store_degraded{reason=\"no_space\"} 0\n"));
+        m.store_health.set_degraded(Degraded::NoSpace);
+        let text = m.render();
+        assert!(text.contains("portsyncd_state_store_up 0\n"), "{text}");
+        assert!(text.contains("portsyncd_state_store_degraded{reason=\"no_space\"} 1\n"));
+        assert_eq!(text.matches("portsyncd_state_store_degraded{").count(), 7);
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("portsyncd_state_store_degraded{") && l.ends_with(" 1"))
+                .count(),
+            1
+        );
+        m.store_health.set_up();
+        assert!(m.render().contains("portsyncd_state_store_up 1\n"));
+        // Gauges are not lifetime totals: nothing of them is saved.
+        assert!(!m
+            .to_saved()
+            .keys()
+            .any(|k| k.contains("store_up") || k.contains("store_degraded")));
     }
 
     #[test]

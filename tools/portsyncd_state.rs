@@ -1,5 +1,9 @@
-//! `portsyncd-state`: inspect, verify, export and import portsyncd's state store while the daemon is
-//! stopped. Exit codes follow `interface.md`; a store held by a running daemon gets "in use by pid N".
+//! `portsyncd-state`: inspect, verify, export and import portsyncd's state store. Exit codes follow
+//! `interface.md`.
+//!
+//! `inspect`, `verify` and `export` never take the daemon's lock: they read a snapshot copy of the
+//! store (see `StoreReader`), so they work while portsyncd runs (and say so, with its pid) and never stop
+//! a daemon from starting. `import` writes the store and refuses while a daemon runs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,35 @@ use portsyncd::store::{
 use serde_json::json;
 
 const CACHE: u64 = 8 << 20;
+
+/// The saved lifetime commit count.
+const COMMITS: &str = "portsyncd_state_commits_total";
+
+/// Open a copy of the store; says on stderr when a daemon runs (the copy is of its live store).
+fn open_reader(dir: &Path) -> Result<StoreReader, StoreError> {
+    let r = StoreReader::open(dir, CACHE)?;
+    if let Some(pid) = r.daemon_pid() {
+        eprintln!(
+            "note: portsyncd (pid {pid}) is running; reading a snapshot copy of its store{}",
+            if r.copy_is_whole() {
+                ""
+            } else {
+                " (the store kept changing while it was copied; the newest commit may be missing)"
+            }
+        );
+    }
+    // Test hook: hold the (copied) store open for a while, to prove a daemon starts meanwhile.
+    if cfg!(feature = "fault-injection") {
+        if let Some(ms) = std::env::var("PORTSYNCD_STATE_TEST_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            eprintln!("note: pausing {ms} ms with the store open (test hook)");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+    Ok(r)
+}
 
 #[derive(Parser)]
 #[command(
@@ -97,7 +130,7 @@ fn damaged(e: &StoreError) -> bool {
 }
 
 fn export(dir: &Path, generation: Option<u64>, output: Option<&Path>) -> Result<(), Fail> {
-    let r = StoreReader::open(dir, CACHE).map_err(|e| match e {
+    let r = open_reader(dir).map_err(|e| match e {
         e if damaged(&e) => Fail(
             1,
             format!(
@@ -150,7 +183,7 @@ fn export_status(path: &Path) -> serde_json::Value {
 }
 
 fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
-    let r = match StoreReader::open(dir, CACHE) {
+    let r = match open_reader(dir) {
         Ok(r) => r,
         // A damaged store is something to show, not a failure of the tool (`verify` exits non-zero).
         Err(e) if damaged(&e) => {
@@ -179,6 +212,7 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
     if as_json {
         let doc = json!({
             "state_dir": dir,
+            "daemon_pid": r.daemon_pid(),
             "schema": r.schema(),
             "supported_schema": portsyncd::store::SCHEMA_VERSION,
             "disk_bytes": r.size_on_disk(),
@@ -193,11 +227,16 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
         return Ok(());
     }
     println!("state store   {}", dir.display());
-    println!(
-        "schema        {} (this tool supports {})",
-        r.schema(),
-        portsyncd::store::SCHEMA_VERSION
-    );
+    if let Some(pid) = r.daemon_pid() {
+        println!("daemon        portsyncd pid {pid} is running (shown: a snapshot copy)");
+    }
+    match r.schema() {
+        Some(v) => println!(
+            "schema        {v} (this tool supports {})",
+            portsyncd::store::SCHEMA_VERSION
+        ),
+        None => println!("schema        none yet: an empty store whose creation was interrupted"),
+    }
     if let Some(b) = r.size_on_disk() {
         println!("disk bytes    {b}");
     }
@@ -248,8 +287,38 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
     Ok(())
 }
 
+/// A rolled-back sled, as the daemon's ladder sees it: the JSON export (written only after a
+/// generation is durable in sled) holds a newer generation, or a higher lifetime commit count, than
+/// anything sled still has.
+fn rollback(gens: &[GenerationInfo], exp: &json_export::JsonState) -> Vec<String> {
+    let mut out = Vec::new();
+    let newest = gens.first().map_or(0, |g| g.number);
+    if let Some(eg) = exp.generation.filter(|&eg| eg > newest) {
+        out.push(format!(
+            "sled rolled back: its newest generation is {newest}, the JSON export holds generation {eg} \
+             (sled lost committed generations; portsyncd would recover from the JSON export)"
+        ));
+    }
+    let saved = newest_valid(gens).and_then(|g| g.counters.as_ref()?.get(COMMITS).copied());
+    if let Some(ec) = exp.snapshot.counters.get(COMMITS).copied() {
+        if saved.is_some_and(|sc| ec > sc) {
+            out.push(format!(
+                "sled rolled back: its newest valid generation saved {COMMITS} {}, the JSON export {ec}",
+                saved.unwrap_or(0)
+            ));
+        }
+    }
+    out
+}
+
 fn verify(dir: &Path) -> Result<(), Fail> {
-    let r = StoreReader::open(dir, CACHE).map_err(|e| open_error(dir, e))?;
+    // The export first: it is written after sled's commit, so read before the copy of sled it can
+    // never be newer than that copy unless sled really lost generations.
+    let exp_path = dir.join(migrate::LEGACY_FILE);
+    let exp = exp_path
+        .exists()
+        .then(|| json_export::read(&exp_path, true));
+    let r = open_reader(dir).map_err(|e| open_error(dir, e))?;
     let gens = r.generations().map_err(|e| {
         Fail(
             2,
@@ -261,14 +330,17 @@ fn verify(dir: &Path) -> Result<(), Fail> {
         .filter_map(|g| {
             g.problem
                 .as_ref()
-                .map(|p| format!("generation {}: {p}", g.number))
+                .map(|p| format!("CORRUPT generation {}: {p}", g.number))
         })
         .collect();
-    let exp_path = dir.join(migrate::LEGACY_FILE);
-    if exp_path.exists() {
-        if let Err(e) = json_export::read(&exp_path, true) {
-            problems.push(format!("json export {}: {e}", exp_path.display()));
-        }
+    match &exp {
+        Some(Err(e)) => problems.push(format!("CORRUPT json export {}: {e}", exp_path.display())),
+        Some(Ok(st)) => problems.extend(
+            rollback(&gens, st)
+                .into_iter()
+                .map(|p| format!("ROLLBACK {p}")),
+        ),
+        None => {}
     }
     if problems.is_empty() {
         let ports: u64 = gens
@@ -279,7 +351,7 @@ fn verify(dir: &Path) -> Result<(), Fail> {
         return Ok(());
     }
     for p in &problems {
-        println!("CORRUPT {p}");
+        println!("{p}");
     }
     Err(Fail(
         1,

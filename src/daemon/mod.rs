@@ -11,6 +11,7 @@
 //! Every thread is supervised (supervise.rs): a death exits the process with status 1.
 
 mod admin_down;
+mod committer;
 mod faults;
 mod inbox;
 mod pacer;
@@ -39,9 +40,10 @@ use crate::store::{
 };
 
 pub use crate::core::BaselineSource;
+use committer::{CommitSlot, StoreStart};
 pub use supervise::install_panic_hook;
 use supervise::Supervisor;
-use workers::{Input, StoreMsg};
+use workers::Input;
 
 /// Waits between reads of a database layout that is not there yet.
 const LAYOUT_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -145,13 +147,24 @@ pub fn run(
     let t_start = Instant::now();
     // 1. The store (local, before anything else): the saved state and the lifetime counters.
     let store_cfg = store_config(&cfg);
+    // The only fatal store condition is another live portsyncd holding the lock; anything else
+    // degrades to running without persistence (and the committer retries the open).
     let (store, recovered) = match Store::open(store_cfg.clone()) {
-        Ok((s, r)) => (Some(s), r),
-        Err(e @ (StoreError::InUse { .. } | StoreError::NewerSchema { .. })) => {
-            return Err(e.into())
-        }
+        Ok((s, r)) => (
+            StoreStart {
+                store: Some(s),
+                degraded: None,
+            },
+            r,
+        ),
+        Err(e @ StoreError::InUse { .. }) => return Err(e.into()),
         Err(e) => {
-            error!(error = %e, "state store unusable; running without persistence (cold start)");
+            let reason = e.degraded();
+            if reason == crate::store::Degraded::NewerSchema {
+                error!(error = %e, "state store written by a newer portsyncd: left untouched; running without persistence");
+            } else {
+                error!(error = %e, reason = reason.label(), "state store unusable; running without persistence (cold start), reopen retried with backoff");
+            }
             let cold = Recovered {
                 snapshot: None,
                 source: RecoverySource::ColdStart,
@@ -161,11 +174,17 @@ pub fn run(
                 counters: BTreeMap::new(),
                 steps: Vec::new(),
             };
-            (None, cold)
+            (
+                StoreStart {
+                    store: None,
+                    degraded: Some(reason),
+                },
+                cold,
+            )
         }
     };
     let metrics = Arc::new(Metrics::from_saved(&recovered.counters));
-    if store.is_none() {
+    if store.store.is_none() {
         metrics.state_load_failures.inc();
         metrics.recoveries_cold_start.inc();
     }
@@ -218,7 +237,7 @@ pub fn run(
 
     let (mut inbox, tx, nl_tx) = inbox::inbox();
     let (work_tx, work_rx) = chan::unbounded::<Work>();
-    let (store_tx, store_rx) = chan::unbounded::<StoreMsg>();
+    let commits = Arc::new(CommitSlot::default());
     // Every worker is supervised: its death ends the process with status 1 (see supervise.rs).
     let death_tx = tx.clone();
     let sup = Supervisor::new(Arc::clone(&stop), move |thread| {
@@ -229,7 +248,14 @@ pub fn run(
     let reader = workers::netlink_reader(&sup, Arc::clone(&sock), nl_tx, Arc::clone(&stop))?;
     metrics.redis_reconnects.add(db.reconnects()); // those of start-up
     let writer = workers::redis_writer(&sup, db, work_rx, tx.clone(), Arc::clone(&metrics))?;
-    let committer = workers::store_committer(&sup, store, store_cfg, store_rx, tx.clone())?;
+    let committer = committer::spawn(
+        &sup,
+        store,
+        store_cfg,
+        Arc::clone(&commits),
+        tx.clone(),
+        Arc::clone(&metrics),
+    )?;
     let (admin_down, _admin_down_thread) = admin_down::AdminDown::start(&sup)?;
     let sig_tx = tx.clone();
     sup.spawn("signals", move || {
@@ -244,7 +270,7 @@ pub fn run(
         sock,
         metrics: Arc::clone(&metrics),
         work_tx,
-        store_tx,
+        commits,
         pacer: pacer::CommitPacer::default(),
         warm,
         baseline_source: startup.baseline_source,
@@ -266,16 +292,11 @@ pub fn run(
         // and is quick (the exit watchdog ends the process within 1 s of the death regardless).
         if thread != "store" {
             let (reply_tx, reply_rx) = chan::bounded(1);
-            if lp
-                .store_tx
-                .send(StoreMsg::Final(lp.snapshot(), reply_tx))
-                .is_ok()
-            {
-                match reply_rx.recv_timeout(DEATH_COMMIT_GRACE) {
-                    Ok(Ok(generation)) => info!(generation, "final state committed"),
-                    Ok(Err(e)) => error!(error = %e, "final state commit failed"),
-                    Err(_) => error!("final state commit did not finish in time"),
-                }
+            lp.commits.finish(lp.snapshot(), reply_tx);
+            match reply_rx.recv_timeout(DEATH_COMMIT_GRACE) {
+                Ok(Ok(generation)) => info!(generation, "final state committed"),
+                Ok(Err(e)) => error!(error = %e, "final state commit failed"),
+                Err(_) => error!("final state commit did not finish in time"),
             }
         }
         return Err(DaemonError::WorkerDied { thread });
@@ -297,19 +318,26 @@ pub fn run(
     let (reply_tx, reply_rx) = chan::bounded(1);
     let final_snap = lp.snapshot();
     let ports = final_snap.ports.len();
-    if lp
-        .store_tx
-        .send(StoreMsg::Final(final_snap, reply_tx))
-        .is_ok()
-    {
-        match reply_rx.recv_timeout(SHUTDOWN_GRACE) {
-            Ok(Ok(generation)) => info!(generation, ports, "final state committed"),
-            Ok(Err(e)) => error!(error = %e, "final state commit failed"),
-            Err(_) => error!("final state commit did not finish in time"),
+    lp.commits.finish(final_snap, reply_tx);
+    // A hung disk must not hold the exit: the committer is joined only when it answered.
+    let answered = match reply_rx.recv_timeout(SHUTDOWN_GRACE) {
+        Ok(Ok(generation)) => {
+            info!(generation, ports, "final state committed");
+            true
         }
-    }
+        Ok(Err(e)) => {
+            error!(error = %e, "final state commit failed");
+            true
+        }
+        Err(_) => {
+            error!("final state commit did not finish in time (hung disk?); exiting without it");
+            false
+        }
+    };
     drop(lp);
-    let _ = committer.join();
+    if answered {
+        let _ = committer.join();
+    }
     let _ = writer.join();
     let _ = reader.join();
     info!("portsyncd stopped");
@@ -321,7 +349,7 @@ struct Loop {
     sock: Arc<LinkSocket>,
     metrics: Arc<Metrics>,
     work_tx: Sender<Work>,
-    store_tx: Sender<StoreMsg>,
+    commits: Arc<CommitSlot>,
     pacer: pacer::CommitPacer,
     warm: bool,
     baseline_source: BaselineSource,
@@ -490,7 +518,7 @@ impl Loop {
         }
         if self.pacer.due(now) {
             self.pacer.sent(now);
-            let _ = self.store_tx.send(StoreMsg::Commit(self.snapshot()));
+            self.commits.submit(self.snapshot());
         }
     }
 

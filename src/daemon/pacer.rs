@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// Quiet time after the last change before a commit.
 pub const QUIET: Duration = Duration::from_millis(200);
 /// Longest a change waits for its commit while changes keep coming.
@@ -18,7 +20,7 @@ pub const FAIL_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest retry delay after failed commits.
 pub const FAIL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CommitPacer {
     /// First change not yet handed to the store.
     pending_since: Option<Instant>,
@@ -26,8 +28,20 @@ pub struct CommitPacer {
     last_commit: Option<Instant>,
     /// Minimum gap after `last_commit`.
     gap: Duration,
-    /// Failed commits in a row.
-    failures: u32,
+    /// Delay before retrying a failed commit (reset by a success).
+    fail_backoff: Backoff,
+}
+
+impl Default for CommitPacer {
+    fn default() -> Self {
+        CommitPacer {
+            pending_since: None,
+            last_change: None,
+            last_commit: None,
+            gap: Duration::ZERO,
+            fail_backoff: Backoff::new(FAIL_BACKOFF_MIN, FAIL_BACKOFF_MAX),
+        }
+    }
 }
 
 impl CommitPacer {
@@ -66,11 +80,9 @@ impl CommitPacer {
     pub fn finished(&mut self, took: Duration, ok: bool, now: Instant) {
         if ok {
             self.gap = took * DUTY;
-            self.failures = 0;
+            self.fail_backoff.reset();
         } else {
-            let backoff = FAIL_BACKOFF_MIN.saturating_mul(1 << self.failures.min(16));
-            self.gap = backoff.min(FAIL_BACKOFF_MAX).max(took * DUTY);
-            self.failures += 1;
+            self.gap = self.fail_backoff.next_delay().max(took * DUTY);
             self.pending_since.get_or_insert(now);
         }
     }

@@ -1,5 +1,5 @@
 //! The I/O edges, each on a thread of its own, talking to the loop through one channel:
-//! the netlink reader, the Redis writer and the store committer.
+//! the netlink reader and the Redis writer (the store committer is in `committer.rs`).
 
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,6 @@ use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 use crate::netlink::{LinkSocket, NetlinkItem, RecvOutcome};
 use crate::sonic::{SonicDb, StateWrite};
-use crate::store::{Snapshot, Store, StoreConfig};
 
 use super::faults;
 use super::supervise::Supervisor;
@@ -238,74 +237,4 @@ fn execute(
         info!("warm restart reconciled");
     }
     Ok((known, read_back))
-}
-
-/// A request to the store thread.
-pub enum StoreMsg {
-    Commit(Snapshot),
-    /// The last commit before exit; the thread answers on the channel and ends.
-    Final(Snapshot, Sender<Result<u64, String>>),
-}
-
-/// Commits snapshots, coalescing a burst into its newest (group commit). After a failure the store
-/// is reopened before the next commit (it stops trusting itself after an I/O error).
-pub fn store_committer(
-    sup: &Supervisor,
-    store: Option<Store>,
-    reopen: StoreConfig,
-    rx: Receiver<StoreMsg>,
-    tx: Sender<Input>,
-) -> std::io::Result<JoinHandle<()>> {
-    sup.spawn("store", move || {
-        let mut store = store;
-        let mut last_reopen: Option<Instant> = None;
-        while let Ok(mut msg) = rx.recv() {
-            // Group commit: only the newest pending snapshot matters.
-            while let Ok(next) = rx.try_recv() {
-                if let StoreMsg::Final(..) = msg {
-                    break;
-                }
-                msg = next;
-            }
-            let (snap, reply) = match msg {
-                StoreMsg::Commit(s) => (s, None),
-                StoreMsg::Final(s, r) => (s, Some(r)),
-            };
-            if store.is_none() && last_reopen.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-            {
-                last_reopen = Some(Instant::now());
-                match Store::open(reopen.clone()) {
-                    Ok((s, _)) => {
-                        info!(dir = %reopen.dir.display(), "state store reopened");
-                        store = Some(s);
-                    }
-                    Err(e) => warn!(error = %e, "state store cannot be reopened yet"),
-                }
-            }
-            faults::panic_point("store");
-            let started = Instant::now();
-            let res = match store.as_mut() {
-                Some(s) => s.commit(&snap).map_err(|e| e.to_string()),
-                None => Err("state store is not open".to_string()),
-            };
-            // No malloc_trim(3) here: measured on the 2048-port storm it saved 1.5 MiB of peak RSS
-            // for +80 % CPU per kernel change (12.1 -> 21.6 µs).
-            drop(snap);
-            let took = started.elapsed();
-            if res.is_err() {
-                store = None; // reopen (and re-verify) before trusting it again
-            }
-            match reply {
-                Some(r) => {
-                    let _ = r.send(res);
-                    break;
-                }
-                None => {
-                    if tx.send(Input::Committed { result: res, took }).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    })
 }

@@ -69,8 +69,10 @@ pub struct Store {
     last: BTreeMap<String, (Box<[u8]>, u64)>,
     /// Unreferenced record keys found at open.
     orphans: Vec<Vec<u8>>,
-    poisoned: Option<String>,
+    poisoned: Option<(String, super::Degraded)>,
     export_failures: u64,
+    /// JSON export failures repeat with every commit on a full disk: logged at most once a minute.
+    export_log: crate::logging::RateLimit,
     _lock: Option<PidLock>,
 }
 
@@ -213,6 +215,15 @@ impl Store {
         let mut backend = match reader::open_sled(&sled_dir, cfg.cache_capacity_bytes, true) {
             Ok(b) => Some(b),
             Err(reason) => {
+                // sled failed on a full, read-only or failing disk: the store is kept, the caller
+                // retries. (Any other failure is quarantined, if the disk takes writes.)
+                if super::health::errno_in(&reason).is_some_and(super::health::environmental_errno)
+                {
+                    return Err(StoreError::Open {
+                        dir: sled_dir.clone(),
+                        reason,
+                    });
+                }
                 Store::give_up_on_sled(&cfg.dir, reason, &mut steps)?;
                 None
             }
@@ -255,6 +266,7 @@ impl Store {
         });
         if outcome.unreadable {
             backend = None;
+            super::health::probe_writable(&cfg.dir)?;
             quarantine(&cfg.dir)?;
         }
         let backend = match backend {
@@ -271,6 +283,9 @@ impl Store {
         reason: String,
         steps: &mut Vec<LadderStep>,
     ) -> Result<(), StoreError> {
+        // Only damage on a healthy disk is quarantined: where the disk itself fails, moving the store
+        // aside (on the same disk) would lose it for nothing.
+        super::health::probe_writable(dir)?;
         let to = quarantine(dir)?;
         let from = "sled store".to_string();
         let reason = format!("{reason}; quarantined to {}", to.display());
@@ -334,6 +349,7 @@ impl Store {
             orphans,
             poisoned: None,
             export_failures: 0,
+            export_log: crate::logging::RateLimit::new(std::time::Duration::from_secs(60)),
             _lock: lock,
         })
     }
@@ -375,8 +391,11 @@ impl Store {
     /// the store is poisoned: every later commit fails fast with [`StoreError::Poisoned`] until reopened,
     /// because it can no longer tell what reached the disk.
     pub fn commit_at(&mut self, snap: &Snapshot, saved_at: u64) -> Result<u64, StoreError> {
-        if let Some(why) = &self.poisoned {
-            return Err(StoreError::Poisoned { why: why.clone() });
+        if let Some((why, reason)) = &self.poisoned {
+            return Err(StoreError::Poisoned {
+                why: why.clone(),
+                reason: *reason,
+            });
         }
         let gen = self.next_gen;
         let known = KnownRecords {
@@ -416,7 +435,9 @@ impl Store {
                 json_export::write_atomic(path, &json_export::render(snap, saved_at, gen))
             {
                 self.export_failures += 1;
-                tracing::warn!(path = %path.display(), error = %e, generation = gen, "JSON export failed");
+                if let Some(suppressed) = self.export_log.allow(std::time::Instant::now()) {
+                    tracing::warn!(path = %path.display(), error = %e, generation = gen, suppressed, "JSON export failed (the commit stands)");
+                }
             }
         }
         crash_point(CrashPoint::AfterExport);
@@ -431,7 +452,7 @@ impl Store {
     fn poison(&mut self, op: &'static str, source: super::BackendError) -> StoreError {
         let why = format!("{op} failed: {source}");
         tracing::error!(error = %why, "state store disabled until reopened");
-        self.poisoned = Some(why);
+        self.poisoned = Some((why, super::Degraded::of_backend(&source)));
         StoreError::Backend { op, source }
     }
 
@@ -503,7 +524,7 @@ impl Store {
 
     /// Why commits are refused, if they are.
     pub fn poisoned(&self) -> Option<&str> {
-        self.poisoned.as_deref()
+        self.poisoned.as_ref().map(|(why, _)| why.as_str())
     }
 
     /// The configuration the store was opened with.

@@ -57,6 +57,7 @@ mod crash_tests;
 pub mod fault;
 pub mod generation;
 mod handle;
+pub mod health;
 pub mod json_export;
 pub mod lock;
 pub mod migrate;
@@ -67,6 +68,7 @@ pub mod recovery;
 pub use backend::{Backend, BackendError, MemBackend, SledBackend, WriteBatch};
 pub use generation::{Manifest, SCHEMA_VERSION};
 pub use handle::{Store, StoreConfig, SLED_DIR};
+pub use health::Degraded;
 pub use reader::{GenerationInfo, StoreReader};
 pub use record::{PortRecord, Snapshot};
 pub use recovery::{LadderStep, Recovered, RecoverySource};
@@ -105,7 +107,7 @@ pub enum StoreError {
     },
     /// An earlier commit failed: the store no longer trusts its own state. Reopen it.
     #[error("store disabled after an earlier failure ({why}); reopen it")]
-    Poisoned { why: String },
+    Poisoned { why: String, reason: Degraded },
     /// No such generation, or it is not valid.
     #[error("generation {0} not found")]
     NoGeneration(u64),

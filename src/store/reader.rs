@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use super::backend::{Backend, SledBackend};
 use super::generation::{self, Invalid, Manifest, SCHEMA_VERSION};
-use super::lock::{LockError, PidLock};
 use super::record::Snapshot;
 use super::{unix_now, StoreError, SLED_DIR};
 
@@ -132,17 +131,108 @@ pub fn write_schema_marker(sled_dir: &Path) -> Result<(), StoreError> {
         .map_err(StoreError::io(&path))
 }
 
-/// A store opened for reading by a tool: never created, never migrated, never quarantined.
+/// Is a process holding the store's pid lock (a running portsyncd)? Its pid, if so (0 if unreadable).
+///
+/// Tested with a shared `flock` on the lock file opened read-only: it conflicts with the daemon's
+/// exclusive lock, and neither creates nor rewrites the file. (A daemon starting in that instant
+/// retries its lock for 2 s, far longer than the test takes.)
+pub fn daemon_pid(dir: &Path) -> Option<u32> {
+    use std::io::Read;
+    let path = dir.join(super::lock::LOCK_FILE);
+    let mut f = fs::File::open(path).ok()?;
+    match f.try_lock_shared() {
+        Ok(()) => return None, // released when `f` is dropped
+        Err(fs::TryLockError::WouldBlock) => {}
+        Err(fs::TryLockError::Error(_)) => return None,
+    }
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    Some(s.trim().parse().unwrap_or(0))
+}
+
+/// Size and modification time of every file under `dir` (recursively), to tell a torn copy.
+fn fingerprint(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, (u64, i64, i64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let md = e.metadata()?;
+            if md.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.insert(e.path(), (md.len(), md.mtime(), md.mtime_nsec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copy the files of `from` into `to` (recursively).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+        } else {
+            match fs::copy(e.path(), &dest) {
+                Ok(_) => {}
+                // Removed meanwhile (sled replaced a snapshot or a blob): the fingerprint differs too.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies of a store changing under the copy are retried this many times.
+const COPY_ATTEMPTS: u32 = 20;
+
+/// Copy `sled_dir` into a fresh temporary directory, again while a file changed during the copy (a
+/// commit of the running daemon). Returns the copy and whether it is known to be whole.
+fn snapshot_copy(sled_dir: &Path) -> Result<(tempfile::TempDir, bool), StoreError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("portsyncd-state-")
+        .tempdir()
+        .map_err(StoreError::io(std::env::temp_dir()))?;
+    for attempt in 1..=COPY_ATTEMPTS {
+        let copy = tmp.path().join(SLED_DIR);
+        if copy.exists() {
+            fs::remove_dir_all(&copy).map_err(StoreError::io(&copy))?;
+        }
+        let before = fingerprint(sled_dir).map_err(StoreError::io(sled_dir))?;
+        copy_tree(sled_dir, &copy).map_err(StoreError::io(sled_dir))?;
+        let after = fingerprint(sled_dir).map_err(StoreError::io(sled_dir))?;
+        if before == after {
+            return Ok((tmp, true));
+        }
+        tracing::debug!(attempt, "store changed during the copy; copying again");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok((tmp, false))
+}
+
+/// A store opened for reading by a tool: never created, never migrated, never quarantined, and never
+/// locked. sled holds an exclusive lock on its files while open (and writes on every open), so the
+/// tool opens a **copy** of `sled/` in a temporary directory: the daemon's store is never touched,
+/// and a daemon started meanwhile starts normally.
 pub struct StoreReader {
     backend: SledBackend,
     dir: PathBuf,
-    schema: u32,
-    _lock: PidLock,
+    schema: Option<u32>,
+    daemon_pid: Option<u32>,
+    whole: bool,
+    _copy: tempfile::TempDir,
 }
 
 impl StoreReader {
-    /// Open the store in `dir` (the state directory). Fails with `NotAStore` when `dir/sled/conf` is
-    /// missing, `InUse` when a daemon holds it, `Open` when sled refuses it, `NewerSchema` when it is newer.
+    /// Open (a copy of) the store in `dir` (the state directory). Fails with `NotAStore` when
+    /// `dir/sled/conf` is missing, `Open` when sled refuses it, `NewerSchema` when it is newer.
+    /// A store whose creation was interrupted (no schema yet, no generation) opens as empty.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<StoreReader, StoreError> {
         let sled_dir = dir.join(SLED_DIR);
         if !sled_dir.join("conf").is_file() {
@@ -151,11 +241,10 @@ impl StoreReader {
             });
         }
         check_schema_marker(&sled_dir)?;
-        let lock = PidLock::acquire(dir).map_err(|e| match e {
-            LockError::Held { pid } => StoreError::InUse { pid },
-            LockError::Io { path, err } => StoreError::Io { path, source: err },
-        })?;
-        let backend = open_sled(&sled_dir, cache_capacity_bytes, false).map_err(|reason| {
+        let daemon_pid = daemon_pid(dir);
+        let (copy, whole) = snapshot_copy(&sled_dir)?;
+        let copy_dir = copy.path().join(SLED_DIR);
+        let backend = open_sled(&copy_dir, cache_capacity_bytes, true).map_err(|reason| {
             StoreError::Open {
                 dir: sled_dir.clone(),
                 reason,
@@ -168,10 +257,12 @@ impl StoreReader {
                     supported: SCHEMA_VERSION,
                 })
             }
-            Ok(Some(v)) => v,
+            Ok(Some(v)) => Some(v),
+            // Created by portsyncd, interrupted before the schema landed (e.g. a full disk): empty.
+            Ok(None) if generation::list(&backend).is_ok_and(|g| g.is_empty()) => None,
             Ok(None) => {
                 return Err(StoreError::Corruption {
-                    what: "schema version missing (meta/schema)".into(),
+                    what: "schema version missing (meta/schema) although generations exist".into(),
                 })
             }
             Err(e) => {
@@ -185,16 +276,29 @@ impl StoreReader {
             backend,
             dir: dir.to_path_buf(),
             schema,
-            _lock: lock,
+            daemon_pid,
+            whole,
+            _copy: copy,
         })
+    }
+
+    /// The pid of the portsyncd holding the store when it was opened (it was read from a copy).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon_pid
+    }
+
+    /// False when the store kept changing during every copy attempt (the copy may miss the newest
+    /// commit; sled's recovery makes it consistent either way).
+    pub fn copy_is_whole(&self) -> bool {
+        self.whole
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The stored schema version.
-    pub fn schema(&self) -> u32 {
+    /// The stored schema version (None: an empty store whose creation was interrupted).
+    pub fn schema(&self) -> Option<u32> {
         self.schema
     }
 

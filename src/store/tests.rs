@@ -266,10 +266,10 @@ fn a_second_opener_is_told_the_pid() {
         Err(StoreError::InUse { pid }) => assert_eq!(pid, std::process::id()),
         _ => panic!("expected InUse"),
     }
-    assert!(matches!(
-        StoreReader::open(&t.path().join("state"), 1 << 20),
-        Err(StoreError::InUse { .. })
-    ));
+    // A tool reads a copy, never takes the lock, and learns who holds it.
+    let r = StoreReader::open(&t.path().join("state"), 1 << 20).unwrap();
+    assert_eq!(r.daemon_pid(), Some(std::process::id()));
+    assert!(r.copy_is_whole());
 }
 
 #[test]
@@ -379,4 +379,34 @@ fn an_export_failure_is_counted_not_fatal() {
     assert_eq!(s.export_failures(), 1);
     assert!(s.poisoned().is_none());
     assert_eq!(s.commit(&snap(2, 1)).unwrap(), 2);
+}
+
+#[test]
+fn an_interrupted_creation_reads_as_empty_and_is_completed_at_the_next_open() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    // sled created, the first batch (with meta/schema) never landed: a full disk at creation.
+    drop(sled::open(state.join(SLED_DIR)).unwrap());
+    let r = StoreReader::open(&state, 1 << 20).unwrap();
+    assert_eq!(r.schema(), None);
+    assert!(r.generations().unwrap().is_empty());
+    assert_eq!(r.daemon_pid(), None);
+    drop(r);
+    let (mut s, rec) = Store::open(cfg(t.path())).unwrap();
+    assert!(
+        rec.steps.is_empty(),
+        "not treated as damage: {:?}",
+        rec.steps
+    );
+    assert_eq!(s.commit(&snap(2, 1)).unwrap(), 1);
+    drop(s);
+    assert_eq!(
+        StoreReader::open(&state, 1 << 20).unwrap().schema(),
+        Some(SCHEMA_VERSION)
+    );
+    assert!(!fs::read_dir(&state).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("quarantine")));
 }

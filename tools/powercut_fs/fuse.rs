@@ -5,7 +5,7 @@
 //! `try_lock_exclusive` needs.
 
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -18,14 +18,36 @@ use crate::model::{Kind, Model, Node};
 
 const TTL: Duration = Duration::from_secs(1);
 
+/// A fault hook: while set, every `fsync` blocks (a hung disk) until released.
+#[derive(Debug, Default)]
+pub struct FsyncGate {
+    hung: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl FsyncGate {
+    pub fn set(&self, hung: bool) {
+        *self.hung.lock().unwrap_or_else(|p| p.into_inner()) = hung;
+        self.wake.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut g = self.hung.lock().unwrap_or_else(|p| p.into_inner());
+        while *g {
+            g = self.wake.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 /// The mounted filesystem; the model is shared with the signal thread that cuts the power.
 pub struct PowercutFs {
     model: Arc<Mutex<Model>>,
+    gate: Arc<FsyncGate>,
 }
 
 impl PowercutFs {
-    pub fn new(model: Arc<Mutex<Model>>) -> Self {
-        Self { model }
+    pub fn new(model: Arc<Mutex<Model>>, gate: Arc<FsyncGate>) -> Self {
+        Self { model, gate }
     }
 
     fn lock(&self) -> MutexGuard<'_, Model> {
@@ -308,6 +330,8 @@ impl Filesystem for PowercutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        // Blocks the whole filesystem while hung (the session is single-threaded): a hung disk.
+        self.gate.pass();
         match self.lock().sync(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -358,6 +382,8 @@ impl Filesystem for PowercutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        // Blocks the whole filesystem while hung (the session is single-threaded): a hung disk.
+        self.gate.pass();
         match self.lock().sync(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),

@@ -9,6 +9,8 @@
 //!
 //! Control: `SIGUSR1` cuts, `SIGTERM`/`SIGINT` unmount. With `--stdin-control`, also `cut` and
 //! `unmount` lines on stdin, and the end of stdin unmounts (a crashed harness leaves no mount).
+//! The fault hook `hang-fsync` makes every `fsync` block (a hung disk; the whole filesystem stalls
+//! behind it) until `release-fsync`; each is acknowledged on stdout. An unmount releases it first.
 //!
 //! - A cut drops the power: everything not fsynced is dropped, the durable state replaces `DIR`,
 //!   `cut` is printed, and every further operation fails with `EIO`.
@@ -85,6 +87,8 @@ fn main() -> ExitCode {
 enum Control {
     Cut,
     Unmount,
+    HangFsync,
+    ReleaseFsync,
 }
 
 fn say(line: &str) {
@@ -156,8 +160,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         MountOption::FSName("powercut".to_owned()),
         MountOption::Subtype("powercut".to_owned()),
     ];
+    let gate = Arc::new(fuse::FsyncGate::default());
     let mut session = Session::new(
-        fuse::PowercutFs::new(Arc::clone(&model)),
+        fuse::PowercutFs::new(Arc::clone(&model), Arc::clone(&gate)),
         &args.mountpoint,
         &config,
     )
@@ -187,6 +192,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 let ctl = match line.as_deref().map(str::trim) {
                     Ok("cut") => Control::Cut,
                     Ok("unmount") => Control::Unmount,
+                    Ok("hang-fsync") => Control::HangFsync,
+                    Ok("release-fsync") => Control::ReleaseFsync,
                     Ok(other) => {
                         tracing::warn!(line = other, "unknown control line");
                         continue;
@@ -207,6 +214,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mountpoint = args.mountpoint.clone();
     let control_thread = std::thread::spawn(move || {
         for ctl in rx {
+            match ctl {
+                Control::HangFsync | Control::ReleaseFsync => {
+                    let hang = ctl == Control::HangFsync;
+                    gate.set(hang);
+                    say(if hang { "fsync-hung" } else { "fsync-released" });
+                    continue;
+                }
+                Control::Unmount => gate.set(false),
+                Control::Cut => {}
+            }
             match cut_and_persist(&ctl_model, &backing, torn_seed) {
                 Ok(_) if ctl == Control::Cut => say("cut"),
                 Ok(_) => {}

@@ -1,0 +1,344 @@
+//! The store committer: one thread that owns the store, commits the newest snapshot, and keeps the
+//! daemon going without persistence while the store cannot take commits.
+//!
+//! - **Bounded:** at most one commit in flight and one snapshot pending ([`CommitSlot`]); a newer
+//!   snapshot replaces the pending one, so a hung `fsync` cannot grow memory.
+//! - **Degrade, never die:** a failed commit or open leaves the store where it is (the store itself
+//!   quarantines only real corruption on a disk that takes writes) and the open is retried with
+//!   backoff (1 s doubling to 60 s) until it works; then the newest snapshot is committed. A store of a
+//!   newer schema is never opened again (it stays byte-for-byte untouched).
+//! - **Health:** `portsyncd_state_store_up` / `portsyncd_state_store_degraded{reason}`; transitions
+//!   are logged once, failures rate-limited.
+
+use crossbeam_channel::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::faults;
+use super::supervise::Supervisor;
+use super::workers::Input;
+use crate::backoff::Backoff;
+use crate::logging::RateLimit;
+use crate::metrics::Metrics;
+use crate::store::lock::PidLock;
+use crate::store::{Degraded, Snapshot, Store, StoreConfig, StoreError};
+
+/// First delay before reopening a store that failed.
+pub const REOPEN_MIN: Duration = Duration::from_secs(1);
+/// Longest delay between reopen attempts.
+pub const REOPEN_MAX: Duration = Duration::from_secs(60);
+
+/// The answer to the final commit.
+pub type FinalReply = Sender<Result<u64, String>>;
+
+#[derive(Default)]
+struct Slot {
+    /// The newest snapshot not yet taken by the committer.
+    pending: Option<Snapshot>,
+    /// Set once, at shutdown: commit `pending` (or the newest known) and answer here.
+    final_reply: Option<FinalReply>,
+}
+
+/// The hand-over between the loop and the committer: one pending snapshot, replaced by newer ones.
+#[derive(Default)]
+pub struct CommitSlot {
+    slot: Mutex<Slot>,
+    wake: Condvar,
+}
+
+impl CommitSlot {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A poisoned mutex only means a panic elsewhere; the slot's data is still whole.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hand `snap` over for committing; it replaces a snapshot still pending.
+    pub fn submit(&self, snap: Snapshot) {
+        self.lock().pending = Some(snap);
+        self.wake.notify_one();
+    }
+
+    /// The final commit: `snap` replaces anything pending; the committer answers on `reply` and ends.
+    pub fn finish(&self, snap: Snapshot, reply: FinalReply) {
+        let mut g = self.lock();
+        g.pending = Some(snap);
+        g.final_reply = Some(reply);
+        drop(g);
+        self.wake.notify_one();
+    }
+
+    /// Waits until a snapshot or the final request is there, or `until` passes.
+    fn take(&self, until: Option<Instant>) -> (Option<Snapshot>, Option<FinalReply>) {
+        let mut g = self.lock();
+        loop {
+            if g.final_reply.is_some() || g.pending.is_some() {
+                return (g.pending.take(), g.final_reply.take());
+            }
+            match until {
+                None => g = self.wake.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (None, None);
+                    }
+                    g = self
+                        .wake
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// The store as start-up left it.
+pub struct StoreStart {
+    pub store: Option<Store>,
+    /// Why `store` is None.
+    pub degraded: Option<Degraded>,
+}
+
+struct Committer {
+    store: Option<Store>,
+    cfg: StoreConfig,
+    /// Held while the store is closed, so a second portsyncd still finds the state dir taken.
+    lock: Option<PidLock>,
+    health: Option<Degraded>,
+    next_open: Option<Instant>,
+    backoff: Backoff,
+    /// The newest snapshot that could not be committed yet (committed once the store is back).
+    retained: Option<Snapshot>,
+    metrics: Arc<Metrics>,
+    fail_log: RateLimit,
+}
+
+impl Committer {
+    fn set_health(&mut self, health: Option<Degraded>, why: &str) {
+        if health == self.health {
+            return;
+        }
+        match health {
+            None => {
+                self.metrics.store_health.set_up();
+                info!(dir = %self.cfg.dir.display(), "state store takes commits again");
+            }
+            Some(reason) => {
+                self.metrics.store_health.set_degraded(reason);
+                error!(dir = %self.cfg.dir.display(), reason = reason.label(), error = why,
+                    "state store unavailable: running without persistence (Redis is unaffected)");
+            }
+        }
+        self.health = health;
+    }
+
+    fn closed(&mut self, e: &StoreError) {
+        let reason = e.degraded();
+        self.store = None;
+        if reason != Degraded::NewerSchema {
+            let delay = self.backoff.next_delay();
+            self.next_open = Some(Instant::now() + delay);
+            if let Some(suppressed) = self.fail_log.allow(Instant::now()) {
+                warn!(error = %e, reason = reason.label(), retry_in = ?delay, suppressed, "state store failed; retrying");
+            }
+        }
+        if self.lock.is_none() {
+            self.lock = PidLock::acquire(&self.cfg.dir).ok();
+        }
+        self.set_health(Some(reason), &e.to_string());
+    }
+
+    /// Try to open the store (never a store of a newer schema).
+    fn reopen(&mut self) {
+        if self.store.is_some() || self.health == Some(Degraded::NewerSchema) {
+            return;
+        }
+        self.next_open = None;
+        self.lock = None; // the store takes its own lock
+        match Store::open(self.cfg.clone()) {
+            Ok((s, rec)) => {
+                info!(dir = %self.cfg.dir.display(), saved_generation = rec.generation, "state store reopened");
+                self.store = Some(s);
+                self.backoff.reset();
+                self.set_health(None, "");
+            }
+            Err(e) => self.closed(&e),
+        }
+    }
+
+    fn commit(&mut self, snap: Snapshot) -> Result<u64, String> {
+        let Some(store) = self.store.as_mut() else {
+            let reason = self.health.map_or("unknown", Degraded::label);
+            self.retained = Some(snap);
+            return Err(format!("state store is not open ({reason}); retrying"));
+        };
+        match store.commit(&snap) {
+            Ok(gen) => {
+                self.backoff.reset();
+                Ok(gen)
+            }
+            Err(e) => {
+                // The store stops trusting itself after a failure: reopen (and re-verify) first.
+                self.retained = Some(snap);
+                let msg = e.to_string();
+                self.closed(&e);
+                Err(msg)
+            }
+        }
+    }
+}
+
+/// Starts the committer. It ends after answering the final commit.
+pub fn spawn(
+    sup: &Supervisor,
+    start: StoreStart,
+    cfg: StoreConfig,
+    slot: Arc<CommitSlot>,
+    tx: Sender<Input>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<JoinHandle<()>> {
+    let mut c = Committer {
+        lock: None,
+        health: None,
+        next_open: None,
+        backoff: Backoff::new(REOPEN_MIN, REOPEN_MAX),
+        retained: None,
+        fail_log: RateLimit::new(Duration::from_secs(10)),
+        store: start.store,
+        cfg,
+        metrics,
+    };
+    match start.degraded {
+        Some(reason) => {
+            c.metrics.store_health.set_degraded(reason);
+            c.health = Some(reason);
+            c.lock = PidLock::acquire(&c.cfg.dir).ok();
+            if reason != Degraded::NewerSchema {
+                c.next_open = Some(Instant::now() + c.backoff.next_delay());
+            }
+        }
+        None => c.metrics.store_health.set_up(),
+    }
+    sup.spawn("store", move || loop {
+        let (snap, reply) = slot.take(c.next_open);
+        if snap.is_some() {
+            c.retained = None; // superseded
+        }
+        let due = c.next_open.is_some_and(|t| Instant::now() >= t);
+        if due || (reply.is_some() && c.store.is_none()) {
+            c.reopen();
+        }
+        let Some(snap) = snap.or_else(|| c.store.as_ref().and(c.retained.take())) else {
+            if let Some(r) = reply {
+                let _ = r.send(Err("nothing to commit".into()));
+                return;
+            }
+            continue;
+        };
+        faults::panic_point("store");
+        let started = Instant::now();
+        let res = c.commit(snap);
+        let took = started.elapsed();
+        match reply {
+            Some(r) => {
+                let _ = r.send(res);
+                return;
+            }
+            None => {
+                if tx.send(Input::Committed { result: res, took }).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(n: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.counters.insert("n".into(), n);
+        s
+    }
+
+    #[test]
+    fn the_newest_snapshot_replaces_the_pending_one() {
+        let slot = CommitSlot::default();
+        for n in 0..1000 {
+            slot.submit(snap(n));
+        }
+        let (s, r) = slot.take(Some(Instant::now()));
+        assert_eq!(s.map(|s| s.counters["n"]), Some(999));
+        assert!(r.is_none());
+        // Nothing else was queued.
+        assert!(slot.take(Some(Instant::now())).0.is_none());
+    }
+
+    #[test]
+    fn the_final_commit_carries_the_newest_snapshot() {
+        let slot = CommitSlot::default();
+        slot.submit(snap(1));
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        slot.finish(snap(2), tx);
+        let (s, r) = slot.take(None);
+        assert_eq!(s.map(|s| s.counters["n"]), Some(2));
+        assert!(r.is_some());
+    }
+
+    #[test]
+    fn a_store_that_cannot_open_is_retried_and_then_gets_the_newest_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        // A file where the state directory should be: every open fails, nothing is quarantined.
+        std::fs::write(&state, b"not a directory").unwrap();
+        let cfg = StoreConfig {
+            json_export: None,
+            ..StoreConfig::new(&state)
+        };
+        let metrics = Arc::new(Metrics::default());
+        let slot = Arc::new(CommitSlot::default());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let start = StoreStart {
+            store: None,
+            degraded: Some(Degraded::IoError),
+        };
+        let sup = Supervisor::with_exit(
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            |_| {},
+            || {},
+        );
+        let h = spawn(
+            &sup,
+            start,
+            cfg.clone(),
+            Arc::clone(&slot),
+            tx,
+            Arc::clone(&metrics),
+        )
+        .unwrap();
+        slot.submit(snap(7));
+        match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+            Input::Committed { result, .. } => assert!(result.is_err()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(metrics.store_health.get(), Some(Degraded::IoError));
+        // The disk heals: the retained snapshot is committed at the next reopen, unasked.
+        std::fs::remove_file(&state).unwrap();
+        match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Input::Committed { result, .. } => assert_eq!(result, Ok(1)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(metrics.store_health.get(), None);
+        let (rtx, rrx) = crossbeam_channel::unbounded();
+        slot.finish(snap(8), rtx);
+        assert_eq!(rrx.recv_timeout(Duration::from_secs(5)).unwrap(), Ok(2));
+        h.join().unwrap();
+        let (_s, rec) = Store::open(cfg).unwrap();
+        assert_eq!(rec.snapshot.map(|s| s.counters["n"]), Some(8));
+    }
+}
