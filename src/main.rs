@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -35,8 +34,8 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     // Invalid options or environment values: clap prints the option and value, exit status 2.
-    let cfg = Config::try_parse().unwrap_or_else(|e| e.exit());
-    portsyncd::logging::init(&cfg.log_level);
+    let cfg = Config::parse_args().unwrap_or_else(|e| e.exit());
+    portsyncd::logging::init(&cfg.log_level, cfg.log_level_explicit, cfg.log_output);
     tune_allocator();
 
     let stop = Arc::new(AtomicBool::new(false));

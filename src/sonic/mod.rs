@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod dbconfig;
 pub mod error;
+pub mod logger;
 pub mod producer;
 pub mod redis_url;
 pub mod tables;
