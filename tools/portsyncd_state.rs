@@ -20,7 +20,7 @@ const CACHE: u64 = 8 << 20;
     version,
     about = "Inspect and repair portsyncd's state store"
 )]
-struct Cli {
+pub struct Cli {
     /// The state directory (the sled store and the JSON export).
     #[arg(
         long,
