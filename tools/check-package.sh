@@ -24,6 +24,7 @@ for f in \
     /etc/default/portsyncd \
     /usr/share/man/man8/portsyncd.8.gz \
     /usr/share/man/man8/portsyncd-state.8.gz \
+    /usr/share/man/man8/portsyncd-state-audit.8.gz \
     /usr/share/bash-completion/completions/portsyncd \
     /usr/share/bash-completion/completions/portsyncd-state \
     /usr/share/zsh/vendor-completions/_portsyncd \
@@ -39,8 +40,10 @@ dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qxF /etc/default/po
 root=$(mktemp -d -t portsyncd-pkg.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
-"$root/usr/bin/portsyncd" --version | grep -qF "$version" || fail "portsyncd --version"
-zcat "$root/usr/share/man/man8/portsyncd.8.gz" | grep -q -- 'log\\-output' || fail "portsyncd.8 lacks --log-output"
+# (captured, not piped into grep -q: no SIGPIPE under pipefail)
+[[ $("$root/usr/bin/portsyncd" --version) == *"$version"* ]] || fail "portsyncd --version"
+[[ $("$root/usr/bin/portsyncd-state" --help) == *audit* ]] || fail "portsyncd-state lacks audit"
+[[ $(zcat "$root/usr/share/man/man8/portsyncd.8.gz") == *'log\-output'* ]] || fail "portsyncd.8 lacks --log-output"
 unit="$root/usr/lib/systemd/system/portsyncd.service"
 for key in StateDirectory=sonic/portsyncd CapabilityBoundingSet=CAP_NET_ADMIN \
     AmbientCapabilities=CAP_NET_ADMIN NoNewPrivileges=yes ProtectSystem=strict \

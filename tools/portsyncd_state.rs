@@ -12,6 +12,9 @@ use portsyncd::store::{
 };
 use serde_json::json;
 
+#[path = "state_tool/audit.rs"]
+mod audit;
+
 const CACHE: u64 = 8 << 20;
 
 #[derive(Parser)]
@@ -57,6 +60,9 @@ enum Command {
         #[arg(long, env = "PORTSYNCD_JSON_EXPORT")]
         json_export: Option<String>,
     },
+    /// Per configured port: kernel vs STATE_DB PORT_TABLE vs saved state; run in the switch's netns.
+    /// 0 STATE_DB matches the kernel, 1 it does not (names the ports), 2 bad input.
+    Audit(audit::AuditArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -335,6 +341,7 @@ fn main() -> ExitCode {
         Command::Inspect { json } => inspect(dir, *json),
         Command::Verify => verify(dir),
         Command::Import { file, json_export } => import(dir, file, json_export.as_deref()),
+        Command::Audit(a) => audit::run(dir, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
