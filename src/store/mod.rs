@@ -60,6 +60,7 @@ mod handle;
 pub mod json_export;
 pub mod lock;
 pub mod migrate;
+pub mod private;
 pub mod reader;
 pub mod record;
 pub mod recovery;
