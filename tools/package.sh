@@ -24,8 +24,7 @@ rm -rf "$TARGET/assets"
 
 echo "package: cargo deb"
 cargo deb --no-build --locked --strip
-version=$(cargo metadata --no-deps --format-version 1 |
-    python3 -c 'import json, sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "portsyncd"))')
+version=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
 arch=$(dpkg --print-architecture)
 deb="$TARGET/debian/portsyncd_${version}_${arch}.deb"
 [[ -f $deb ]] || { echo "package: expected $deb" >&2; exit 1; }
