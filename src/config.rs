@@ -1,4 +1,4 @@
-//! Options and environment variables, in one place (`../shared/spec/interface.md` fixes the names).
+//! Options and environment variables, in one place (`docs/configuration.md` lists them).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +35,31 @@ fn parse_log_level(s: &str) -> Result<String, String> {
             "expected error, warn, info, debug or trace, got '{s}'"
         )),
     }
+}
+
+/// Where log lines go (swss-common's `LOGOUTPUT` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// syslog (`/dev/log`) with the ident `portsyncd`.
+    Syslog,
+    Stdout,
+    Stderr,
+}
+
+impl LogOutput {
+    /// swss-common's spelling (`SYSLOG`, `STDOUT`, `STDERR`), any case.
+    pub fn parse(s: &str) -> Option<LogOutput> {
+        match s.to_ascii_uppercase().as_str() {
+            "SYSLOG" => Some(LogOutput::Syslog),
+            "STDOUT" => Some(LogOutput::Stdout),
+            "STDERR" => Some(LogOutput::Stderr),
+            _ => None,
+        }
+    }
+}
+
+fn parse_log_output(s: &str) -> Result<LogOutput, String> {
+    LogOutput::parse(s).ok_or_else(|| format!("expected syslog, stdout or stderr, got '{s}'"))
 }
 
 /// Where the compatibility JSON goes.
@@ -153,9 +178,41 @@ pub struct Config {
     /// error, warn, info, debug or trace.
     #[arg(long, env = "PORTSYNCD_LOG_LEVEL", value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+
+    /// Where log lines go: syslog (ident `portsyncd`), stdout or stderr.
+    /// Default: CONFIG_DB `LOGGER|portsyncd LOGOUTPUT` (SYSLOG when unset); stderr until Redis answers.
+    #[arg(long, env = "PORTSYNCD_LOG_OUTPUT", value_name = "WHERE", value_parser = parse_log_output)]
+    pub log_output: Option<LogOutput>,
+
+    /// Whether `--log-level` / `PORTSYNCD_LOG_LEVEL` was given (not its default): then it wins over
+    /// CONFIG_DB `LOGGER|portsyncd LOGLEVEL` at start. Set by [`Config::parse_args`].
+    #[arg(skip)]
+    pub log_level_explicit: bool,
 }
 
 impl Config {
+    /// Parses the command line and environment like `try_parse`, and records which log options were
+    /// given explicitly (command line or environment) rather than defaulted.
+    pub fn parse_args() -> Result<Config, clap::Error> {
+        Self::parse_from_iter(std::env::args_os())
+    }
+
+    /// [`Config::parse_args`] over given arguments (the first is the program name).
+    pub fn parse_from_iter<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cfg = Self::from_arg_matches(&matches)?;
+        cfg.log_level_explicit = matches!(
+            matches.value_source("log_level"),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        );
+        Ok(cfg)
+    }
+
     /// The JSON export path, resolved against the state directory.
     pub fn json_export_path(&self) -> Option<PathBuf> {
         match &self.json_export {
@@ -212,6 +269,21 @@ mod tests {
     }
 
     #[test]
+    fn log_options_remember_whether_they_were_given() {
+        let c = Config::parse_from_iter(["portsyncd"]).expect("parses");
+        assert!(!c.log_level_explicit);
+        assert_eq!(c.log_output, None);
+        let c =
+            Config::parse_from_iter(["portsyncd", "--log-level", "info", "--log-output", "STDOUT"])
+                .expect("parses");
+        assert!(
+            c.log_level_explicit,
+            "an explicit value equal to the default still counts"
+        );
+        assert_eq!(c.log_output, Some(LogOutput::Stdout));
+    }
+
+    #[test]
     fn bools_rotation_and_export() {
         let c = parse(&[
             "--state-rotation",
@@ -253,6 +325,7 @@ mod tests {
                 "soon",
             ),
             (&["--redis-url", "foo://x"][..], "--redis-url", "foo://x"),
+            (&["--log-output", "file"][..], "--log-output", "file"),
         ] {
             let e = parse(args).expect_err("must be refused");
             let msg = e.to_string();

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -33,12 +32,22 @@ fn tune_allocator() {
     }
 }
 
+/// Files and directories the daemon creates (sled's included) are private to its user: 0600 / 0700.
+fn private_umask() {
+    // SAFETY: umask(2) only sets the process's file-creation mask and cannot fail; it runs before
+    // any other thread exists. (std has no safe wrapper.)
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
     // Invalid options or environment values: clap prints the option and value, exit status 2.
-    let cfg = Config::try_parse().unwrap_or_else(|e| e.exit());
-    portsyncd::logging::init(&cfg.log_level);
+    let cfg = Config::parse_args().unwrap_or_else(|e| e.exit());
+    portsyncd::logging::init(&cfg.log_level, cfg.log_level_explicit, cfg.log_output);
     portsyncd::daemon::install_panic_hook();
     tune_allocator();
+    private_umask();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (sig_tx, sig_rx) = mpsc::channel::<()>();

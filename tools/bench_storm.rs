@@ -71,7 +71,7 @@ struct Args {
     #[arg(long, default_value_t = 2688)]
     flaps: usize,
     /// The daemon's command line; default: the sibling `portsyncd` binary with
-    /// `--redis-url {url} --state-dir {state} --metrics-enabled false`.
+    /// `--redis-url {url} --state-dir {state} --metrics-enabled false --log-output stderr`.
     #[arg(long)]
     daemon: Option<String>,
     /// SIGSTOP the daemon during the storm, SIGCONT after it; time is measured from SIGCONT.
@@ -209,7 +209,7 @@ impl Bench {
         // The daemon under test.
         let template = args.daemon.clone().unwrap_or_else(|| {
             format!(
-                "{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false",
+                "{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false --log-output stderr",
                 exe_dir.join("portsyncd").display()
             )
         });

@@ -178,7 +178,7 @@ start_daemon() {
         --state-dir "$TMP/state" \
         --metrics-listen "127.0.0.1:$METRICS_PORT" \
         --eoiu-timeout-secs 5 \
-        --log-level info >>"$TMP/portsyncd.log" 2>&1 &
+        --log-level info --log-output stderr >>"$TMP/portsyncd.log" 2>&1 &
     DAEMON_PID=$!   # `ip netns exec` execs the daemon: this is portsyncd's own pid
     PIDS+=("$DAEMON_PID")
     note "portsyncd started in netns $NS (pid $DAEMON_PID)"

@@ -16,6 +16,9 @@ use portsyncd::store::{
 };
 use serde_json::json;
 
+#[path = "state_tool/audit.rs"]
+mod audit;
+
 const CACHE: u64 = 8 << 20;
 
 /// The saved lifetime commit count.
@@ -53,7 +56,7 @@ fn open_reader(dir: &Path) -> Result<StoreReader, StoreError> {
     version,
     about = "Inspect and repair portsyncd's state store"
 )]
-struct Cli {
+pub struct Cli {
     /// The state directory (the sled store and the JSON export).
     #[arg(
         long,
@@ -90,6 +93,9 @@ enum Command {
         #[arg(long, env = "PORTSYNCD_JSON_EXPORT")]
         json_export: Option<String>,
     },
+    /// Per configured port: kernel vs STATE_DB PORT_TABLE vs saved state; run in the switch's netns.
+    /// 0 STATE_DB matches the kernel, 1 it does not (names the ports), 2 bad input.
+    Audit(audit::AuditArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -407,6 +413,7 @@ fn main() -> ExitCode {
         Command::Inspect { json } => inspect(dir, *json),
         Command::Verify => verify(dir),
         Command::Import { file, json_export } => import(dir, file, json_export.as_deref()),
+        Command::Audit(a) => audit::run(dir, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

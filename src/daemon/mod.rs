@@ -209,6 +209,11 @@ pub fn run(
     let Some(layout) = layout(&cfg, &stop)? else {
         return Ok(());
     };
+    // swss-common's Logger table: registered and followed on a thread of its own (never joined: it
+    // holds no state and sees `stop` within half a second).
+    if let Err(e) = crate::sonic::logger::spawn(layout.config.clone(), Arc::clone(&stop)) {
+        warn!(error = %e, "cannot follow CONFIG_DB LOGGER|portsyncd");
+    }
     let mut db = SonicDb::new(layout);
     match db.wait_connected(&stop) {
         Ok(()) => {}

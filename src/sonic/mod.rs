@@ -1,10 +1,11 @@
 //! SONiC's Redis databases: the layout (`database_config.json`), resilient connections, the
 //! ProducerStateTable protocol for APPL_DB, and the CONFIG_DB / STATE_DB / warm-restart tables
-//! portsyncd reads and writes. See `shared/spec/sonic-contract.md` for the observable contract.
+//! portsyncd reads and writes. `docs/configuration.md` and `docs/deployment.md` describe what they do.
 
 pub mod conn;
 pub mod dbconfig;
 pub mod error;
+pub mod logger;
 pub mod producer;
 pub mod redis_url;
 pub mod tables;

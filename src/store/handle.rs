@@ -203,12 +203,13 @@ impl Store {
 
     fn open_inner(cfg: StoreConfig, migrate: bool) -> Result<(Store, Recovered), StoreError> {
         if !cfg.dir.exists() {
-            fs::create_dir_all(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
+            super::private::create_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
             if let Some(parent) = cfg.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 json_export::sync_dir(parent).map_err(StoreError::io(parent))?;
             }
         }
         let lock = PidLock::acquire(&cfg.dir).map_err(lock_err)?;
+        super::private::tighten(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
         let sled_dir = cfg.dir.join(SLED_DIR);
         reader::check_schema_marker(&sled_dir)?;
         let mut steps = Vec::new();

@@ -10,7 +10,7 @@
 //! field — compact JSON, object keys sorted bytewise, no whitespace — as 8 lowercase hex digits. Any
 //! change to any field, including the extras, breaks it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -333,11 +333,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = super::private::create_temp(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         super::fault::crash_point(super::fault::CrashPoint::ExportTempWritten);

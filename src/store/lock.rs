@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// File name of the lock inside the state directory.
@@ -56,6 +57,9 @@ impl PidLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o644)
+            // A symlink planted at the pid file's path is refused (ELOOP), never truncated through.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err)?;
         // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux.

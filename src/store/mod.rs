@@ -61,6 +61,7 @@ pub mod health;
 pub mod json_export;
 pub mod lock;
 pub mod migrate;
+pub mod private;
 pub mod reader;
 pub mod record;
 pub mod recovery;

@@ -81,6 +81,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--metrics-listen", &listen, "--log-level", "debug"])
+            .args(["--log-output", "stderr"])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -95,6 +96,30 @@ impl Daemon {
             log,
             netns: netns.to_string(),
             metrics_port,
+        }
+    }
+
+    /// Starts `portsyncd ARGS` in `netns` with exactly the given arguments (no `--log-level` or
+    /// `--log-output` added), stdout to `log` and stderr to `log` + `.stderr`.
+    pub fn start_raw(netns: &str, log: &Path, args: &[&str]) -> Daemon {
+        let out = File::create(log).expect("create daemon log");
+        let err = File::create(log.with_extension("stderr")).expect("create daemon stderr");
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_portsyncd")])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("PORTSYNCD_LOG_LEVEL")
+            .env_remove("PORTSYNCD_LOG_OUTPUT")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn portsyncd");
+        Daemon {
+            child: Some(child),
+            log: log.to_path_buf(),
+            netns: netns.to_string(),
+            metrics_port: 0,
         }
     }
 

@@ -1,0 +1,382 @@
+//! swss-common's Logger protocol (`Logger::linkToDbNative("portsyncd")`), so that `swssloglevel -c
+//! portsyncd -l DEBUG` and `show logging` work as for every swss daemon.
+//!
+//! - At start, CONFIG_DB `LOGGER|portsyncd` gets `LOGLEVEL` `NOTICE` and `LOGOUTPUT` `SYSLOG` unless
+//!   the field is already there (`HSETNX`: an operator's values are kept).
+//! - Changes are followed the way swss-common's `SubscriberStateTable` does: a subscription to the
+//!   key's keyspace channel (`__keyspace@<CONFIG_DB id>__:LOGGER|portsyncd`), each event followed by an
+//!   `HGETALL`. Like swss-common this relies on the server's `notify-keyspace-events` (SONiC's
+//!   redis.conf sets `AKE`); portsyncd never changes server configuration. As a safety net (an event
+//!   missed during a reconnect, notifications switched off) the key is also re-read every [`POLL`].
+//! - Precedence: a level or output given as an option wins at start; any later write to the key
+//!   applies (see [`Follower`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::RedisResult;
+use tracing::level_filters::LevelFilter;
+use tracing::{debug, info, warn};
+
+use super::conn::open_connection;
+use super::dbconfig::DbEndpoint;
+use crate::backoff::Backoff;
+use crate::config::LogOutput;
+use crate::logging::level::from_swss;
+
+/// The component name (the key under `LOGGER`).
+pub const COMPONENT: &str = "portsyncd";
+/// swss-common's table of per-daemon log settings in CONFIG_DB.
+pub const TABLE: &str = "LOGGER";
+pub const LEVEL_FIELD: &str = "LOGLEVEL";
+pub const OUTPUT_FIELD: &str = "LOGOUTPUT";
+pub const DEFAULT_LEVEL: &str = "NOTICE";
+pub const DEFAULT_OUTPUT: &str = "SYSLOG";
+/// How often the key is re-read besides the keyspace events.
+pub const POLL: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one wait for a keyspace event lasts (the stop flag is checked in between).
+const WAIT: Duration = Duration::from_millis(500);
+
+/// A setting to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The table's value and the filter it means (an unknown value means NOTICE, as in swss-common).
+    Level(String, LevelFilter),
+    /// The table's value and the output it means (an unknown value means SYSLOG, as in swss-common).
+    Output(String, LogOutput),
+}
+
+/// Why the key was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The first read after start-up.
+    Start,
+    /// A keyspace event: the key was written.
+    Event,
+    /// The periodic re-read, or the first read after a reconnect.
+    Poll,
+}
+
+/// Decides what a read of the key changes (pure; the thread does the I/O).
+///
+/// - `Start`: each field applies, unless the option for it was given (then the option wins).
+/// - `Event`: each field applies when it differs from what portsyncd runs at, so that
+///   `swssloglevel -l DEBUG` takes effect even when the table already said DEBUG but an option
+///   overrode it at start.
+/// - `Poll`: a field applies only when it changed since the last read (a missed event).
+#[derive(Debug, Default)]
+pub struct Follower {
+    keep_level: bool,
+    keep_output: bool,
+    seen: HashMap<&'static str, String>,
+    effective: HashMap<&'static str, String>,
+}
+
+impl Follower {
+    /// `keep_level` / `keep_output`: the option was given and wins at start.
+    pub fn new(keep_level: bool, keep_output: bool) -> Follower {
+        Follower {
+            keep_level,
+            keep_output,
+            ..Follower::default()
+        }
+    }
+
+    pub fn on_read(&mut self, fields: &HashMap<String, String>, why: Read) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (field, keep) in [
+            (LEVEL_FIELD, self.keep_level),
+            (OUTPUT_FIELD, self.keep_output),
+        ] {
+            let Some(value) = fields.get(field) else {
+                continue;
+            };
+            let changed = self.seen.get(field) != Some(value);
+            self.seen.insert(field, value.clone());
+            let differs = self.effective.get(field) != Some(value);
+            let apply = match why {
+                Read::Start => !keep,
+                Read::Event => differs,
+                Read::Poll => changed && differs,
+            };
+            if apply {
+                self.effective.insert(field, value.clone());
+                out.push(change(field, value));
+            }
+        }
+        out
+    }
+}
+
+fn change(field: &str, value: &str) -> Change {
+    if field == LEVEL_FIELD {
+        let level = from_swss(value).unwrap_or_else(|| {
+            warn!(
+                value,
+                "invalid LOGLEVEL in CONFIG_DB LOGGER|portsyncd; using NOTICE"
+            );
+            LevelFilter::INFO
+        });
+        Change::Level(value.to_string(), level)
+    } else {
+        let output = LogOutput::parse(value).unwrap_or_else(|| {
+            warn!(
+                value,
+                "invalid LOGOUTPUT in CONFIG_DB LOGGER|portsyncd; using SYSLOG"
+            );
+            LogOutput::Syslog
+        });
+        Change::Output(value.to_string(), output)
+    }
+}
+
+/// Applies a change to the process's logging (nothing when tracing was set up by someone else).
+fn apply(c: &Change) {
+    let Some(ctl) = crate::logging::control() else {
+        return;
+    };
+    match c {
+        Change::Level(value, level) => {
+            info!(loglevel = %value, tracing_level = %level, "log level set from CONFIG_DB LOGGER|portsyncd");
+            ctl.set_level(*level);
+        }
+        Change::Output(value, output) => {
+            info!(logoutput = %value, "log output switching as CONFIG_DB LOGGER|portsyncd says");
+            ctl.set_output(*output);
+            info!(logoutput = %value, "log output set from CONFIG_DB LOGGER|portsyncd");
+        }
+    }
+}
+
+/// The key in CONFIG_DB (`LOGGER|portsyncd` with the database's separator).
+pub fn key(endpoint: &DbEndpoint) -> String {
+    format!("{TABLE}{}{COMPONENT}", endpoint.separator)
+}
+
+/// Writes the defaults for fields not yet there; true for each field written.
+pub fn register(con: &mut redis::Connection, key: &str) -> RedisResult<(bool, bool)> {
+    redis::pipe()
+        .atomic()
+        .hset_nx(key, LEVEL_FIELD, DEFAULT_LEVEL)
+        .hset_nx(key, OUTPUT_FIELD, DEFAULT_OUTPUT)
+        .query(con)
+}
+
+/// Starts the thread that registers the key and follows it until `stop` is set. The options' say
+/// over the start comes from [`crate::logging::control`].
+pub fn spawn(endpoint: DbEndpoint, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    let (keep_level, keep_output) =
+        crate::logging::control().map_or((false, false), |c| (c.level_explicit, c.output_explicit));
+    let follower = Follower::new(keep_level, keep_output);
+    std::thread::Builder::new()
+        .name("swss-logger".into())
+        .spawn(move || follow(&endpoint, follower, &stop))
+}
+
+fn follow(endpoint: &DbEndpoint, mut follower: Follower, stop: &AtomicBool) {
+    let key = key(endpoint);
+    let channel = format!("__keyspace@{}__:{key}", endpoint.id);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut first = true;
+    let mut logged = false;
+    while !stop.load(Ordering::Relaxed) {
+        match session(endpoint, &key, &channel, &mut follower, &mut first, stop) {
+            Ok(()) => return,
+            Err(e) => {
+                if !logged {
+                    warn!(error = %e, key, "CONFIG_DB log settings unreachable; retrying");
+                    logged = true;
+                }
+                let until = Instant::now() + backoff.next_delay();
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+fn read_apply(
+    con: &mut redis::Connection,
+    key: &str,
+    follower: &mut Follower,
+    why: Read,
+) -> RedisResult<()> {
+    let fields: HashMap<String, String> = redis::cmd("HGETALL").arg(key).query(con)?;
+    debug!(key, ?fields, ?why, "CONFIG_DB log settings read");
+    for c in follower.on_read(&fields, why) {
+        apply(&c);
+    }
+    Ok(())
+}
+
+/// One connection's life: register, subscribe, read, then wait for events. Ok when stopped.
+fn session(
+    endpoint: &DbEndpoint,
+    key: &str,
+    channel: &str,
+    follower: &mut Follower,
+    first: &mut bool,
+    stop: &AtomicBool,
+) -> RedisResult<()> {
+    let mut con = open_connection(endpoint, IO_TIMEOUT)?;
+    let (level_new, output_new) = register(&mut con, key)?;
+    if *first {
+        info!(
+            key,
+            level_defaulted = level_new,
+            output_defaulted = output_new,
+            "registered with swss Logger"
+        );
+        match keyspace_events(&mut con) {
+            Some(flags) if !covers_hash_events(&flags) => warn!(
+                notify_keyspace_events = %flags,
+                "redis keyspace notifications are off for hashes: log settings are re-read every 10 s"
+            ),
+            _ => {}
+        }
+    }
+    let mut sub = open_connection(endpoint, IO_TIMEOUT)?;
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(channel)?;
+    pubsub.set_read_timeout(Some(WAIT))?;
+    // Subscribed first, then read: no write can fall between the two.
+    let why = if std::mem::take(first) {
+        Read::Start
+    } else {
+        Read::Poll
+    };
+    read_apply(&mut con, key, follower, why)?;
+    let mut next_poll = Instant::now() + POLL;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match pubsub.get_message() {
+            Ok(_) => {
+                // Drain a burst of events into one read.
+                pubsub.set_read_timeout(Some(Duration::from_millis(10)))?;
+                while pubsub.get_message().is_ok() {}
+                pubsub.set_read_timeout(Some(WAIT))?;
+                read_apply(&mut con, key, follower, Read::Event)?;
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= next_poll {
+            read_apply(&mut con, key, follower, Read::Poll)?;
+            next_poll = Instant::now() + POLL;
+        }
+    }
+}
+
+/// The server's `notify-keyspace-events` flags (None when CONFIG GET is refused or renamed).
+fn keyspace_events(con: &mut redis::Connection) -> Option<String> {
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(con)
+        .ok()?;
+    v.get(1).cloned()
+}
+
+/// True when `flags` publish keyspace events for hash commands (`K` plus `h` or `A`).
+pub fn covers_hash_events(flags: &str) -> bool {
+    flags.contains('K') && (flags.contains('h') || flags.contains('A'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(level: Option<&str>, output: Option<&str>) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        if let Some(l) = level {
+            m.insert(LEVEL_FIELD.to_string(), l.to_string());
+        }
+        if let Some(o) = output {
+            m.insert(OUTPUT_FIELD.to_string(), o.to_string());
+        }
+        m
+    }
+
+    #[test]
+    fn the_table_decides_at_start_when_no_option_was_given() {
+        let mut f = Follower::new(false, false);
+        let got = f.on_read(&fields(Some("DEBUG"), Some("STDOUT")), Read::Start);
+        assert_eq!(
+            got,
+            vec![
+                Change::Level("DEBUG".into(), LevelFilter::DEBUG),
+                Change::Output("STDOUT".into(), LogOutput::Stdout)
+            ]
+        );
+        // Nothing changed: neither a poll nor a repeated event applies anything.
+        assert!(f
+            .on_read(&fields(Some("DEBUG"), Some("STDOUT")), Read::Poll)
+            .is_empty());
+        assert!(f
+            .on_read(&fields(Some("DEBUG"), Some("STDOUT")), Read::Event)
+            .is_empty());
+        let got = f.on_read(&fields(Some("ERROR"), Some("STDOUT")), Read::Poll);
+        assert_eq!(got, vec![Change::Level("ERROR".into(), LevelFilter::ERROR)]);
+    }
+
+    #[test]
+    fn options_win_at_start_and_any_later_write_wins_after() {
+        let mut f = Follower::new(true, true);
+        assert!(f
+            .on_read(&fields(Some("DEBUG"), Some("SYSLOG")), Read::Start)
+            .is_empty());
+        // The periodic re-read sees nothing new: the option stays in force.
+        assert!(f
+            .on_read(&fields(Some("DEBUG"), Some("SYSLOG")), Read::Poll)
+            .is_empty());
+        // `swssloglevel -l DEBUG` writes the same value again: the write itself takes over.
+        let got = f.on_read(&fields(Some("DEBUG"), Some("SYSLOG")), Read::Event);
+        assert_eq!(
+            got,
+            vec![
+                Change::Level("DEBUG".into(), LevelFilter::DEBUG),
+                Change::Output("SYSLOG".into(), LogOutput::Syslog)
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_values_fall_back_like_swss_common() {
+        let mut f = Follower::new(false, false);
+        let got = f.on_read(&fields(Some("LOUD"), Some("FILE")), Read::Start);
+        assert_eq!(
+            got,
+            vec![
+                Change::Level("LOUD".into(), LevelFilter::INFO),
+                Change::Output("FILE".into(), LogOutput::Syslog)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_changes_nothing() {
+        let mut f = Follower::new(false, false);
+        assert!(f.on_read(&fields(None, None), Read::Start).is_empty());
+        let got = f.on_read(&fields(None, Some("STDERR")), Read::Poll);
+        assert_eq!(
+            got,
+            vec![Change::Output("STDERR".into(), LogOutput::Stderr)]
+        );
+    }
+
+    #[test]
+    fn keyspace_flags() {
+        assert!(covers_hash_events("AKE"));
+        assert!(covers_hash_events("Kh"));
+        assert!(!covers_hash_events("Eh"));
+        assert!(!covers_hash_events(""));
+        assert!(!covers_hash_events("Kg"));
+    }
+}
