@@ -1,0 +1,380 @@
+//! `--cold-repeat N`: the 2048-port cold start and a storm, N times, each from scratch (fresh
+//! redis-server, fresh namespace, fresh daemon with an empty state dir). Every run where STATE_DB did
+//! not equal the kernel within `--converge-limit-secs` (10 s) is reported, with its evidence dumped to a
+//! directory of its own; at the end, the distribution of the convergence times.
+//!
+//! A run: the daemon starts and finishes its initial dump (`Bench::start`), then all N/2 veth pairs are
+//! created and set up with one `ip -batch`; measured from the batch's start to the moment STATE_DB
+//! equals `ip -json link show` for good. Then one storm of `--flaps` changes; measured from the kernel's
+//! last notification.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args as ClapArgs;
+
+use crate::guards::{check_stop, now_ns, TempDir};
+use crate::observe::{kernel_views, netlink_drops, state_views, wait_converged, View};
+use crate::report::ms;
+use crate::setup::{connect, spawn_ip_batch};
+use crate::{Args, Bench};
+
+/// Where the daemon's metrics listen inside the namespace (each run has a namespace of its own).
+const METRICS_ADDR: &str = "127.0.0.1:9810";
+/// Daemon log lines kept per differing port in the evidence.
+const LOG_LINES_PER_PORT: usize = 40;
+/// Differing ports whose log lines are kept.
+const PORTS_WITH_LOG: usize = 8;
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct RepeatArgs {
+    /// Repeat the whole cold start (fresh redis, namespace and daemon; links created in one
+    /// `ip -batch` after the daemon's initial dump) and one storm N times; report every run that did
+    /// not converge within --converge-limit-secs and the distribution of convergence times.
+    #[arg(long, default_value_t = 0)]
+    pub cold_repeat: usize,
+    /// A run that has not converged after this many seconds is a failure (its evidence is dumped).
+    #[arg(long, default_value_t = 10)]
+    pub converge_limit_secs: u64,
+    /// With --cold-repeat: the daemon's --log-level (debug keeps every STATE_DB write in the log).
+    #[arg(long, default_value = "debug")]
+    pub daemon_log_level: String,
+    /// With --cold-repeat: where the evidence of failing runs goes (default: a directory in /tmp
+    /// named after this process).
+    #[arg(long)]
+    pub evidence_dir: Option<PathBuf>,
+}
+
+struct RunResult {
+    /// Link creation start -> STATE_DB converged (None: not converged within --timeout-secs).
+    create_ms: Option<f64>,
+    /// The kernel's last notification of the creation -> STATE_DB converged.
+    create_after_kernel_ms: Option<f64>,
+    /// The storm's last notification -> STATE_DB converged; None: not within the limit.
+    storm_ms: Option<f64>,
+    load: String,
+    failure: Option<String>,
+}
+
+/// Runs `args.rep.cold_repeat` cold starts and storms and prints the report.
+pub fn run(args: &Args, tmp: &Path) -> Result<()> {
+    let n = args.rep.cold_repeat;
+    let limit = Duration::from_secs(args.rep.converge_limit_secs);
+    let evidence = args
+        .rep
+        .evidence_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/bench-storm-evidence-{}", std::process::id())));
+    let mut per_run = args.clone();
+    if per_run.daemon.is_none() {
+        let exe = std::env::current_exe()?.with_file_name("portsyncd");
+        per_run.daemon = Some(format!(
+            "{} --redis-url {{url}} --state-dir {{state}} --metrics-listen {METRICS_ADDR} --log-level {}",
+            exe.display(),
+            args.rep.daemon_log_level
+        ));
+    }
+    per_run.repeat = 1;
+    println!(
+        "bench-storm: {n} cold starts of {} ports + one storm of {} changes each; limit {:?}",
+        args.ports, args.flaps, limit
+    );
+    let mut results = Vec::with_capacity(n);
+    for k in 0..n {
+        check_stop()?;
+        let dir = TempDir(tmp.join(format!("run{k}")));
+        fs::create_dir_all(&dir.0)?;
+        let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let r = match one_run(&per_run, &dir.0, limit, &evidence.join(format!("run{k}")), load.clone())
+        {
+            Ok(r) => r,
+            Err(e) => RunResult {
+                create_ms: None,
+                create_after_kernel_ms: None,
+                storm_ms: None,
+                load,
+                failure: Some(format!("run aborted: {e:#}")),
+            },
+        };
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
+        println!(
+            "== run {:>2}/{n}: {}: creation -> converged {:>9} ({:>7} after the kernel's last \
+             notification), storm -> converged {:>9}, load {}{}",
+            k + 1,
+            if r.failure.is_some() { "FAILED" } else { "ok" },
+            show(r.create_ms),
+            show(r.create_after_kernel_ms),
+            show(r.storm_ms),
+            r.load,
+            r.failure
+                .as_deref()
+                .map_or(String::new(), |f| format!("\n   {f}"))
+        );
+        results.push(r);
+    }
+    summary(&results, limit, &evidence);
+    Ok(())
+}
+
+fn one_run(
+    args: &Args,
+    dir: &Path,
+    limit: Duration,
+    evidence: &Path,
+    load: String,
+) -> Result<RunResult> {
+    let mut bench = Bench::start(args, dir)?;
+    let mut result = RunResult {
+        create_ms: None,
+        create_after_kernel_ms: None,
+        storm_ms: None,
+        load,
+        failure: None,
+    };
+    // 1. Every link, created and set up in one batch after the initial dump.
+    let mut batch = String::new();
+    for pair in bench.ctx.ports.chunks(2) {
+        let _ = writeln!(batch, "link add {} type veth peer name {}", pair[0], pair[1]);
+    }
+    for p in &bench.ctx.ports {
+        let _ = writeln!(batch, "link set dev {p} up");
+    }
+    let batch_file = dir.join("create.batch");
+    fs::write(&batch_file, &batch)?;
+    let t0 = now_ns();
+    let creating = spawn_ip_batch(&bench.ns.0, &batch_file)?;
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let limit_ms = limit.as_secs_f64() * 1e3;
+    match wait_converged(&mut bench.ctx, timeout, &mut bench.daemon, Some(creating)) {
+        Ok(c) => {
+            let total = ms(c.converged_ns.saturating_sub(t0));
+            let after_kernel = ms(c.converged_ns.saturating_sub(c.counts.last_ns));
+            result.create_ms = Some(total);
+            result.create_after_kernel_ms = Some(after_kernel);
+            if after_kernel > limit_ms {
+                result.failure = Some(format!(
+                    "creation converged {after_kernel:.0} ms after the kernel's last notification \
+                     ({total:.0} ms after the batch started); evidence in {}",
+                    evidence.display()
+                ));
+                dump_evidence(&mut bench, evidence, "creation (converged late)")?;
+                return Ok(result);
+            }
+        }
+        Err(e) => {
+            dump_evidence(&mut bench, evidence, &format!("creation: {e:#}"))?;
+            result.failure = Some(format!(
+                "creation: {e:#}; evidence in {}",
+                evidence.display()
+            ));
+            return Ok(result);
+        }
+    }
+    // 2. One storm.
+    match bench.storm(args, 0) {
+        Ok(r) if r.converge_ms <= limit_ms => result.storm_ms = Some(r.converge_ms),
+        Ok(r) => {
+            result.failure = Some(format!(
+                "storm converged only after {:.0} ms; evidence in {}",
+                r.converge_ms,
+                evidence.display()
+            ));
+            dump_evidence(&mut bench, evidence, "storm (converged late)")?;
+        }
+        Err(e) => {
+            result.failure = Some(format!("storm: {e:#}; evidence in {}", evidence.display()));
+            dump_evidence(&mut bench, evidence, &format!("storm: {e:#}"))?;
+        }
+    }
+    Ok(result)
+}
+
+/// Writes what a failing run looked like to `out/`: the differing ports in the kernel, STATE_DB and
+/// APPL_DB; the daemon's log around them and its warnings; its metrics; `/proc/net/netlink`; the
+/// monitor's counts; the whole daemon log.
+fn dump_evidence(bench: &mut Bench, out: &Path, what: &str) -> Result<()> {
+    fs::create_dir_all(out)?;
+    let ports = bench.ctx.ports.clone();
+    let kernel = kernel_views(&bench.ns.0, &ports)?;
+    let state = state_views(&mut bench.ctx.state, &ports)?;
+    let mut appl = connect(&redis_url(&bench.dir), 0)?;
+    let mut pipe = redis::pipe();
+    for p in &ports {
+        pipe.cmd("EXISTS").arg(format!("PORT_TABLE:{p}"));
+    }
+    let appl_exists: Vec<i64> = pipe.query(&mut appl)?;
+    let mut r = String::new();
+    let _ = writeln!(r, "failure: {what}");
+    let _ = writeln!(r, "load: {}", fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    let differing: Vec<usize> = (0..ports.len()).filter(|&i| kernel[i] != state[i]).collect();
+    let _ = writeln!(r, "\n{} of {} ports differ (kernel | STATE_DB | APPL_DB PORT_TABLE):", differing.len(), ports.len());
+    for &i in &differing {
+        let _ = writeln!(
+            r,
+            "  {:<14} kernel {:<48} state {:<48} appl {}",
+            ports[i],
+            view(&kernel[i]),
+            view(&state[i]),
+            if appl_exists[i] == 1 { "present" } else { "ABSENT" }
+        );
+    }
+    let _ = writeln!(r, "\nkernel notifications seen by the monitor: {:?}", bench.ctx.monitor.counts()?);
+    let _ = writeln!(
+        r,
+        "netlink drops of the daemon's socket (/proc/net/netlink): {:?}",
+        netlink_drops(&bench.ns.0, bench.monitor_pid)
+    );
+    let _ = writeln!(r, "\n/proc/net/netlink in the namespace:\n{}", in_ns(&bench.ns.0, &["cat", "/proc/net/netlink"]));
+    let metrics = in_ns(
+        &bench.ns.0,
+        &["curl", "-s", "--max-time", "2", &format!("http://{METRICS_ADDR}/metrics")],
+    );
+    let _ = writeln!(r, "\ndaemon metrics (portsyncd_netlink_*, portsyncd_state_db_*, initial sync):");
+    for l in metrics.lines().filter(|l| {
+        !l.starts_with('#')
+            && (l.contains("netlink") || l.contains("state_db") || l.contains("initial_sync_total"))
+    }) {
+        let _ = writeln!(r, "  {l}");
+    }
+    let log = fs::read_to_string(&bench.ctx.daemon_log).unwrap_or_default();
+    let _ = writeln!(r, "\ndaemon warnings and netlink lines:");
+    for l in log.lines().filter(|l| {
+        l.contains("WARN") || l.contains("ERROR") || l.contains("dump") || l.contains("overrun")
+    }) {
+        let _ = writeln!(r, "  {l}");
+    }
+    for &i in differing.iter().take(PORTS_WITH_LOG) {
+        let needle = format!("ifname={} ", ports[i]);
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&needle) || l.ends_with(&needle[..needle.len() - 1])).collect();
+        let _ = writeln!(r, "\ndaemon log lines of {} ({} lines, last {LOG_LINES_PER_PORT}):", ports[i], lines.len());
+        for l in &lines[lines.len().saturating_sub(LOG_LINES_PER_PORT)..] {
+            let _ = writeln!(r, "  {l}");
+        }
+    }
+    fs::write(out.join("report.txt"), &r)?;
+    fs::write(out.join("daemon.log"), &log)?;
+    fs::write(out.join("metrics.txt"), &metrics)?;
+    let _ = fs::copy(bench.dir.join("create.batch"), out.join("create.batch"));
+    // The head of the report on stdout: the ports and the counters.
+    let head: Vec<&str> = r.lines().take(40).collect();
+    println!("  evidence ({}):\n    {}", out.display(), head.join("\n    "));
+    Ok(())
+}
+
+fn redis_url(dir: &Path) -> String {
+    format!("unix://{}", dir.join("redis.sock").display())
+}
+
+fn in_ns(ns: &str, cmd: &[&str]) -> String {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("({e})"))
+}
+
+fn view(v: &View) -> String {
+    match v {
+        View::Absent => "absent".into(),
+        View::Present {
+            admin_up,
+            oper_up,
+            mtu,
+            state_ok,
+        } => format!(
+            "admin {} oper {} mtu {mtu}{}",
+            if *admin_up { "up" } else { "down" },
+            if *oper_up { "up" } else { "down" },
+            if *state_ok { "" } else { " state!=ok" }
+        ),
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn distribution(name: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        println!("  {name:<40} no run converged");
+        return;
+    }
+    println!(
+        "  {name:<40} n={:<3} min {:>7.0}  median {:>7.0}  p90 {:>7.0}  max {:>7.0} ms",
+        v.len(),
+        v[0],
+        percentile(&v, 50.0),
+        percentile(&v, 90.0),
+        v[v.len() - 1]
+    );
+}
+
+fn summary(results: &[RunResult], limit: Duration, evidence: &Path) {
+    let failed: Vec<(usize, &RunResult)> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.failure.is_some())
+        .collect();
+    println!();
+    println!(
+        "cold-repeat summary: {} runs, {} converged within {limit:?} (creation and storm), {} failed",
+        results.len(),
+        results.len() - failed.len(),
+        failed.len()
+    );
+    for (k, r) in &failed {
+        println!("  run {}: {}", k + 1, r.failure.as_deref().unwrap_or_default());
+    }
+    if !failed.is_empty() {
+        println!("  evidence under {}", evidence.display());
+    }
+    distribution(
+        "link creation start -> STATE_DB converged",
+        results.iter().filter_map(|r| r.create_ms).collect(),
+    );
+    distribution(
+        "  after the kernel's last notification",
+        results.iter().filter_map(|r| r.create_after_kernel_ms).collect(),
+    );
+    let slow = results
+        .iter()
+        .filter(|r| r.create_ms.is_some_and(|v| v > limit.as_secs_f64() * 1e3))
+        .count();
+    if slow > 0 {
+        println!(
+            "  {slow} run(s) took longer than {limit:?} from the batch's start, with the kernel still \
+             notifying (see the load on each run's line)"
+        );
+    }
+    distribution(
+        "storm: last notification -> converged",
+        results.iter().filter_map(|r| r.storm_ms).collect(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 5.0);
+        assert_eq!(percentile(&v, 90.0), 9.0);
+        assert_eq!(percentile(&v, 100.0), 10.0);
+        assert_eq!(percentile(&[3.0], 90.0), 3.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
