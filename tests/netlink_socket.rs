@@ -411,7 +411,10 @@ fn silent_drop_inner() {
          overruns after the first {overruns}; change seen {seen_1234}; dump done {dump_done}"
     );
     assert!(dump_done, "the dump completed");
-    assert!(!seen_1234, "the change was delivered: the kernel no longer drops silently");
+    assert!(
+        !seen_1234,
+        "the change was delivered: the kernel no longer drops silently"
+    );
     assert_eq!(overruns, 0, "the loss was reported with an ENOBUFS");
     assert!(
         drops_after > drops_before,

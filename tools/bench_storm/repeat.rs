@@ -12,15 +12,16 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use crate::guards::{check_stop, now_ns, TempDir};
+use crate::guards::{check_stop, now_ns, signal, TempDir};
 use crate::observe::{kernel_views, netlink_drops, state_views, wait_converged, View};
 use crate::report::ms;
-use crate::setup::{connect, spawn_ip_batch};
+use crate::setup::{connect, spawn_ip_batch, storm_batch};
 use crate::{Args, Bench};
 
 /// Where the daemon's metrics listen inside the namespace (each run has a namespace of its own).
@@ -43,6 +44,11 @@ pub struct RepeatArgs {
     /// With --cold-repeat: the daemon's --log-level (debug keeps every STATE_DB write in the log).
     #[arg(long, default_value = "debug")]
     pub daemon_log_level: String,
+    /// With --cold-repeat: SIGSTOP the daemon when the storm starts and SIGCONT it after this many
+    /// milliseconds while the storm goes on: the backlog overruns the daemon's receive buffer (with
+    /// enough --flaps) and changes keep coming while it works through it.
+    #[arg(long, default_value_t = 0)]
+    pub stall_ms: u64,
     /// With --cold-repeat: where the evidence of failing runs goes (default: a directory in /tmp
     /// named after this process).
     #[arg(long)]
@@ -64,11 +70,9 @@ struct RunResult {
 pub fn run(args: &Args, tmp: &Path) -> Result<()> {
     let n = args.rep.cold_repeat;
     let limit = Duration::from_secs(args.rep.converge_limit_secs);
-    let evidence = args
-        .rep
-        .evidence_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/bench-storm-evidence-{}", std::process::id())));
+    let evidence = args.rep.evidence_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("/tmp/bench-storm-evidence-{}", std::process::id()))
+    });
     let mut per_run = args.clone();
     if per_run.daemon.is_none() {
         let exe = std::env::current_exe()?.with_file_name("portsyncd");
@@ -89,9 +93,18 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
         let dir = TempDir(tmp.join(format!("run{k}")));
         fs::create_dir_all(&dir.0)?;
         let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-        let r = match one_run(&per_run, &dir.0, limit, &evidence.join(format!("run{k}")), load.clone())
-        {
+        let load = load
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let r = match one_run(
+            &per_run,
+            &dir.0,
+            limit,
+            &evidence.join(format!("run{k}")),
+            load.clone(),
+        ) {
             Ok(r) => r,
             Err(e) => RunResult {
                 create_ms: None,
@@ -139,7 +152,11 @@ fn one_run(
     // 1. Every link, created and set up in one batch after the initial dump.
     let mut batch = String::new();
     for pair in bench.ctx.ports.chunks(2) {
-        let _ = writeln!(batch, "link add {} type veth peer name {}", pair[0], pair[1]);
+        let _ = writeln!(
+            batch,
+            "link add {} type veth peer name {}",
+            pair[0], pair[1]
+        );
     }
     for p in &bench.ctx.ports {
         let _ = writeln!(batch, "link set dev {p} up");
@@ -176,12 +193,16 @@ fn one_run(
         }
     }
     // 2. One storm.
-    match bench.storm(args, 0) {
-        Ok(r) if r.converge_ms <= limit_ms => result.storm_ms = Some(r.converge_ms),
-        Ok(r) => {
+    let storm = if args.rep.stall_ms > 0 {
+        stalled_storm(&mut bench, args, dir)
+    } else {
+        bench.storm(args, 0).map(|r| r.converge_ms)
+    };
+    match storm {
+        Ok(converge_ms) if converge_ms <= limit_ms => result.storm_ms = Some(converge_ms),
+        Ok(converge_ms) => {
             result.failure = Some(format!(
-                "storm converged only after {:.0} ms; evidence in {}",
-                r.converge_ms,
+                "storm converged only after {converge_ms:.0} ms; evidence in {}",
                 evidence.display()
             ));
             dump_evidence(&mut bench, evidence, "storm (converged late)")?;
@@ -192,6 +213,34 @@ fn one_run(
         }
     }
     Ok(result)
+}
+
+/// A storm during which the daemon is stopped for `--stall-ms` from its start; returns the time from
+/// the kernel's last notification to STATE_DB converged.
+fn stalled_storm(bench: &mut Bench, args: &Args, dir: &Path) -> Result<f64> {
+    let kernel = kernel_views(&bench.ns.0, &bench.ctx.ports)?;
+    let storm = storm_batch(&bench.ctx.ports, &kernel, args.flaps, args.seed);
+    let file = dir.join("storm.batch");
+    fs::write(&file, storm)?;
+    let before = bench.ctx.monitor.counts()?;
+    let dpid = bench.daemon.pid();
+    signal(dpid, "STOP")?;
+    let running = spawn_ip_batch(&bench.ns.0, &file);
+    thread::sleep(Duration::from_millis(args.rep.stall_ms));
+    signal(dpid, "CONT")?;
+    let conv = wait_converged(
+        &mut bench.ctx,
+        Duration::from_secs(args.timeout_secs),
+        &mut bench.daemon,
+        Some(running?),
+    )?;
+    println!(
+        "  stalled storm: {} notifications, {} ENOBUFS at the monitor, daemon socket drops {:?}",
+        conv.counts.newlink + conv.counts.dellink - before.newlink - before.dellink,
+        conv.counts.enobufs - before.enobufs,
+        netlink_drops(&bench.ns.0, bench.monitor_pid)
+    );
+    Ok(ms(conv.converged_ns.saturating_sub(conv.counts.last_ns)))
 }
 
 /// Writes what a failing run looked like to `out/`: the differing ports in the kernel, STATE_DB and
@@ -210,9 +259,22 @@ fn dump_evidence(bench: &mut Bench, out: &Path, what: &str) -> Result<()> {
     let appl_exists: Vec<i64> = pipe.query(&mut appl)?;
     let mut r = String::new();
     let _ = writeln!(r, "failure: {what}");
-    let _ = writeln!(r, "load: {}", fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
-    let differing: Vec<usize> = (0..ports.len()).filter(|&i| kernel[i] != state[i]).collect();
-    let _ = writeln!(r, "\n{} of {} ports differ (kernel | STATE_DB | APPL_DB PORT_TABLE):", differing.len(), ports.len());
+    let _ = writeln!(
+        r,
+        "load: {}",
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let differing: Vec<usize> = (0..ports.len())
+        .filter(|&i| kernel[i] != state[i])
+        .collect();
+    let _ = writeln!(
+        r,
+        "\n{} of {} ports differ (kernel | STATE_DB | APPL_DB PORT_TABLE):",
+        differing.len(),
+        ports.len()
+    );
     for &i in &differing {
         let _ = writeln!(
             r,
@@ -220,21 +282,42 @@ fn dump_evidence(bench: &mut Bench, out: &Path, what: &str) -> Result<()> {
             ports[i],
             view(&kernel[i]),
             view(&state[i]),
-            if appl_exists[i] == 1 { "present" } else { "ABSENT" }
+            if appl_exists[i] == 1 {
+                "present"
+            } else {
+                "ABSENT"
+            }
         );
     }
-    let _ = writeln!(r, "\nkernel notifications seen by the monitor: {:?}", bench.ctx.monitor.counts()?);
+    let _ = writeln!(
+        r,
+        "\nkernel notifications seen by the monitor: {:?}",
+        bench.ctx.monitor.counts()?
+    );
     let _ = writeln!(
         r,
         "netlink drops of the daemon's socket (/proc/net/netlink): {:?}",
         netlink_drops(&bench.ns.0, bench.monitor_pid)
     );
-    let _ = writeln!(r, "\n/proc/net/netlink in the namespace:\n{}", in_ns(&bench.ns.0, &["cat", "/proc/net/netlink"]));
+    let _ = writeln!(
+        r,
+        "\n/proc/net/netlink in the namespace:\n{}",
+        in_ns(&bench.ns.0, &["cat", "/proc/net/netlink"])
+    );
     let metrics = in_ns(
         &bench.ns.0,
-        &["curl", "-s", "--max-time", "2", &format!("http://{METRICS_ADDR}/metrics")],
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            &format!("http://{METRICS_ADDR}/metrics"),
+        ],
     );
-    let _ = writeln!(r, "\ndaemon metrics (portsyncd_netlink_*, portsyncd_state_db_*, initial sync):");
+    let _ = writeln!(
+        r,
+        "\ndaemon metrics (portsyncd_netlink_*, portsyncd_state_db_*, initial sync):"
+    );
     for l in metrics.lines().filter(|l| {
         !l.starts_with('#')
             && (l.contains("netlink") || l.contains("state_db") || l.contains("initial_sync_total"))
@@ -250,8 +333,16 @@ fn dump_evidence(bench: &mut Bench, out: &Path, what: &str) -> Result<()> {
     }
     for &i in differing.iter().take(PORTS_WITH_LOG) {
         let needle = format!("ifname={} ", ports[i]);
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&needle) || l.ends_with(&needle[..needle.len() - 1])).collect();
-        let _ = writeln!(r, "\ndaemon log lines of {} ({} lines, last {LOG_LINES_PER_PORT}):", ports[i], lines.len());
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&needle) || l.ends_with(&needle[..needle.len() - 1]))
+            .collect();
+        let _ = writeln!(
+            r,
+            "\ndaemon log lines of {} ({} lines, last {LOG_LINES_PER_PORT}):",
+            ports[i],
+            lines.len()
+        );
         for l in &lines[lines.len().saturating_sub(LOG_LINES_PER_PORT)..] {
             let _ = writeln!(r, "  {l}");
         }
@@ -262,7 +353,11 @@ fn dump_evidence(bench: &mut Bench, out: &Path, what: &str) -> Result<()> {
     let _ = fs::copy(bench.dir.join("create.batch"), out.join("create.batch"));
     // The head of the report on stdout: the ports and the counters.
     let head: Vec<&str> = r.lines().take(40).collect();
-    println!("  evidence ({}):\n    {}", out.display(), head.join("\n    "));
+    println!(
+        "  evidence ({}):\n    {}",
+        out.display(),
+        head.join("\n    ")
+    );
     Ok(())
 }
 
@@ -335,7 +430,11 @@ fn summary(results: &[RunResult], limit: Duration, evidence: &Path) {
         failed.len()
     );
     for (k, r) in &failed {
-        println!("  run {}: {}", k + 1, r.failure.as_deref().unwrap_or_default());
+        println!(
+            "  run {}: {}",
+            k + 1,
+            r.failure.as_deref().unwrap_or_default()
+        );
     }
     if !failed.is_empty() {
         println!("  evidence under {}", evidence.display());
@@ -346,7 +445,10 @@ fn summary(results: &[RunResult], limit: Duration, evidence: &Path) {
     );
     distribution(
         "  after the kernel's last notification",
-        results.iter().filter_map(|r| r.create_after_kernel_ms).collect(),
+        results
+            .iter()
+            .filter_map(|r| r.create_after_kernel_ms)
+            .collect(),
     );
     let slow = results
         .iter()
