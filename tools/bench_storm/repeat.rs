@@ -15,7 +15,7 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 
 use crate::guards::{check_stop, now_ns, signal, TempDir};
@@ -24,6 +24,9 @@ use crate::report::ms;
 use crate::setup::{connect, spawn_ip_batch, storm_batch};
 use crate::{Args, Bench};
 
+/// What the convergence wait needs after the batch beyond the limit: linkwatch's tail, 1.2 s of
+/// kernel quiet, 200 ms of holding.
+const SETTLE: Duration = Duration::from_secs(5);
 /// Where the daemon's metrics listen inside the namespace (each run has a namespace of its own).
 const METRICS_ADDR: &str = "127.0.0.1:9810";
 /// Daemon log lines kept per differing port in the evidence.
@@ -149,6 +152,7 @@ fn one_run(
         load,
         failure: None,
     };
+    let limit_ms = limit.as_secs_f64() * 1e3;
     // 1. Every link, created and set up in one batch after the initial dump.
     let mut batch = String::new();
     for pair in bench.ctx.ports.chunks(2) {
@@ -163,20 +167,14 @@ fn one_run(
     }
     let batch_file = dir.join("create.batch");
     fs::write(&batch_file, &batch)?;
-    let t0 = now_ns();
-    let creating = spawn_ip_batch(&bench.ns.0, &batch_file)?;
-    let timeout = Duration::from_secs(args.timeout_secs);
-    let limit_ms = limit.as_secs_f64() * 1e3;
-    match wait_converged(&mut bench.ctx, timeout, &mut bench.daemon, Some(creating)) {
-        Ok(c) => {
-            let total = ms(c.converged_ns.saturating_sub(t0));
-            let after_kernel = ms(c.converged_ns.saturating_sub(c.counts.last_ns));
-            result.create_ms = Some(total);
-            result.create_after_kernel_ms = Some(after_kernel);
-            if after_kernel > limit_ms {
+    match apply_and_wait(&mut bench, &batch_file, 0, limit) {
+        Ok(p) => {
+            result.create_ms = Some(ms(p.converged_ns.saturating_sub(p.started_ns)));
+            result.create_after_kernel_ms = Some(p.after_kernel_ms);
+            if p.after_kernel_ms > limit_ms {
                 result.failure = Some(format!(
-                    "creation converged {after_kernel:.0} ms after the kernel's last notification \
-                     ({total:.0} ms after the batch started); evidence in {}",
+                    "creation converged {:.0} ms after the kernel's last notification; evidence in {}",
+                    p.after_kernel_ms,
                     evidence.display()
                 ));
                 dump_evidence(&mut bench, evidence, "creation (converged late)")?;
@@ -192,17 +190,17 @@ fn one_run(
             return Ok(result);
         }
     }
-    // 2. One storm.
-    let storm = if args.rep.stall_ms > 0 {
-        stalled_storm(&mut bench, args, dir)
-    } else {
-        bench.storm(args, 0).map(|r| r.converge_ms)
-    };
-    match storm {
-        Ok(converge_ms) if converge_ms <= limit_ms => result.storm_ms = Some(converge_ms),
-        Ok(converge_ms) => {
+    // 2. One storm (the daemon stopped for its first --stall-ms).
+    let kernel = kernel_views(&bench.ns.0, &bench.ctx.ports)?;
+    let storm = storm_batch(&bench.ctx.ports, &kernel, args.flaps, args.seed);
+    let storm_file = dir.join("storm.batch");
+    fs::write(&storm_file, storm)?;
+    match apply_and_wait(&mut bench, &storm_file, args.rep.stall_ms, limit) {
+        Ok(p) if p.after_kernel_ms <= limit_ms => result.storm_ms = Some(p.after_kernel_ms),
+        Ok(p) => {
             result.failure = Some(format!(
-                "storm converged only after {converge_ms:.0} ms; evidence in {}",
+                "storm converged {:.0} ms after the kernel's last notification; evidence in {}",
+                p.after_kernel_ms,
                 evidence.display()
             ));
             dump_evidence(&mut bench, evidence, "storm (converged late)")?;
@@ -215,32 +213,52 @@ fn one_run(
     Ok(result)
 }
 
-/// A storm during which the daemon is stopped for `--stall-ms` from its start; returns the time from
-/// the kernel's last notification to STATE_DB converged.
-fn stalled_storm(bench: &mut Bench, args: &Args, dir: &Path) -> Result<f64> {
-    let kernel = kernel_views(&bench.ns.0, &bench.ctx.ports)?;
-    let storm = storm_batch(&bench.ctx.ports, &kernel, args.flaps, args.seed);
-    let file = dir.join("storm.batch");
-    fs::write(&file, storm)?;
+struct Phase {
+    started_ns: u64,
+    converged_ns: u64,
+    after_kernel_ms: f64,
+}
+
+/// Applies `batch` with `ip -batch` (the daemon SIGSTOPped for its first `stall_ms`), waits for the
+/// batch to end (under load it may take far longer than the limit: the kernel's time, not the
+/// daemon's), then waits up to `limit` plus the settling time for STATE_DB to equal the kernel.
+fn apply_and_wait(
+    bench: &mut Bench,
+    batch: &Path,
+    stall_ms: u64,
+    limit: Duration,
+) -> Result<Phase> {
     let before = bench.ctx.monitor.counts()?;
+    let started_ns = now_ns();
     let dpid = bench.daemon.pid();
-    signal(dpid, "STOP")?;
-    let running = spawn_ip_batch(&bench.ns.0, &file);
-    thread::sleep(Duration::from_millis(args.rep.stall_ms));
-    signal(dpid, "CONT")?;
-    let conv = wait_converged(
-        &mut bench.ctx,
-        Duration::from_secs(args.timeout_secs),
-        &mut bench.daemon,
-        Some(running?),
-    )?;
+    if stall_ms > 0 {
+        signal(dpid, "STOP")?;
+    }
+    let child = spawn_ip_batch(&bench.ns.0, batch);
+    if stall_ms > 0 {
+        thread::sleep(Duration::from_millis(stall_ms));
+        signal(dpid, "CONT")?;
+    }
+    let st = child?.wait()?;
+    if !st.success() {
+        bail!("ip -batch failed ({st})");
+    }
+    let conv = wait_converged(&mut bench.ctx, limit + SETTLE, &mut bench.daemon, None)?;
     println!(
-        "  stalled storm: {} notifications, {} ENOBUFS at the monitor, daemon socket drops {:?}",
+        "  {}: batch {:.0} ms, {} kernel notifications, daemon socket drops {:?}",
+        batch
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("batch"),
+        ms(now_ns().saturating_sub(started_ns)),
         conv.counts.newlink + conv.counts.dellink - before.newlink - before.dellink,
-        conv.counts.enobufs - before.enobufs,
         netlink_drops(&bench.ns.0, bench.monitor_pid)
     );
-    Ok(ms(conv.converged_ns.saturating_sub(conv.counts.last_ns)))
+    Ok(Phase {
+        started_ns,
+        converged_ns: conv.converged_ns,
+        after_kernel_ms: ms(conv.converged_ns.saturating_sub(conv.counts.last_ns)),
+    })
 }
 
 /// Writes what a failing run looked like to `out/`: the differing ports in the kernel, STATE_DB and
