@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 
-use crate::guards::{check_stop, now_ns, signal, TempDir};
+use crate::guards::{check_stop, now_ns, signal, wait_until, TempDir};
 use crate::observe::{kernel_views, netlink_drops, state_views, wait_converged, View};
 use crate::report::ms;
 use crate::setup::{connect, spawn_ip_batch, storm_batch};
@@ -52,6 +52,9 @@ pub struct RepeatArgs {
     /// enough --flaps) and changes keep coming while it works through it.
     #[arg(long, default_value_t = 0)]
     pub stall_ms: u64,
+    /// Set when the daemon is this build's portsyncd (its log lines are known).
+    #[arg(skip)]
+    pub own_daemon: bool,
     /// With --cold-repeat: where the evidence of failing runs goes (default: a directory in /tmp
     /// named after this process).
     #[arg(long)]
@@ -78,6 +81,7 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
     });
     let mut per_run = args.clone();
     if per_run.daemon.is_none() {
+        per_run.rep.own_daemon = true;
         let exe = std::env::current_exe()?.with_file_name("portsyncd");
         per_run.daemon = Some(format!(
             "{} --redis-url {{url}} --state-dir {{state}} --metrics-listen {METRICS_ADDR} --log-level {}",
@@ -145,6 +149,16 @@ fn one_run(
     load: String,
 ) -> Result<RunResult> {
     let mut bench = Bench::start(args, dir)?;
+    if args.rep.own_daemon {
+        // Bench::start judged the end of the initial dump from /proc/net/netlink (any daemon); ours
+        // also says so. A link created before that would be an "old netdev" to a cold start.
+        let log = bench.ctx.daemon_log.clone();
+        wait_until(
+            "the daemon's initial sync",
+            Duration::from_secs(args.timeout_secs),
+            || Ok(fs::read_to_string(&log)?.contains("initial sync complete")),
+        )?;
+    }
     let mut result = RunResult {
         create_ms: None,
         create_after_kernel_ms: None,
@@ -243,14 +257,14 @@ fn apply_and_wait(
     if !st.success() {
         bail!("ip -batch failed ({st})");
     }
+    let batch_ms = ms(now_ns().saturating_sub(started_ns));
     let conv = wait_converged(&mut bench.ctx, limit + SETTLE, &mut bench.daemon, None)?;
     println!(
-        "  {}: batch {:.0} ms, {} kernel notifications, daemon socket drops {:?}",
+        "  {}: ip -batch {batch_ms:.0} ms, {} kernel notifications, daemon socket drops {:?}",
         batch
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("batch"),
-        ms(now_ns().saturating_sub(started_ns)),
         conv.counts.newlink + conv.counts.dellink - before.newlink - before.dellink,
         netlink_drops(&bench.ns.0, bench.monitor_pid)
     );
@@ -345,7 +359,12 @@ fn dump_evidence(bench: &mut Bench, out: &Path, what: &str) -> Result<()> {
     let log = fs::read_to_string(&bench.ctx.daemon_log).unwrap_or_default();
     let _ = writeln!(r, "\ndaemon warnings and netlink lines:");
     for l in log.lines().filter(|l| {
-        l.contains("WARN") || l.contains("ERROR") || l.contains("dump") || l.contains("overrun")
+        l.contains("WARN")
+            || l.contains("ERROR")
+            || l.contains("dump")
+            || l.contains("overrun")
+            || l.contains("old netdev")
+            || l.contains("initial sync")
     }) {
         let _ = writeln!(r, "  {l}");
     }
