@@ -73,9 +73,12 @@ pub fn netlink_reader(
                 Ok(RecvOutcome::Timeout) => Vec::new(),
                 Err(e) => {
                     if let Some(suppressed) = errors.allow(Instant::now()) {
-                        error!(error = %e, suppressed, "netlink receive failed");
+                        error!(error = %e, suppressed, "netlink receive failed; resyncing with a fresh dump");
                     }
                     std::thread::sleep(Duration::from_millis(100));
+                    // A pending socket error other than ENOBUFS is how the kernel reports a
+                    // notification it could not build (rtnl_set_sk_err): a loss as well.
+                    overrun = true;
                     Vec::new()
                 }
             };
@@ -110,7 +113,7 @@ pub fn netlink_reader(
 
 /// Coalesces a burst: while messages keep coming, collects them for COALESCE at a time, so a storm
 /// wakes the loop (and Redis) about once per COALESCE instead of once per message. A lone change
-/// waits at most one COALESCE. Stops at an overrun (sets `overrun`).
+/// waits at most one COALESCE. Stops at an overrun or a receive error (sets `overrun`).
 fn coalesce(
     sock: &LinkSocket,
     buf: &mut Vec<u8>,
@@ -123,11 +126,11 @@ fn coalesce(
         loop {
             match sock.recv_nowait(buf) {
                 Ok(RecvOutcome::Items(more)) => items.extend(more),
-                Ok(RecvOutcome::Overrun) => {
+                Ok(RecvOutcome::Overrun) | Err(_) => {
                     *overrun = true;
                     break 'burst;
                 }
-                Ok(RecvOutcome::Timeout) | Err(_) => break,
+                Ok(RecvOutcome::Timeout) => break,
             }
             if items.len() >= BURST_ITEMS {
                 break 'burst;
