@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
@@ -167,6 +167,7 @@ fn one_run(
         failure: None,
     };
     let limit_ms = limit.as_secs_f64() * 1e3;
+    let timeout = Duration::from_secs(args.timeout_secs);
     // 1. Every link, created and set up in one batch after the initial dump.
     let mut batch = String::new();
     for pair in bench.ctx.ports.chunks(2) {
@@ -181,7 +182,7 @@ fn one_run(
     }
     let batch_file = dir.join("create.batch");
     fs::write(&batch_file, &batch)?;
-    match apply_and_wait(&mut bench, &batch_file, 0, limit) {
+    match apply_and_wait(&mut bench, &batch_file, 0, limit, timeout) {
         Ok(p) => {
             result.create_ms = Some(ms(p.converged_ns.saturating_sub(p.started_ns)));
             result.create_after_kernel_ms = Some(p.after_kernel_ms);
@@ -209,7 +210,7 @@ fn one_run(
     let storm = storm_batch(&bench.ctx.ports, &kernel, args.flaps, args.seed);
     let storm_file = dir.join("storm.batch");
     fs::write(&storm_file, storm)?;
-    match apply_and_wait(&mut bench, &storm_file, args.rep.stall_ms, limit) {
+    match apply_and_wait(&mut bench, &storm_file, args.rep.stall_ms, limit, timeout) {
         Ok(p) if p.after_kernel_ms <= limit_ms => result.storm_ms = Some(p.after_kernel_ms),
         Ok(p) => {
             result.failure = Some(format!(
@@ -235,12 +236,14 @@ struct Phase {
 
 /// Applies `batch` with `ip -batch` (the daemon SIGSTOPped for its first `stall_ms`), waits for the
 /// batch to end (under load it may take far longer than the limit: the kernel's time, not the
-/// daemon's), then waits up to `limit` plus the settling time for STATE_DB to equal the kernel.
+/// daemon's), then waits for STATE_DB to equal the kernel: up to `limit` plus the settling time
+/// after the kernel's last notification, and at most `timeout` after the batch.
 fn apply_and_wait(
     bench: &mut Bench,
     batch: &Path,
     stall_ms: u64,
     limit: Duration,
+    timeout: Duration,
 ) -> Result<Phase> {
     let before = bench.ctx.monitor.counts()?;
     let started_ns = now_ns();
@@ -258,7 +261,22 @@ fn apply_and_wait(
         bail!("ip -batch failed ({st})");
     }
     let batch_ms = ms(now_ns().saturating_sub(started_ns));
-    let conv = wait_converged(&mut bench.ctx, limit + SETTLE, &mut bench.daemon, None)?;
+    // The limit counts from the kernel's last notification: while the kernel is still notifying
+    // (linkwatch can trail a large batch by many seconds under load), keep waiting, up to
+    // --timeout-secs after the batch.
+    let give_up = Instant::now() + timeout;
+    let conv = loop {
+        match wait_converged(&mut bench.ctx, limit + SETTLE, &mut bench.daemon, None) {
+            Ok(c) => break c,
+            Err(e) => {
+                let last = bench.ctx.monitor.counts()?.last_ns;
+                let quiet = Duration::from_nanos(now_ns().saturating_sub(last));
+                if quiet >= limit || Instant::now() >= give_up {
+                    return Err(e);
+                }
+            }
+        }
+    };
     println!(
         "  {}: ip -batch {batch_ms:.0} ms, {} kernel notifications, daemon socket drops {:?}",
         batch
