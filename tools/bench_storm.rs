@@ -26,6 +26,8 @@ mod guards;
 mod monitor;
 #[path = "bench_storm/observe.rs"]
 mod observe;
+#[path = "bench_storm/repeat.rs"]
+mod repeat;
 #[path = "bench_storm/report.rs"]
 mod report;
 #[path = "bench_storm/setup.rs"]
@@ -55,7 +57,7 @@ use setup::{
     builtin_consumer, connect, database_config, ip_batch, spawn_ip_batch, storm_batch, Consumer,
 };
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "bench-storm",
     about = "Measure a portsyncd implementation on a storm of link changes in a private netns",
@@ -95,6 +97,8 @@ struct Args {
     /// writes of each restart.
     #[arg(long, default_value_t = 0)]
     warm_restarts: usize,
+    #[command(flatten)]
+    rep: repeat::RepeatArgs,
 }
 
 fn main() {
@@ -126,6 +130,9 @@ fn run(args: &Args) -> Result<()> {
     }
     let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));
     fs::create_dir_all(&tmp.0)?;
+    if args.rep.cold_repeat > 0 {
+        return repeat::run(args, &tmp.0);
+    }
     let result = Bench::start(args, &tmp.0).and_then(|mut bench| bench.run(args));
     if result.is_err() {
         let log = tail(&tmp.0.join("daemon.log"));

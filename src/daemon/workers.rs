@@ -46,9 +46,18 @@ const COALESCE: Duration = Duration::from_micros(500);
 /// Most messages handed to the loop at once.
 const BURST_ITEMS: usize = 4096;
 
-/// Reads the netlink socket until `stop`; bursts go to the loop on `tx`, the bounded netlink queue:
-/// while it is full the reader waits and the kernel's socket buffer holds the backlog (an overflow
-/// there is an overrun, healed by a resync).
+/// Reads the netlink socket until `stop`; bursts become `Input::Netlink`, losses `Input::Overrun`.
+///
+/// A loss is an `ENOBUFS` or a rise of the socket's drop counter: after reporting one overrun the
+/// kernel drops every further notification *silently* until the receive queue has been read empty
+/// (its `NETLINK_S_CONGESTED` bit). So on a loss the queue is first read empty (what it holds is still
+/// handed on) and only then is `Overrun` sent: the resync dump it triggers starts on an uncongested
+/// socket, where any later loss is reported again. A dump requested with the backlog still queued
+/// kept the socket congested for its whole length, and a change to a link it had already passed was
+/// lost for good (issue 11, the 2048-port cold start that never converged).
+///
+/// Bursts go to the loop on `tx`, the bounded netlink queue: while it is full the reader waits and
+/// the kernel's socket buffer holds the backlog (an overflow there is an overrun, healed likewise).
 pub fn netlink_reader(
     sup: &Supervisor,
     sock: Arc<LinkSocket>,
@@ -58,57 +67,141 @@ pub fn netlink_reader(
     sup.spawn("netlink", move || {
         let mut buf = Vec::new();
         let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut drops = DropWatch::new(&sock);
         while !stop.load(Ordering::Relaxed) {
-            let input = match sock.recv(&mut buf) {
-                Ok(RecvOutcome::Items(mut items)) => {
-                    // Coalesce a burst: while messages keep coming, collect them for COALESCE at a
-                    // time, so a storm wakes the loop (and Redis) about once per COALESCE instead of
-                    // once per message. A lone change waits at most one COALESCE.
-                    let mut overrun = false;
-                    'burst: while items.len() < BURST_ITEMS {
-                        std::thread::sleep(COALESCE);
-                        let before = items.len();
-                        loop {
-                            match sock.recv_nowait(&mut buf) {
-                                Ok(RecvOutcome::Items(more)) => items.extend(more),
-                                Ok(RecvOutcome::Overrun) => {
-                                    overrun = true;
-                                    break 'burst;
-                                }
-                                Ok(RecvOutcome::Timeout) | Err(_) => break,
-                            }
-                            if items.len() >= BURST_ITEMS {
-                                break 'burst;
-                            }
-                        }
-                        if items.len() == before {
-                            break;
-                        }
-                    }
-                    faults::panic_point("netlink");
-                    if tx.send(Input::Netlink(items)).is_err() {
-                        break;
-                    }
-                    if !overrun {
-                        continue;
-                    }
-                    Input::Overrun
+            let mut overrun = false;
+            let items = match sock.recv(&mut buf) {
+                Ok(RecvOutcome::Items(items)) => coalesce(&sock, &mut buf, items, &mut overrun),
+                Ok(RecvOutcome::Overrun) => {
+                    overrun = true;
+                    Vec::new()
                 }
-                Ok(RecvOutcome::Overrun) => Input::Overrun,
-                Ok(RecvOutcome::Timeout) => continue,
+                Ok(RecvOutcome::Timeout) => Vec::new(),
                 Err(e) => {
                     if let Some(suppressed) = errors.allow(Instant::now()) {
-                        error!(error = %e, suppressed, "netlink receive failed");
+                        error!(error = %e, suppressed, "netlink receive failed; resyncing with a fresh dump");
                     }
                     std::thread::sleep(Duration::from_millis(100));
-                    continue;
+                    // A pending socket error other than ENOBUFS is how the kernel reports a
+                    // notification it could not build (rtnl_set_sk_err): a loss as well.
+                    overrun = true;
+                    Vec::new()
                 }
             };
-            if tx.send(input).is_err() {
+            if !items.is_empty() {
+                faults::panic_point("netlink");
+            }
+            if !items.is_empty() && tx.send(Input::Netlink(items)).is_err() {
                 break;
+            }
+            if let Some(dropped) = drops.rose(&sock) {
+                if !overrun {
+                    if let Some(suppressed) = drops.log.allow(Instant::now()) {
+                        warn!(
+                            dropped,
+                            suppressed,
+                            "netlink notifications dropped without ENOBUFS: resyncing with a fresh dump"
+                        );
+                    }
+                }
+                overrun = true;
+            }
+            if overrun {
+                if !drain(&sock, &mut buf, &tx) {
+                    break;
+                }
+                // Every loss counted so far is covered by the dump this overrun triggers.
+                drops.rose(&sock);
+                if tx.send(Input::Overrun).is_err() {
+                    break;
+                }
             }
         }
     })
+}
+
+/// Coalesces a burst: while messages keep coming, collects them for COALESCE at a time, so a storm
+/// wakes the loop (and Redis) about once per COALESCE instead of once per message. A lone change
+/// waits at most one COALESCE. Stops at an overrun or a receive error (sets `overrun`).
+fn coalesce(
+    sock: &LinkSocket,
+    buf: &mut Vec<u8>,
+    mut items: Vec<NetlinkItem>,
+    overrun: &mut bool,
+) -> Vec<NetlinkItem> {
+    'burst: while items.len() < BURST_ITEMS {
+        std::thread::sleep(COALESCE);
+        let before = items.len();
+        loop {
+            match sock.recv_nowait(buf) {
+                Ok(RecvOutcome::Items(more)) => items.extend(more),
+                Ok(RecvOutcome::Overrun) | Err(_) => {
+                    *overrun = true;
+                    break 'burst;
+                }
+                Ok(RecvOutcome::Timeout) => break,
+            }
+            if items.len() >= BURST_ITEMS {
+                break 'burst;
+            }
+        }
+        if items.len() == before {
+            break;
+        }
+    }
+    items
+}
+
+/// Reads the queue empty (an `EAGAIN`), handing what it holds to the loop in bursts. While the
+/// socket is congested the kernel adds nothing to the queue but the parts of a dump in progress, so
+/// this ends. False when the loop is gone.
+fn drain(sock: &LinkSocket, buf: &mut Vec<u8>, tx: &Sender<Input>) -> bool {
+    let mut items = Vec::new();
+    loop {
+        match sock.recv_nowait(buf) {
+            Ok(RecvOutcome::Items(more)) => items.extend(more),
+            Ok(RecvOutcome::Overrun) => {}
+            Ok(RecvOutcome::Timeout) | Err(_) => break,
+        }
+        if items.len() >= BURST_ITEMS
+            && tx.send(Input::Netlink(std::mem::take(&mut items))).is_err()
+        {
+            return false;
+        }
+    }
+    items.is_empty() || tx.send(Input::Netlink(items)).is_ok()
+}
+
+/// Follows the socket's drop counter (`SO_MEMINFO`), which also counts the notifications the kernel
+/// dropped without an `ENOBUFS`.
+struct DropWatch {
+    /// None: the kernel cannot tell (no `SO_MEMINFO`); only `ENOBUFS` is seen then.
+    last: Option<u32>,
+    log: RateLimit,
+}
+
+impl DropWatch {
+    fn new(sock: &LinkSocket) -> DropWatch {
+        let last = match sock.drops() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                warn!(error = %e, "netlink drop counter unavailable: only ENOBUFS reveals lost notifications");
+                None
+            }
+        };
+        DropWatch {
+            last,
+            log: RateLimit::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// How many drops the counter rose by since the last call, if it rose.
+    fn rose(&mut self, sock: &LinkSocket) -> Option<u32> {
+        let last = self.last?;
+        let now = sock.drops().ok()?;
+        self.last = Some(now);
+        (now != last).then(|| now.wrapping_sub(last))
+    }
 }
 
 /// Executes `Work` against Redis, one batch at a time, and reports each result.

@@ -147,6 +147,13 @@ impl LinkSocket {
         self.rcvbuf.load(Ordering::Relaxed)
     }
 
+    /// Notifications the kernel dropped for this socket so far (`SO_MEMINFO` drops; `/proc/net/netlink`
+    /// shows the same number). An increase means notifications were lost, with or without an
+    /// `ENOBUFS`: after reporting one overrun the kernel drops silently until the queue is read empty.
+    pub fn drops(&self) -> Result<u32, NetlinkError> {
+        sockopt::drops(self.socket.as_fd()).map_err(NetlinkError::io("get SO_MEMINFO"))
+    }
+
     /// Shrinks (or grows) the receive buffer with plain `SO_RCVBUF`; for overrun tests.
     pub fn set_rcvbuf_for_test(&self, bytes: usize) -> Result<(), NetlinkError> {
         sockopt::set_rcvbuf(self.socket.as_fd(), bytes)

@@ -1,7 +1,7 @@
-//! The two socket options netlink-sys does not wrap: `SO_RCVBUFFORCE` and `SO_RCVTIMEO`.
+//! The socket options netlink-sys does not wrap: `SO_RCVBUFFORCE`, `SO_RCVTIMEO` and `SO_MEMINFO`.
 //!
-//! Both need `libc::setsockopt`, which is `unsafe` because it takes raw pointers; std offers no safe
-//! way to set options on an arbitrary file descriptor.
+//! They need `libc::setsockopt`/`getsockopt`, which are `unsafe` because they take raw pointers; std
+//! offers no safe way to use options on an arbitrary file descriptor.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -62,4 +62,37 @@ pub fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()>
 
 fn clamp_int(bytes: usize) -> libc::c_int {
     libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX)
+}
+
+/// `SO_MEMINFO`'s `SK_MEMINFO_DROPS`: how many messages the kernel dropped for this socket since it
+/// was opened (the `Drops` column of `/proc/net/netlink`). For a netlink socket it also counts the
+/// notifications dropped *without* an `ENOBUFS`: after an overrun the kernel reports `ENOBUFS` once
+/// and then drops every notification silently until the receive queue has been read empty.
+pub fn drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SK_MEMINFO_VARS is 9 on every kernel since 4.12; newer kernels may add entries (the kernel
+    // copies at most `len` bytes), older ones lack SO_MEMINFO (ENOPROTOOPT).
+    let mut mem = [0u32; 16];
+    let mut len = std::mem::size_of_val(&mem) as libc::socklen_t;
+    // SAFETY: `fd` is a live descriptor; the pointer and `len` describe `mem`, an array on our stack
+    // that outlives the call; the kernel writes at most `len` bytes into it and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            mem.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let idx = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (idx + 1) * std::mem::size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without SK_MEMINFO_DROPS",
+        ));
+    }
+    Ok(mem[idx])
 }
