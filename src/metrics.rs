@@ -85,6 +85,8 @@ pub struct Metrics {
     pub warm_reconciled_saved_eoiu: Counter,
     /// Warm starts that reconciled otherwise (baseline read from STATE_DB, or ended by the timeout).
     pub warm_reconciled_degraded: Counter,
+    /// Warm starts whose initial sync was ended by the EOIU timer, not by a complete dump.
+    pub warm_timeouts: Counter,
 }
 
 /// `(series name, help, type)` of every plain counter, in export order, with its accessor.
@@ -176,6 +178,11 @@ const COUNTERS: &[Entry] = &[
         "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}",
         "",
         |m| &m.warm_reconciled_degraded,
+    ),
+    (
+        "portsyncd_warm_restart_timeouts_total",
+        "Warm restarts whose initial sync did not complete within the timer (lifetime).",
+        |m| &m.warm_timeouts,
     ),
 ];
 
