@@ -177,3 +177,55 @@ fn dashboard_and_rules_query_only_exported_series_and_metrics_lint_clean() {
     );
     assert_eq!(d.terminate().code(), Some(0));
 }
+
+/// A store saved by a portsyncd from before the stable metric IDs (lifetime values keyed by the series
+/// string): the upgraded daemon keeps counting from those values and saves them under the IDs.
+#[test]
+fn lifetime_values_saved_under_series_strings_survive_the_upgrade() {
+    use portsyncd::store::{Snapshot, Store, StoreConfig, StoreReader};
+    let (rig, _names) = rig_with(2);
+    let mut old = Snapshot::default();
+    for (key, v) in [
+        ("portsyncd_starts_total{mode=\"cold\"}", 40),
+        ("portsyncd_netlink_overruns_total", 7),
+        ("portsyncd_state_db_writes_total{op=\"del\"}", 123),
+        ("portsyncd_initial_sync_seconds_count", 40),
+        ("portsyncd_initial_sync_seconds_bucket{le=\"60\"}", 40),
+    ] {
+        old.counters.insert(key.to_string(), v);
+    }
+    {
+        let (mut store, _) = Store::open(StoreConfig::new(&rig.state_dir)).expect("open store");
+        store.commit(&old).expect("commit");
+    }
+    let mut d = rig.start(&[]);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+    let page = d.metrics();
+    common::daemon::assert_metrics(
+        &page,
+        &[
+            ("portsyncd_starts_total{mode=\"cold\"}", 41.0),
+            ("portsyncd_netlink_overruns_total", 7.0),
+            ("portsyncd_state_db_writes_total{op=\"del\"}", 123.0),
+            ("portsyncd_initial_sync_seconds_count", 41.0),
+            ("portsyncd_initial_sync_seconds_bucket{le=\"60\"}", 41.0),
+        ],
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+    let gens = StoreReader::open(&rig.state_dir, 1 << 20)
+        .expect("open store")
+        .generations()
+        .expect("generations");
+    let saved = gens
+        .iter()
+        .filter(|g| g.counters.is_some())
+        .max_by_key(|g| g.number)
+        .and_then(|g| g.counters.clone())
+        .expect("counters saved");
+    assert_eq!(saved.get("starts.cold"), Some(&41), "{saved:?}");
+    assert_eq!(saved.get("netlink.overruns"), Some(&7), "{saved:?}");
+    assert!(
+        saved.keys().all(|k| !k.starts_with("portsyncd_")),
+        "{saved:?}"
+    );
+}
