@@ -138,6 +138,8 @@ fn eoiu_timeout_zero_and_long() {
         &[
             ("portsyncd_initial_sync_total{outcome=\"eoiu\"}", 2.0),
             ("portsyncd_initial_sync_total{outcome=\"timeout\"}", 1.0),
+            // The warm start with timer 0: the alert rule PortsyncdWarmRestartTimedOut reads this.
+            ("portsyncd_warm_restart_timeouts_total", 1.0),
         ],
     );
     assert_eq!(d.terminate().code(), Some(0));
@@ -181,6 +183,7 @@ fn a_dump_that_never_completes_ends_at_the_timeout() {
                 "portsyncd_warm_restarts_total{result=\"reconciled_degraded\"}",
                 1.0,
             ),
+            ("portsyncd_warm_restart_timeouts_total", 1.0),
         ],
     );
     assert_eq!(d.terminate().code(), Some(0));

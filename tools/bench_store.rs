@@ -2,7 +2,12 @@
 //! verify-all time, disk bytes and peak RSS. Each port count runs in its own child process so VmHWM is
 //! that run's alone. Prints numbers; asserts nothing.
 //!
-//! `bench-store [--dir DIR] [--commits N]` (DIR must be on a real disk: fsync on tmpfs is free).
+//! `bench-store [--dir DIR] [--commits N] [--plot FILE.svg]` (DIR must be on a real disk: fsync on tmpfs
+//! is free). With `--plot`, the daemon's usual commit (one port changes, JSON export on) and the worst
+//! case (every record changes) run at 16 to 4096 ports instead, and their p50/p99 go to FILE.svg.
+
+#[path = "bench_store/plot.rs"]
+mod plot;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -199,6 +204,9 @@ fn main() -> anyhow::Result<()> {
         "bench-store: dir={} commits per size={commits}",
         dir.display()
     );
+    if let Some(svg) = opt("--plot") {
+        return plot_sweep(&dir, commits, Path::new(&svg));
+    }
     // (JSON export on, sled mode, change per commit). "one": one port flaps per commit (the daemon's
     // usual commit); "all": every record changes every commit (worst case, sled churn).
     let runs = [
@@ -227,5 +235,69 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(status.success(), "child for {ports} ports failed");
         }
     }
+    Ok(())
+}
+
+/// One child run; returns its result line (also printed).
+fn child(
+    dir: &Path,
+    ports: usize,
+    commits: usize,
+    export: bool,
+    change: &str,
+) -> anyhow::Result<String> {
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "--dir",
+            &dir.to_string_lossy(),
+            "--commits",
+            &commits.to_string(),
+        ])
+        .args(["--child-ports", &ports.to_string()])
+        .args(["--child-export", if export { "1" } else { "0" }])
+        .args(["--child-mode", "lowspace", "--child-change", change])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "child for {ports} ports failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{text}");
+    Ok(text)
+}
+
+/// `--plot`: p50/p99 commit latency at 16..4096 ports, drawn to `svg`.
+fn plot_sweep(dir: &Path, commits: usize, svg: &Path) -> anyhow::Result<()> {
+    let kinds = [
+        (
+            "one port changes per commit (the daemon's usual commit)",
+            "one",
+            commits,
+        ),
+        (
+            "every record changes (worst case)",
+            "all",
+            (commits / 4).max(10),
+        ),
+    ];
+    let mut series = Vec::new();
+    for (label, change, n) in kinds {
+        let mut points = Vec::new();
+        for ports in [16, 64, 256, 512, 1024, 2048, 4096] {
+            let line = child(dir, ports, n, true, change)?;
+            points.push(
+                plot::parse(ports, &line)
+                    .ok_or_else(|| anyhow::anyhow!("no latency in the child's line {line:?}"))?,
+            );
+        }
+        series.push((label.to_string(), points));
+    }
+    let title = format!(
+        "bench-store: commit latency against port count (sled LowSpace, JSON export on, {})",
+        dir.display()
+    );
+    plot::draw(svg, &title, &series)?;
+    println!("plot written to {}", svg.display());
     Ok(())
 }

@@ -26,12 +26,16 @@ mod guards;
 mod monitor;
 #[path = "bench_storm/observe.rs"]
 mod observe;
+#[path = "bench_storm/plot.rs"]
+mod plot;
 #[path = "bench_storm/repeat.rs"]
 mod repeat;
 #[path = "bench_storm/report.rs"]
 mod report;
 #[path = "bench_storm/setup.rs"]
 mod setup;
+#[path = "bench_storm/timeline.rs"]
+mod timeline;
 #[path = "bench_storm/warm.rs"]
 mod warm;
 
@@ -73,9 +77,15 @@ struct Args {
     #[arg(long, default_value_t = 2688)]
     flaps: usize,
     /// The daemon's command line; default: the sibling `portsyncd` binary with
-    /// `--redis-url {url} --state-dir {state} --metrics-enabled false --log-output stderr`.
+    /// `--redis-url {url} --state-dir {state} --metrics-enabled false --log-output stderr`. Repeatable:
+    /// each daemon runs in turn, in a fresh namespace and Redis.
     #[arg(long)]
-    daemon: Option<String>,
+    daemon: Vec<String>,
+    /// Draw the first storm to this SVG file: the kernel's link notifications and the ports where
+    /// STATE_DB disagrees with the kernel, over time. portsyncd runs first and every `--daemon` after it,
+    /// all on the same axes.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// SIGSTOP the daemon during the storm, SIGCONT after it; time is measured from SIGCONT.
     #[arg(long)]
     overrun: bool,
@@ -128,19 +138,59 @@ fn run(args: &Args) -> Result<()> {
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&STOP))?;
         signal_hook::flag::register(sig, Arc::clone(&STOP))?;
     }
-    let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));
-    fs::create_dir_all(&tmp.0)?;
     if args.rep.cold_repeat > 0 {
+        let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));
+        fs::create_dir_all(&tmp.0)?;
         return repeat::run(args, &tmp.0);
     }
-    let result = Bench::start(args, &tmp.0).and_then(|mut bench| bench.run(args));
-    if result.is_err() {
-        let log = tail(&tmp.0.join("daemon.log"));
-        if !log.is_empty() {
-            eprintln!("bench-storm: last lines of the daemon's log:\n{log}");
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("no directory for the current executable"))?;
+    let portsyncd = format!(
+        "{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false --log-output stderr",
+        exe_dir.join("portsyncd").display()
+    );
+    let mut traces = Vec::new();
+    for (i, (label, cmd)) in plot::daemons(&args.daemon, args.plot.is_some(), &portsyncd)
+        .into_iter()
+        .enumerate()
+    {
+        let tmp =
+            TempDir(std::env::temp_dir().join(format!("bench-storm-{}-{i}", std::process::id())));
+        fs::create_dir_all(&tmp.0)?;
+        let result = Bench::start(args, &cmd, &tmp.0).and_then(|mut bench| bench.run(args));
+        match result {
+            Ok(Some(mut trace)) => {
+                trace.label = label;
+                traces.push(trace);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let log = tail(&tmp.0.join("daemon.log"));
+                if !log.is_empty() {
+                    eprintln!("bench-storm: last lines of the daemon's log:\n{log}");
+                }
+                return Err(e);
+            }
         }
     }
-    result
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "bench-storm: {} ports, {} link changes{}",
+            args.ports,
+            args.flaps,
+            if args.overrun {
+                ", daemon SIGSTOPped during the storm"
+            } else {
+                ""
+            }
+        );
+        plot::draw_storm(path, &traces, &title)?;
+        println!();
+        println!("  plot written to {}", path.display());
+    }
+    Ok(())
 }
 
 /// Everything a run owns. Fields drop in declaration order: the daemon first, redis-server last.
@@ -155,12 +205,14 @@ struct Bench {
     _redis: Proc,
     dir: PathBuf,
     monitor_pid: u32,
+    /// The first storm, when `--plot` asks for it.
+    trace: Option<plot::StormTrace>,
 }
 
 impl Bench {
     /// redis-server + CONFIG_DB, namespace, consumer, monitor, daemon; returns once the daemon has
     /// published APPL_DB and finished its initial netlink dump.
-    fn start(args: &Args, dir: &Path) -> Result<Bench> {
+    fn start(args: &Args, template: &str, dir: &Path) -> Result<Bench> {
         let exe_dir = std::env::current_exe()?
             .parent()
             .map(Path::to_path_buf)
@@ -213,13 +265,6 @@ impl Bench {
         let monitor = Monitor::start(&ns.0)?;
         let monitor_pid = monitor.pid();
 
-        // The daemon under test.
-        let template = args.daemon.clone().unwrap_or_else(|| {
-            format!(
-                "{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false --log-output stderr",
-                exe_dir.join("portsyncd").display()
-            )
-        });
         // A SONiC database_config.json for implementations that read one instead of --redis-url.
         let dbconfig = dir.join("database_config.json");
         fs::write(&dbconfig, database_config(&sock))?;
@@ -274,6 +319,7 @@ impl Bench {
             _redis: redis,
             dir: dir.to_path_buf(),
             monitor_pid,
+            trace: None,
         };
         bench.wait_ready(args, &url)?;
         Ok(bench)
@@ -331,7 +377,7 @@ impl Bench {
         Ok(())
     }
 
-    fn run(&mut self, args: &Args) -> Result<()> {
+    fn run(&mut self, args: &Args) -> Result<Option<plot::StormTrace>> {
         self.ports_phase(args)?;
         let mut results = Vec::new();
         for k in 0..args.repeat {
@@ -354,7 +400,7 @@ impl Bench {
             warm.push(r);
         }
         warm::summary(&warm);
-        Ok(())
+        Ok(self.trace.take())
     }
 
     /// Creates N/2 veth pairs (both ends ports) and sets them up in one batch.
@@ -429,6 +475,22 @@ impl Bench {
             (None, tb1, Some(now_ns()))
         };
         let conv = wait_converged(&mut self.ctx, timeout, &mut self.daemon, running)?;
+        if args.plot.is_some() && k == 0 {
+            let events = self.ctx.monitor.events(tb0)?;
+            self.trace = Some(plot::StormTrace {
+                label: String::new(),
+                start_ns: tb0,
+                disagreement: timeline::disagreement(
+                    &self.ctx.ports,
+                    &kernel,
+                    &events,
+                    &conv.state_changes,
+                    &conv.poll_ns,
+                ),
+                notifications: events.iter().map(|e| (e.t_ns, 1)).collect(),
+                converged_ns: conv.converged_ns,
+            });
+        }
         if !args.overrun {
             tb1 = conv.batch_end_ns;
         }

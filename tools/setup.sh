@@ -5,7 +5,8 @@
 #   bash tools/setup.sh          # as root
 #
 # Needs: redis-server (redis-server), ip (iproute2), fusermount3 (fuse3, libfuse3-dev for the power-cut
-# tests), ps/pkill (procps), curl, a C linker and pkg-config (for cargo), and a Rust toolchain (cargo),
+# tests), ps/pkill (procps), curl, a C linker and pkg-config (for cargo), promtool (prometheus: checks the
+# alert rules and lints /metrics), and a Rust toolchain (cargo),
 # which this script checks for but cannot install.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ declare -A want=(
     [curl]=curl
     [cc]=build-essential
     [pkg-config]=pkg-config
+    [promtool]=prometheus
 )
 missing=()
 for cmd in "${!want[@]}"; do

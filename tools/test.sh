@@ -7,7 +7,9 @@
 # `fault-injection` feature (test-only hooks compiled into the daemon binary the integration tests start);
 # --no-fail-fast so that one failing test binary does not hide the results of the others.
 # Needs root: the tests create network namespaces with veth pairs, start private redis-servers on unix
-# sockets in temp dirs and mount a FUSE filesystem for the power-cut tests. Exits non-zero on any failure.
+# sockets in temp dirs and mount a FUSE filesystem for the power-cut tests. Then checks and unit-tests the
+# Prometheus alert rules with promtool (the live /metrics is linted by tests/observability.rs). Exits
+# non-zero on any failure.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,6 +35,16 @@ read -r passed failed skipped binaries < <(awk '/^test result:/ {
         n++
     }
     END { printf "%d %d %d %d\n", p, f, s, n }' "$log")
+
+# The alert rules an operator loads as they are: syntax, then their unit tests (firing and not firing).
+rules_status=0
+promtool check rules deploy/prometheus/portsyncd-rules.yml || rules_status=$?
+promtool test rules deploy/prometheus/portsyncd-rules.test.yml || rules_status=$?
+if ((rules_status != 0)); then
+    echo "promtool: alert rules FAILED" >&2
+    ((status != 0)) || status=$rules_status
+fi
+
 echo
 if ((status != 0)); then
     grep -E '^(failures:|    [A-Za-z_:0-9]+$|error(\[|:))' "$log" | head -n 40 || true

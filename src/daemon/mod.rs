@@ -536,6 +536,9 @@ impl Loop {
                 }
                 self.metrics.initial_sync_seconds.observe(end.elapsed);
                 if self.warm {
+                    if end.outcome == SyncOutcome::Timeout {
+                        self.metrics.warm_timeouts.inc();
+                    }
                     if end.outcome == SyncOutcome::Eoiu
                         && self.baseline_source == BaselineSource::Store
                     {

@@ -5,12 +5,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::guards::{now_ns, Proc};
+use crate::timeline::{decode_link, LinkChange};
 
 /// argv[1] that turns this binary into the monitor.
 pub const MONITOR_ARG: &str = "__netlink-monitor";
@@ -20,7 +21,8 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 
 /// Inside the namespace: counts RTM_NEWLINK/RTM_DELLINK; answers each stdin line with
-/// `<newlink> <dellink> <enobufs> <unix ns of the last notification>`.
+/// `<newlink> <dellink> <enobufs> <unix ns of the last notification>`, except `events <ns>`, answered with
+/// every link notification received after `<ns>` (for `--plot`, see `timeline::LinkChange`).
 pub fn monitor_main() -> Result<()> {
     use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
     let mut sock = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
@@ -34,13 +36,18 @@ pub fn monitor_main() -> Result<()> {
         AtomicU64::new(0),
     ]);
     let c = Arc::clone(&counts);
+    // Every link notification, decoded: ~40 bytes each, a few MiB for the longest run.
+    let events: Arc<Mutex<Vec<LinkChange>>> = Arc::default();
+    let ev = Arc::clone(&events);
     thread::spawn(move || {
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         loop {
             buf.clear();
             match sock.recv(&mut buf, 0) {
                 Ok(_) => {
+                    let t = now_ns();
                     let mut off = 0usize;
+                    let mut links = Vec::new();
                     while off + 16 <= buf.len() {
                         let len = u32::from_ne_bytes([
                             buf[off],
@@ -57,9 +64,24 @@ pub fn monitor_main() -> Result<()> {
                         if len < 16 {
                             break;
                         }
+                        if ty == RTM_NEWLINK || ty == RTM_DELLINK {
+                            let msg = &buf[off..(off + len).min(buf.len())];
+                            if let Some((name, view)) = decode_link(msg, ty == RTM_DELLINK) {
+                                links.push(LinkChange {
+                                    t_ns: t,
+                                    name,
+                                    view,
+                                });
+                            }
+                        }
                         off += (len + 3) & !3;
                     }
-                    c[3].store(now_ns(), Ordering::Relaxed);
+                    c[3].store(t, Ordering::Relaxed);
+                    if !links.is_empty() {
+                        if let Ok(mut e) = ev.lock() {
+                            e.extend(links);
+                        }
+                    }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     c[2].fetch_add(1, Ordering::Relaxed);
@@ -76,7 +98,20 @@ pub fn monitor_main() -> Result<()> {
     writeln!(out, "ready")?;
     out.flush()?;
     for line in std::io::stdin().lock().lines() {
-        line?;
+        let line = line?;
+        if let Some(since) = line.strip_prefix("events ") {
+            let since: u64 = since.trim().parse().unwrap_or(0);
+            let mut answer = String::new();
+            if let Ok(e) = events.lock() {
+                for change in e.iter().filter(|c| c.t_ns > since) {
+                    answer.push_str(&change.encode());
+                    answer.push(' ');
+                }
+            }
+            writeln!(out, "{}", answer.trim_end())?;
+            out.flush()?;
+            continue;
+        }
         let v: Vec<u64> = counts.iter().map(|a| a.load(Ordering::Relaxed)).collect();
         writeln!(out, "{} {} {} {}", v[0], v[1], v[2], v[3])?;
         out.flush()?;
@@ -134,6 +169,17 @@ impl Monitor {
     /// The monitor's pid (also its netlink port id, which /proc/net/netlink shows).
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    /// Every link notification the monitor received after `since_ns`.
+    pub fn events(&mut self, since_ns: u64) -> Result<Vec<LinkChange>> {
+        writeln!(self.stdin, "events {since_ns}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        line.split_whitespace()
+            .map(|w| LinkChange::decode(w).ok_or_else(|| anyhow!("monitor answered {w:?}")))
+            .collect()
     }
 
     pub fn counts(&mut self) -> Result<NlCounts> {

@@ -114,6 +114,10 @@ pub struct Convergence {
     pub resolution_ns: u64,
     /// Mean time between two polls.
     pub mean_poll_ns: u64,
+    /// When each poll's answer arrived (unix ns), and STATE_DB's changes as (poll time, port index, new
+    /// view); the first poll records every port. For `--plot` (see `timeline::disagreement`).
+    pub poll_ns: Vec<u64>,
+    pub state_changes: Vec<(u64, u32, View)>,
 }
 
 /// The kernel's truth, re-read by a thread of its own so STATE_DB polls keep a ~1 ms cadence.
@@ -172,6 +176,8 @@ pub fn poll_state(
     const QUIET_NS: u64 = 1_200_000_000;
     let deadline = Instant::now() + timeout;
     let mut history: Vec<(u64, u64)> = Vec::with_capacity(16384);
+    let mut state_changes: Vec<(u64, u32, View)> = Vec::new();
+    let mut last_views = vec![View::Absent; ctx.ports.len()];
     let mut matched_since: Option<Instant> = None;
     let mut counts = ctx.monitor.counts()?;
     let mut counts_read = Instant::now();
@@ -195,7 +201,14 @@ pub fn poll_state(
         }
         let views = state_views(&mut ctx.state, &ctx.ports)?;
         let h = hash_views(&views);
-        history.push((now_ns(), h));
+        let t = now_ns();
+        history.push((t, h));
+        for (i, (v, last)) in views.iter().zip(&mut last_views).enumerate() {
+            if v != last {
+                state_changes.push((t, i as u32, v.clone()));
+                *last = v.clone();
+            }
+        }
         if counts_read.elapsed() >= Duration::from_millis(50) {
             counts = ctx.monitor.counts()?;
             counts_read = Instant::now();
@@ -226,6 +239,8 @@ pub fn poll_state(
                         polls: history.len(),
                         resolution_ns,
                         mean_poll_ns: span / (history.len() as u64).max(2).saturating_sub(1),
+                        poll_ns: history.iter().map(|p| p.0).collect(),
+                        state_changes,
                     });
                 }
             }

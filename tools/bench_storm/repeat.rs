@@ -80,15 +80,18 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
         PathBuf::from(format!("/tmp/bench-storm-evidence-{}", std::process::id()))
     });
     let mut per_run = args.clone();
-    if per_run.daemon.is_none() {
-        per_run.rep.own_daemon = true;
-        let exe = std::env::current_exe()?.with_file_name("portsyncd");
-        per_run.daemon = Some(format!(
-            "{} --redis-url {{url}} --state-dir {{state}} --metrics-listen {METRICS_ADDR} --log-level {}",
-            exe.display(),
-            args.rep.daemon_log_level
-        ));
-    }
+    let template = match args.daemon.first() {
+        Some(cmd) => cmd.clone(),
+        None => {
+            per_run.rep.own_daemon = true;
+            let exe = std::env::current_exe()?.with_file_name("portsyncd");
+            format!(
+                "{} --redis-url {{url}} --state-dir {{state}} --metrics-listen {METRICS_ADDR} --log-level {} --log-output stderr",
+                exe.display(),
+                args.rep.daemon_log_level
+            )
+        }
+    };
     per_run.repeat = 1;
     println!(
         "bench-storm: {n} cold starts of {} ports + one storm of {} changes each; limit {:?}",
@@ -107,6 +110,7 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
             .join(" ");
         let r = match one_run(
             &per_run,
+            &template,
             &dir.0,
             limit,
             &evidence.join(format!("run{k}")),
@@ -143,12 +147,13 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
 
 fn one_run(
     args: &Args,
+    template: &str,
     dir: &Path,
     limit: Duration,
     evidence: &Path,
     load: String,
 ) -> Result<RunResult> {
-    let mut bench = Bench::start(args, dir)?;
+    let mut bench = Bench::start(args, template, dir)?;
     if args.rep.own_daemon {
         // Bench::start judged the end of the initial dump from /proc/net/netlink (any daemon); ours
         // also says so. A link created before that would be an "old netdev" to a cold start.
