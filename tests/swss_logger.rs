@@ -82,14 +82,17 @@ fn registers_defaults_and_follows_live_changes() {
     // What `swssloglevel -c portsyncd -l DEBUG` does.
     rig.cli(CONFIG_DB, &["HSET", KEY, "LOGLEVEL", "DEBUG"]);
     assert!(
-        wait_until(T, || read(&err).contains("log level set from CONFIG_DB")),
+        wait_until(T, || read(&err).contains(
+            "log level set from CONFIG_DB LOGGER|portsyncd loglevel=DEBUG"
+        )),
         "{}",
         read(&err)
     );
     rig.ns.ip("link set Ethernet0 mtu 1400");
     assert!(
         wait_until(T, || read(&err).contains(DEBUG_LINE)),
-        "{}",
+        "state {:?}\n{}",
+        rig.state("Ethernet0"),
         read(&err)
     );
 
@@ -186,7 +189,9 @@ fn an_explicit_level_wins_at_start_and_a_later_write_wins_after() {
     // The same value written again (swssloglevel does HSET) takes over.
     rig.cli(CONFIG_DB, &["HSET", KEY, "LOGLEVEL", "DEBUG"]);
     assert!(
-        wait_until(T, || read(&err).contains("log level set from CONFIG_DB")),
+        wait_until(T, || read(&err).contains(
+            "log level set from CONFIG_DB LOGGER|portsyncd loglevel=DEBUG"
+        )),
         "{}",
         read(&err)
     );

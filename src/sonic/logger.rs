@@ -64,9 +64,9 @@ pub enum Read {
 /// Decides what a read of the key changes (pure; the thread does the I/O).
 ///
 /// - `Start`: each field applies, unless the option for it was given (then the option wins).
-/// - `Event`: each field applies when it differs from what portsyncd runs at, so that
+/// - `Event`: the level applies when it differs from what portsyncd runs at, so that
 ///   `swssloglevel -l DEBUG` takes effect even when the table already said DEBUG but an option
-///   overrode it at start.
+///   overrode it at start; the output applies only when its value changed since the last read.
 /// - `Poll`: a field applies only when it changed since the last read (a missed event).
 #[derive(Debug, Default)]
 pub struct Follower {
@@ -100,8 +100,12 @@ impl Follower {
             let differs = self.effective.get(field) != Some(value);
             let apply = match why {
                 Read::Start => !keep,
-                Read::Event => differs,
-                Read::Poll => changed && differs,
+                // A keyspace event does not say which field was written. `swssloglevel` writes
+                // LOGLEVEL, so a write of the level takes over even with the same value; the output
+                // changes only when its own value does (a level change must not move the log lines
+                // an option sent elsewhere).
+                Read::Event if field == LEVEL_FIELD => differs,
+                Read::Event | Read::Poll => changed && differs,
             };
             if apply {
                 self.effective.insert(field, value.clone());
@@ -336,14 +340,15 @@ mod tests {
         assert!(f
             .on_read(&fields(Some("DEBUG"), Some("SYSLOG")), Read::Poll)
             .is_empty());
-        // `swssloglevel -l DEBUG` writes the same value again: the write itself takes over.
+        // `swssloglevel -l DEBUG` writes the same value again: the write takes over the level, and
+        // leaves the output the option chose (its value did not change).
         let got = f.on_read(&fields(Some("DEBUG"), Some("SYSLOG")), Read::Event);
+        assert_eq!(got, vec![Change::Level("DEBUG".into(), LevelFilter::DEBUG)]);
+        // A real change of LOGOUTPUT takes over the output.
+        let got = f.on_read(&fields(Some("DEBUG"), Some("STDOUT")), Read::Event);
         assert_eq!(
             got,
-            vec![
-                Change::Level("DEBUG".into(), LevelFilter::DEBUG),
-                Change::Output("SYSLOG".into(), LogOutput::Syslog)
-            ]
+            vec![Change::Output("STDOUT".into(), LogOutput::Stdout)]
         );
     }
 
