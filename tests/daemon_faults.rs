@@ -18,14 +18,7 @@ fn ready(rig: &Rig, n: usize) -> (common::daemon::Daemon, Vec<String>) {
         .appl(&format!("PORT_TABLE:{}", names[n - 1]))
         .len()
         == 7));
-    let mut batch = String::new();
-    for p in &names {
-        let peer = peer_of(p);
-        batch += &format!(
-            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-        );
-    }
-    rig.ns.ip_batch(&batch);
+    rig.add_ports(&names);
     assert!(
         rig.wait_converged(&names, T),
         "{:?}",

@@ -33,8 +33,8 @@ fn env_or(name: &str, default: usize) -> usize {
 #[test]
 fn a_storm_against_a_slow_core_keeps_memory_bounded_and_converges_by_resync() {
     let n = 64;
-    let rounds = env_or("STORM_ROUNDS", 100);
-    let delay_ms = env_or("STORM_LOOP_DELAY_MS", 200).to_string();
+    let rounds = env_or("STORM_ROUNDS", 200);
+    let delay_ms = env_or("STORM_LOOP_DELAY_MS", 1000).to_string();
     // A small socket buffer (the kernel doubles it) overflows within the storm.
     let rcvbuf = env_or("STORM_RCVBUF", 256 * 1024).to_string();
     let names = port_names(n);
@@ -42,14 +42,7 @@ fn a_storm_against_a_slow_core_keeps_memory_bounded_and_converges_by_resync() {
     let rig = Rig::new(&refs);
     // The ports exist before the daemon starts (cold start without old-netdev handling would set
     // them down: use the DPU switch type, which skips it).
-    let mut batch = String::new();
-    for p in &names {
-        let peer = peer_of(p);
-        batch += &format!(
-            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-        );
-    }
-    rig.ns.ip_batch(&batch);
+    rig.add_ports(&names);
     rig.cli(
         4,
         &["HSET", "DEVICE_METADATA|localhost", "switch_type", "dpu"],

@@ -18,14 +18,7 @@ fn ready(rig: &Rig, names: &[String], extra: &[&str]) -> Daemon {
     assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
     let last = format!("PORT_TABLE:{}", names[names.len() - 1]);
     assert!(wait_until(T, || rig.appl(&last).len() == 7));
-    let mut batch = String::new();
-    for p in names {
-        let peer = peer_of(p);
-        batch += &format!(
-            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-        );
-    }
-    rig.ns.ip_batch(&batch);
+    rig.add_ports(names);
     assert!(
         rig.wait_converged(names, T),
         "{:?}\n{}",
@@ -241,14 +234,7 @@ fn anti_entropy_cost_at_2048_ports() {
     assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
     let last = format!("PORT_TABLE:{}", names[n - 1]);
     assert!(wait_until(long, || rig.appl(&last).len() == 7));
-    let mut batch = String::new();
-    for p in &names {
-        let peer = peer_of(p);
-        batch += &format!(
-            "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-        );
-    }
-    rig.ns.ip_batch(&batch);
+    rig.add_ports(&names);
     assert!(
         rig.wait_converged(&names, long),
         "{:?}",

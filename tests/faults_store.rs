@@ -403,16 +403,7 @@ fn a_hung_fsync_keeps_memory_bounded_and_sigterm_still_exits() {
             .map(|p| format!("link set {p} {state}\n"))
             .collect::<String>()
     };
-    let peers: String = names
-        .iter()
-        .map(|p| {
-            let peer = common::rig::peer_of(p);
-            format!(
-                "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-            )
-        })
-        .collect();
-    rig.ns.ip_batch(&peers);
+    rig.add_ports(&names);
     assert!(rig.wait_converged(&names, Duration::from_secs(60)));
     assert!(wait_until(T, || d.metric("portsyncd_state_commits_total") >= 1.0));
     let commits = d.metric("portsyncd_state_commits_total");

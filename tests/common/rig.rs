@@ -71,6 +71,12 @@ impl Rig {
         self.ns.set_up(port);
     }
 
+    /// Creates every port of `names` (veth peers `p<port>`, both ends up) in one `ip -batch`.
+    pub fn add_ports(&self, names: &[String]) {
+        let batch: String = names.iter().map(|p| add_port_commands(p)).collect();
+        self.ns.ip_batch(&batch);
+    }
+
     /// The kernel's truth for `port` in STATE_DB's terms: (oper, admin, mtu), or None if absent.
     pub fn kernel(&self, port: &str) -> Option<(String, String, String)> {
         let out = self
@@ -160,12 +166,7 @@ impl Rig {
         assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
         let last = format!("PORT_TABLE:{}", names[names.len() - 1]);
         assert!(wait_until(T, || self.appl(&last).len() == 7));
-        let cmds = |p: &String| {
-            let peer = peer_of(p);
-            format!(
-                "link add {p} type veth peer name {peer}\nlink set {peer} up\nlink set {p} up\n"
-            )
-        };
+        let cmds = |p: &String| add_port_commands(p);
         if one_at_a_time {
             for p in names {
                 self.ns.ip_batch(&cmds(p));
@@ -228,6 +229,12 @@ impl Rig {
 }
 
 /// The veth peer of a port: `p` + the port's number (`Ethernet12` -> `p12`).
+/// The `ip -batch` lines that create `port` and its veth peer, both up.
+pub fn add_port_commands(port: &str) -> String {
+    let peer = peer_of(port);
+    format!("link add {port} type veth peer name {peer}\nlink set {peer} up\nlink set {port} up\n")
+}
+
 pub fn peer_of(port: &str) -> String {
     format!("p{}", port.trim_start_matches(|c: char| c.is_alphabetic()))
 }
