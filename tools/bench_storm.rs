@@ -28,6 +28,8 @@ mod monitor;
 mod observe;
 #[path = "bench_storm/report.rs"]
 mod report;
+#[path = "bench_storm/scale.rs"]
+mod scale;
 #[path = "bench_storm/setup.rs"]
 mod setup;
 #[path = "bench_storm/warm.rs"]
@@ -55,7 +57,7 @@ use setup::{
     builtin_consumer, connect, database_config, ip_batch, spawn_ip_batch, storm_batch, Consumer,
 };
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "bench-storm",
     about = "Measure a portsyncd implementation on a storm of link changes in a private netns",
@@ -95,6 +97,10 @@ struct Args {
     /// writes of each restart.
     #[arg(long, default_value_t = 0)]
     warm_restarts: usize,
+    /// Port counts to run one after the other (e.g. `512,1024,2048,4096`): one table row per size
+    /// (see tools/bench_storm/scale.rs); `--ports` is then ignored.
+    #[arg(long)]
+    scale: Option<String>,
 }
 
 fn main() {
@@ -123,6 +129,9 @@ fn run(args: &Args) -> Result<()> {
         // A second signal ends the process at once; the first one sets STOP and the guards clean up.
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&STOP))?;
         signal_hook::flag::register(sig, Arc::clone(&STOP))?;
+    }
+    if let Some(sizes) = &args.scale {
+        return scale::run(args, &scale::parse_sizes(sizes)?);
     }
     let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));
     fs::create_dir_all(&tmp.0)?;
