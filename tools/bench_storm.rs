@@ -32,6 +32,8 @@ mod plot;
 mod repeat;
 #[path = "bench_storm/report.rs"]
 mod report;
+#[path = "bench_storm/scale.rs"]
+mod scale;
 #[path = "bench_storm/setup.rs"]
 mod setup;
 #[path = "bench_storm/timeline.rs"]
@@ -109,6 +111,10 @@ struct Args {
     warm_restarts: usize,
     #[command(flatten)]
     rep: repeat::RepeatArgs,
+    /// Port counts to run one after the other (e.g. `512,1024,2048,4096`): one table row per size
+    /// (see tools/bench_storm/scale.rs); `--ports` is then ignored.
+    #[arg(long)]
+    scale: Option<String>,
 }
 
 fn main() {
@@ -137,6 +143,9 @@ fn run(args: &Args) -> Result<()> {
         // A second signal ends the process at once; the first one sets STOP and the guards clean up.
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&STOP))?;
         signal_hook::flag::register(sig, Arc::clone(&STOP))?;
+    }
+    if let Some(sizes) = &args.scale {
+        return scale::run(args, &scale::parse_sizes(sizes)?);
     }
     if args.rep.cold_repeat > 0 {
         let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));

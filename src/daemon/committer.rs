@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::faults;
 use super::supervise::Supervisor;
@@ -240,8 +240,16 @@ pub fn spawn(
         };
         faults::panic_point("store");
         let started = Instant::now();
+        let ports = snap.ports.len();
         let res = c.commit(snap);
         let took = started.elapsed();
+        // One line per commit at debug (bench-storm --scale reads them for the commit p99).
+        debug!(
+            took_us = took.as_micros() as u64,
+            ports,
+            ok = res.is_ok(),
+            "commit finished"
+        );
         match reply {
             Some(r) => {
                 let _ = r.send(res);

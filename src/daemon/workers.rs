@@ -41,8 +41,14 @@ pub enum Input {
     },
 }
 
-/// How long the reader collects a burst before handing it to the loop.
-const COALESCE: Duration = Duration::from_micros(500);
+/// How long the reader waits for more messages before handing a burst to the loop. Each wait is a
+/// wake-up of this thread, and each burst wakes the loop and a Redis round trip: during a storm the
+/// daemon's CPU goes mostly to these wake-ups (docs/performance.md), so the window is long enough
+/// to gather the trickle the kernel's linkwatch emits (500 µs gathered about 2 messages per wake-up at
+/// 2048 ports; 2 ms gathers 4-8) and short against the 50 ms convergence target.
+const COALESCE: Duration = Duration::from_millis(2);
+/// Longest a burst is held while messages keep coming (a steady trickle never pauses for COALESCE).
+const BURST_MAX_WAIT: Duration = Duration::from_millis(10);
 /// Most messages handed to the loop at once.
 const BURST_ITEMS: usize = 4096;
 
@@ -129,7 +135,8 @@ fn coalesce(
     mut items: Vec<NetlinkItem>,
     overrun: &mut bool,
 ) -> Vec<NetlinkItem> {
-    'burst: while items.len() < BURST_ITEMS {
+    let held_since = Instant::now();
+    'burst: while items.len() < BURST_ITEMS && held_since.elapsed() < BURST_MAX_WAIT {
         std::thread::sleep(COALESCE);
         let before = items.len();
         loop {

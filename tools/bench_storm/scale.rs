@@ -1,0 +1,274 @@
+//! `--scale 512,1024,2048,4096`: the same storm at several port counts, one table row per size.
+//!
+//! Each size gets a fresh run (redis-server, namespace, daemon, ports phase), then `--repeat` storms.
+//! Per row: the medians over the storms of CPU per kernel change and of convergence after the last
+//! change, the daemon's peak RSS (VmHWM) at the end, the p99 of the store commits during the storms
+//! (from the daemon's own `commit finished took_us=` debug lines: only for the built-in daemon, whose
+//! log filter the benchmark sets), and the CPU per change of each daemon thread (schedstat of
+//! `/proc/<pid>/task/*`), which is where the cost goes: `portsyncd` is the core loop, `netlink` the
+//! reader, `redis` the writer, `store` the committer.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use anyhow::{bail, Result};
+
+use super::guards::{check_stop, TempDir};
+use super::observe::status_kib;
+use super::report::{median, per_change_us};
+use super::{Args, Bench};
+
+/// The log filter that makes the built-in daemon print each commit's duration.
+const COMMIT_LOG_FILTER: &str = "warn,portsyncd=info,portsyncd::daemon::committer=debug";
+
+/// Threads whose CPU is shown on its own (the rest are summed as `other`).
+const THREADS: [&str; 4] = ["portsyncd", "netlink", "redis", "store"];
+
+/// Parses `512,1024,2048` (each even, 2..=4096).
+pub fn parse_sizes(s: &str) -> Result<Vec<usize>> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n: usize = part.parse()?;
+        if n < 2 || !n.is_multiple_of(2) || n > 4096 {
+            bail!("--scale: each size must be even and in 2..=4096 (got {n})");
+        }
+        v.push(n);
+    }
+    if v.is_empty() {
+        bail!("--scale needs at least one size");
+    }
+    Ok(v)
+}
+
+/// Per thread name (summed over threads of the same name): CPU nanoseconds and the number of times
+/// it was scheduled in (schedstat fields 1 and 3; the latter counts wake-ups).
+pub fn thread_cpu_ns(pid: u32) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let f: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let name = comm.trim();
+        let key = if THREADS.contains(&name) {
+            name
+        } else {
+            "other"
+        };
+        let e = out.entry(key.to_string()).or_default();
+        e.0 += f.first().copied().unwrap_or(0);
+        e.1 += f.get(2).copied().unwrap_or(0);
+    }
+    out
+}
+
+/// The `took_us=` values of commit lines in `log` after byte `from`.
+fn commit_durations_us(log: &str, from: usize) -> Vec<f64> {
+    log.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("commit finished"))
+        .filter_map(|l| {
+            let v = l.split("took_us=").nth(1)?;
+            v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The p-th percentile (nearest rank) of `v`.
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+struct Row {
+    ports: usize,
+    notifications: f64,
+    cpu_us: f64,
+    converge_ms: f64,
+    rss_kib: Option<u64>,
+    commits: usize,
+    commit_p99_ms: f64,
+    /// Thread name -> median µs per kernel change.
+    threads: BTreeMap<String, f64>,
+    /// Thread name -> median times scheduled in per kernel change.
+    wakeups: BTreeMap<String, f64>,
+}
+
+/// One size: a fresh bench, the ports phase, `repeat` storms.
+fn measure(args: &Args, ports: usize) -> Result<Row> {
+    let mut a = args.clone();
+    a.ports = ports;
+    let builtin = a.daemon.is_empty();
+    let template = match a.daemon.first() {
+        Some(cmd) => cmd.clone(),
+        None => {
+            let exe = std::env::current_exe()?;
+            let dir = exe
+                .parent()
+                .map(|p| p.join("portsyncd"))
+                .unwrap_or_default();
+            format!(
+                "env RUST_LOG={COMMIT_LOG_FILTER} {} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false --log-output stderr",
+                dir.display()
+            )
+        }
+    };
+    let tmp =
+        TempDir(std::env::temp_dir().join(format!("bench-storm-{}-{ports}", std::process::id())));
+    fs::create_dir_all(&tmp.0)?;
+    let mut bench = Bench::start(&a, &template, &tmp.0)?;
+    bench.ports_phase(&a)?;
+    let log_from = fs::metadata(&bench.ctx.daemon_log).map_or(0, |m| m.len() as usize);
+    let pid = bench.daemon.pid();
+    let mut results = Vec::new();
+    let mut per_thread: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut wakeups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for k in 0..a.repeat {
+        check_stop()?;
+        let before = thread_cpu_ns(pid);
+        let r = bench.storm(&a, k)?;
+        let after = thread_cpu_ns(pid);
+        let n = r.notifications.max(1) as f64;
+        for (name, (ns, runs)) in &after {
+            let (ns0, runs0) = before.get(name).copied().unwrap_or((0, 0));
+            per_thread
+                .entry(name.clone())
+                .or_default()
+                .push(ns.saturating_sub(ns0) as f64 / 1e3 / n);
+            wakeups
+                .entry(name.clone())
+                .or_default()
+                .push(runs.saturating_sub(runs0) as f64 / n);
+        }
+        results.push(r);
+    }
+    let log = fs::read_to_string(&bench.ctx.daemon_log).unwrap_or_default();
+    let mut commits = if builtin {
+        commit_durations_us(&log, log_from)
+    } else {
+        Vec::new()
+    };
+    let med = |f: &dyn Fn(&super::report::StormResult) -> f64| {
+        median(&mut results.iter().map(f).collect::<Vec<_>>())
+    };
+    Ok(Row {
+        ports,
+        notifications: med(&|r| r.notifications as f64),
+        cpu_us: med(&per_change_us),
+        converge_ms: med(&|r| r.converge_ms),
+        rss_kib: status_kib(pid, "VmHWM:"),
+        commits: commits.len(),
+        commit_p99_ms: percentile(&mut commits, 99.0) / 1e3,
+        threads: per_thread
+            .into_iter()
+            .map(|(n, mut v)| (n, median(&mut v)))
+            .collect(),
+        wakeups: wakeups
+            .into_iter()
+            .map(|(n, mut v)| (n, median(&mut v)))
+            .collect(),
+    })
+}
+
+/// Runs every size, then prints the table.
+pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        check_stop()?;
+        println!();
+        println!("=== {n} ports ===");
+        rows.push(measure(args, n)?);
+    }
+    println!();
+    println!(
+        "scale: {} change(s) per storm, medians over {} storm(s) per size; per-thread columns are µs of \
+         CPU per kernel change",
+        args.flaps, args.repeat
+    );
+    let names: Vec<&str> = THREADS.iter().copied().chain(["other"]).collect();
+    print!(
+        "{:>6} {:>7} {:>10} {:>11} {:>9} {:>8} {:>10}",
+        "ports", "changes", "CPU/change", "converge", "peak RSS", "commits", "commit p99"
+    );
+    for n in &names {
+        print!(" {n:>9}");
+    }
+    println!();
+    for r in &rows {
+        let rss = r
+            .rss_kib
+            .map_or("?".into(), |k| format!("{:.1}M", k as f64 / 1024.0));
+        let p99 = if r.commit_p99_ms.is_nan() {
+            "?".to_string()
+        } else {
+            format!("{:.2}ms", r.commit_p99_ms)
+        };
+        print!(
+            "{:>6} {:>7.0} {:>8.1}µs {:>9.1}ms {:>9} {:>8} {:>10}",
+            r.ports, r.notifications, r.cpu_us, r.converge_ms, rss, r.commits, p99
+        );
+        for n in &names {
+            print!(" {:>9.2}", r.threads.get(*n).copied().unwrap_or(0.0));
+        }
+        println!();
+    }
+    println!();
+    println!("times each thread was scheduled in, per kernel change (wake-ups):");
+    print!("{:>6}", "ports");
+    for n in &names {
+        print!(" {n:>9}");
+    }
+    println!();
+    for r in &rows {
+        print!("{:>6}", r.ports);
+        for n in &names {
+            print!(" {:>9.2}", r.wakeups.get(*n).copied().unwrap_or(0.0));
+        }
+        println!();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_are_checked() {
+        assert_eq!(
+            parse_sizes("512, 1024,2048").unwrap(),
+            vec![512, 1024, 2048]
+        );
+        assert!(parse_sizes("513").is_err());
+        assert!(parse_sizes("8192").is_err());
+        assert!(parse_sizes("").is_err());
+    }
+
+    #[test]
+    fn commit_lines_are_parsed_after_the_offset() {
+        let log = "x commit finished took_us=900 ok=true\n\
+                   y commit finished took_us=1200 ok=true\n\
+                   z other took_us=5\n";
+        let from = log.find('y').unwrap();
+        assert_eq!(commit_durations_us(log, 0), vec![900.0, 1200.0]);
+        assert_eq!(commit_durations_us(log, from), vec![1200.0]);
+    }
+
+    #[test]
+    fn p99_is_the_nearest_rank() {
+        let mut v: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 99.0), 198.0);
+        assert_eq!(percentile(&mut [3.0], 99.0), 3.0);
+        assert!(percentile(&mut [], 99.0).is_nan());
+    }
+}
