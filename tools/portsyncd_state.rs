@@ -273,8 +273,9 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
         Some(g) => println!("lifetime counters (generation {})", g.number),
         None => println!("lifetime counters: none (no valid generation)"),
     }
-    let width = counters.keys().map(|k| k.len()).max().unwrap_or(0);
-    for (k, v) in &counters {
+    let rows = counter_rows(&counters);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in &rows {
         println!("  {k:<width$}  {v}");
     }
     println!();
@@ -421,5 +422,63 @@ fn main() -> ExitCode {
             eprintln!("portsyncd-state: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// The lifetime counters as the table shows them: histogram buckets in numeric order of their bound
+/// (`le.2.5` before `le.10`), durations in seconds (`sum`, not the stored `sum_us`).
+fn counter_rows(counters: &std::collections::BTreeMap<String, u64>) -> Vec<(String, String)> {
+    let bound = |k: &str| -> (String, f64) {
+        match k.rsplit_once(".le.") {
+            Some((base, b)) => (
+                format!("{base}.le"),
+                b.parse::<f64>().unwrap_or(f64::INFINITY),
+            ),
+            None => (k.to_string(), f64::NEG_INFINITY),
+        }
+    };
+    let mut keys: Vec<&String> = counters.keys().collect();
+    keys.sort_by(|a, b| {
+        let (ba, na) = bound(a);
+        let (bb, nb) = bound(b);
+        ba.cmp(&bb).then(na.total_cmp(&nb))
+    });
+    keys.into_iter()
+        .map(|k| match k.strip_suffix("_us") {
+            Some(secs) => (secs.to_string(), format!("{:.6}", counters[k] as f64 / 1e6)),
+            None => (k.clone(), counters[k].to_string()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod counter_rows_tests {
+    use super::counter_rows;
+
+    #[test]
+    fn buckets_in_numeric_order_and_durations_in_seconds() {
+        let counters = [
+            ("initial_sync_seconds.le.10", 3),
+            ("initial_sync_seconds.le.2.5", 2),
+            ("initial_sync_seconds.le.0.005", 1),
+            ("initial_sync_seconds.sum_us", 1_500_000),
+            ("starts.cold", 4),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let rows = counter_rows(&counters);
+        let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "initial_sync_seconds.le.0.005",
+                "initial_sync_seconds.le.2.5",
+                "initial_sync_seconds.le.10",
+                "initial_sync_seconds.sum",
+                "starts.cold"
+            ]
+        );
+        assert_eq!(rows[3].1, "1.500000");
     }
 }
