@@ -26,7 +26,8 @@ fn cfg(mode: StartMode, configured: &[&str]) -> CoreConfig {
     }
 }
 
-fn link(op: LinkOp, ifindex: u32, name: &str, flags: u32, mtu: u32) -> LinkEvent {
+/// A link message as the parser hands it to the core (shared with the read-back tests).
+pub(super) fn link(op: LinkOp, ifindex: u32, name: &str, flags: u32, mtu: u32) -> LinkEvent {
     LinkEvent {
         op,
         link: Link {

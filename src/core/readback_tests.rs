@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use super::super::antientropy::CHECK_IDLE;
 use super::super::{Core, CoreConfig, Notice, StartMode, Work, WorkResult};
 use super::ReadBack;
-use crate::core::link::{Link, LinkEvent, LinkOp, IFF_LOWER_UP, IFF_RUNNING, IFF_UP};
+use crate::core::engine_tests::link as ev;
+use crate::core::link::{LinkEvent, LinkOp, IFF_LOWER_UP, IFF_RUNNING, IFF_UP};
 use crate::core::port::PortStatus;
 
 const UP: u32 = IFF_UP | IFF_RUNNING | IFF_LOWER_UP | 0x1002;
@@ -76,20 +77,6 @@ impl Redis {
             .entry(port.into())
             .or_default()
             .insert(field.into(), value.into());
-    }
-}
-
-fn ev(op: LinkOp, ifindex: u32, name: &str, flags: u32, mtu: u32) -> LinkEvent {
-    LinkEvent {
-        op,
-        link: Link {
-            ifindex,
-            name: name.into(),
-            flags,
-            mtu,
-            kind: Some("veth".into()),
-            master: 0,
-        },
     }
 }
 
