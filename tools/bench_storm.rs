@@ -412,8 +412,8 @@ impl Bench {
         Ok(self.trace.take())
     }
 
-    /// Creates N/2 veth pairs (both ends ports) and sets them up in one batch.
-    fn ports_phase(&mut self, args: &Args) -> Result<()> {
+    /// Writes the `ip -batch` file that creates N/2 veth pairs (both ends ports) and sets them up.
+    fn write_create_batch(&self) -> Result<PathBuf> {
         let mut batch = String::new();
         for pair in self.ctx.ports.chunks(2) {
             let _ = writeln!(
@@ -427,6 +427,12 @@ impl Bench {
         }
         let batch_file = self.dir.join("create.batch");
         fs::write(&batch_file, &batch)?;
+        Ok(batch_file)
+    }
+
+    /// Creates N/2 veth pairs (both ends ports) and sets them up in one batch.
+    fn ports_phase(&mut self, args: &Args) -> Result<()> {
+        let batch_file = self.write_create_batch()?;
         let t0 = now_ns();
         let creating = spawn_ip_batch(&self.ns.0, &batch_file)?;
         let conv = wait_converged(

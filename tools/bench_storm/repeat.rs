@@ -8,7 +8,6 @@
 //! equals `ip -json link show` for good. Then one storm of `--flaps` changes; measured from the kernel's
 //! last notification.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -174,19 +173,7 @@ fn one_run(
     let limit_ms = limit.as_secs_f64() * 1e3;
     let timeout = Duration::from_secs(args.timeout_secs);
     // 1. Every link, created and set up in one batch after the initial dump.
-    let mut batch = String::new();
-    for pair in bench.ctx.ports.chunks(2) {
-        let _ = writeln!(
-            batch,
-            "link add {} type veth peer name {}",
-            pair[0], pair[1]
-        );
-    }
-    for p in &bench.ctx.ports {
-        let _ = writeln!(batch, "link set dev {p} up");
-    }
-    let batch_file = dir.join("create.batch");
-    fs::write(&batch_file, &batch)?;
+    let batch_file = bench.write_create_batch()?;
     match apply_and_wait(&mut bench, &batch_file, 0, limit, timeout) {
         Ok(p) => {
             result.create_ms = Some(ms(p.converged_ns.saturating_sub(p.started_ns)));
