@@ -13,6 +13,7 @@
 mod admin_down;
 mod committer;
 mod faults;
+mod handoff;
 mod inbox;
 mod pacer;
 mod reconcile;
@@ -20,7 +21,7 @@ mod startup;
 mod supervise;
 mod workers;
 
-use crossbeam_channel::{self as chan, Sender};
+use crossbeam_channel as chan;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -241,7 +242,7 @@ pub fn run(
     info!(rcvbuf = sock.rcvbuf_bytes(), "netlink link group joined");
 
     let (mut inbox, tx, nl_tx) = inbox::inbox();
-    let (work_tx, work_rx) = chan::unbounded::<Work>();
+    let (work_tx, work_rx) = handoff::handoff::<Work>();
     let commits = Arc::new(CommitSlot::default());
     // Every worker is supervised: its death ends the process with status 1 (see supervise.rs).
     let death_tx = tx.clone();
@@ -353,7 +354,7 @@ struct Loop {
     core: Core,
     sock: Arc<LinkSocket>,
     metrics: Arc<Metrics>,
-    work_tx: Sender<Work>,
+    work_tx: handoff::Giver<Work>,
     commits: Arc<CommitSlot>,
     pacer: pacer::CommitPacer,
     warm: bool,
@@ -513,7 +514,7 @@ impl Loop {
         }
         // The core gates batches: one in flight, none during a retry wait after a failure.
         if let Some(work) = self.core.take_work(now) {
-            if self.work_tx.send(work).is_err() {
+            if self.work_tx.give(work).is_err() {
                 // The writer is gone (supervision ends the process); nothing landed.
                 self.core.on_work_result(WorkResult::Failed, now);
             }

@@ -1,7 +1,7 @@
 //! The I/O edges, each on a thread of its own, talking to the loop through one channel:
 //! the netlink reader and the Redis writer (the store committer is in `committer.rs`).
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -41,18 +41,26 @@ pub enum Input {
     },
 }
 
-/// How long the reader waits for more messages before handing a burst to the loop. Each wait is a
-/// wake-up of this thread, and each burst wakes the loop and a Redis round trip: during a storm the
-/// daemon's CPU goes mostly to these wake-ups (docs/performance.md), so the window is long enough
-/// to gather the trickle the kernel's linkwatch emits (500 µs gathered about 2 messages per wake-up at
-/// 2048 ports; 2 ms gathers 4-8) and short against the 50 ms convergence target.
+/// How long the reader waits for more messages after the first one of a quiet period before
+/// handing the burst to the loop: a lone change waits this long.
 const COALESCE: Duration = Duration::from_millis(2);
-/// Longest a burst is held while messages keep coming (a steady trickle never pauses for COALESCE).
-const BURST_MAX_WAIT: Duration = Duration::from_millis(10);
+/// Shortest time between two bursts while messages keep coming. Each burst costs a wake-up of the
+/// reader, one of the loop and a Redis round trip (writer and loop woken again): during a storm the
+/// daemon's CPU goes mostly to these wake-ups, not to the messages (docs/performance.md). So once a
+/// burst has gone out, the reader does not wait in `recv` (which wakes it per message) but sleeps to
+/// the end of this gap and takes whatever the socket queued meanwhile in one go: during a storm it
+/// wakes once per gap, and so do the loop and the writer. A trickle's changes wait at most this long
+/// (plus one COALESCE), well inside the 50 ms convergence target.
+const BURST_GAP: Duration = Duration::from_millis(10);
 /// Most messages handed to the loop at once.
 const BURST_ITEMS: usize = 4096;
 
 /// Reads the netlink socket until `stop`; bursts become `Input::Netlink`, losses `Input::Overrun`.
+///
+/// Pacing: after a quiet period the first message is held COALESCE for company; after a burst went
+/// out, the next one is collected by sleeping to the end of BURST_GAP and reading the queue empty
+/// (without blocking). When that finds nothing the storm is over and the reader blocks in `recv`
+/// again. The socket's 16 MiB buffer holds what arrives during a sleep (thousands of messages).
 ///
 /// A loss is an `ENOBUFS` or a rise of the socket's drop counter: after reporting one overrun the
 /// kernel drops every further notification *silently* until the receive queue has been read empty
@@ -74,31 +82,39 @@ pub fn netlink_reader(
         let mut buf = Vec::new();
         let mut errors = RateLimit::new(Duration::from_secs(10));
         let mut drops = DropWatch::new(&sock);
+        // When the last burst went to the loop, while a storm may still be going on.
+        let mut handed_at: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             let mut overrun = false;
-            let items = match sock.recv(&mut buf) {
-                Ok(RecvOutcome::Items(items)) => coalesce(&sock, &mut buf, items, &mut overrun),
-                Ok(RecvOutcome::Overrun) => {
-                    overrun = true;
-                    Vec::new()
-                }
-                Ok(RecvOutcome::Timeout) => Vec::new(),
-                Err(e) => {
-                    if let Some(suppressed) = errors.allow(Instant::now()) {
-                        error!(error = %e, suppressed, "netlink receive failed; resyncing with a fresh dump");
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                    // A pending socket error other than ENOBUFS is how the kernel reports a
-                    // notification it could not build (rtnl_set_sk_err): a loss as well.
-                    overrun = true;
-                    Vec::new()
-                }
+            let mut items = Vec::new();
+            let mut rx = Receive {
+                sock: &sock,
+                buf: &mut buf,
+                errors: &mut errors,
+                overrun: &mut overrun,
             };
+            match handed_at.map(|t| t + BURST_GAP) {
+                Some(gap_end) => {
+                    sleep_until(gap_end);
+                    rx.queued(&mut items);
+                    if items.is_empty() {
+                        handed_at = None; // quiet again: block in recv
+                    }
+                }
+                None => {
+                    rx.blocking(&mut items);
+                    if !items.is_empty() && !*rx.overrun {
+                        std::thread::sleep(COALESCE);
+                        rx.queued(&mut items);
+                    }
+                }
+            }
             if !items.is_empty() {
                 faults::panic_point("netlink");
-            }
-            if !items.is_empty() && tx.send(Input::Netlink(items)).is_err() {
-                break;
+                if tx.send(Input::Netlink(items)).is_err() {
+                    break;
+                }
+                handed_at = Some(Instant::now());
             }
             if let Some(dropped) = drops.rose(&sock) {
                 if !overrun {
@@ -126,37 +142,60 @@ pub fn netlink_reader(
     })
 }
 
-/// Coalesces a burst: while messages keep coming, collects them for COALESCE at a time, so a storm
-/// wakes the loop (and Redis) about once per COALESCE instead of once per message. A lone change
-/// waits at most one COALESCE. Stops at an overrun or a receive error (sets `overrun`).
-fn coalesce(
-    sock: &LinkSocket,
-    buf: &mut Vec<u8>,
-    mut items: Vec<NetlinkItem>,
-    overrun: &mut bool,
-) -> Vec<NetlinkItem> {
-    let held_since = Instant::now();
-    'burst: while items.len() < BURST_ITEMS && held_since.elapsed() < BURST_MAX_WAIT {
-        std::thread::sleep(COALESCE);
-        let before = items.len();
-        loop {
-            match sock.recv_nowait(buf) {
-                Ok(RecvOutcome::Items(more)) => items.extend(more),
-                Ok(RecvOutcome::Overrun) | Err(_) => {
-                    *overrun = true;
-                    break 'burst;
-                }
-                Ok(RecvOutcome::Timeout) => break,
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// One reception step of the reader: what it read goes into `items`, a loss sets `overrun`.
+struct Receive<'a> {
+    sock: &'a LinkSocket,
+    buf: &'a mut Vec<u8>,
+    errors: &'a mut RateLimit,
+    overrun: &'a mut bool,
+}
+
+impl Receive<'_> {
+    /// Waits (up to the socket's receive timeout) for one datagram.
+    fn blocking(&mut self, items: &mut Vec<NetlinkItem>) {
+        let got = self.sock.recv(self.buf);
+        self.take(got, items);
+    }
+
+    /// Reads what is queued, without blocking, until the queue is empty, BURST_ITEMS are held or a
+    /// loss is seen.
+    fn queued(&mut self, items: &mut Vec<NetlinkItem>) {
+        while items.len() < BURST_ITEMS && !*self.overrun {
+            let got = self.sock.recv_nowait(self.buf);
+            if matches!(got, Ok(RecvOutcome::Timeout)) {
+                break;
             }
-            if items.len() >= BURST_ITEMS {
-                break 'burst;
-            }
-        }
-        if items.len() == before {
-            break;
+            self.take(got, items);
         }
     }
-    items
+
+    fn take(
+        &mut self,
+        got: Result<RecvOutcome, crate::netlink::NetlinkError>,
+        items: &mut Vec<NetlinkItem>,
+    ) {
+        match got {
+            Ok(RecvOutcome::Items(more)) => items.extend(more),
+            Ok(RecvOutcome::Overrun) => *self.overrun = true,
+            Ok(RecvOutcome::Timeout) => {}
+            Err(e) => {
+                if let Some(suppressed) = self.errors.allow(Instant::now()) {
+                    error!(error = %e, suppressed, "netlink receive failed; resyncing with a fresh dump");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                // A pending socket error other than ENOBUFS is how the kernel reports a
+                // notification it could not build (rtnl_set_sk_err): a loss as well.
+                *self.overrun = true;
+            }
+        }
+    }
 }
 
 /// Reads the queue empty (an `EAGAIN`), handing what it holds to the loop in bursts. While the
@@ -215,7 +254,7 @@ impl DropWatch {
 pub fn redis_writer(
     sup: &Supervisor,
     mut db: SonicDb,
-    rx: Receiver<Work>,
+    rx: super::handoff::Taker<Work>,
     tx: Sender<Input>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {

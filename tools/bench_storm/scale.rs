@@ -40,8 +40,10 @@ pub fn parse_sizes(s: &str) -> Result<Vec<usize>> {
     Ok(v)
 }
 
-/// Per thread name (summed over threads of the same name): CPU nanoseconds and the number of times
-/// it was scheduled in (schedstat fields 1 and 3; the latter counts wake-ups).
+/// Per thread name (summed over threads of the same name): CPU nanoseconds (schedstat field 1) and
+/// the number of times it blocked and was woken again (`voluntary_ctxt_switches` in the task's
+/// status). Not schedstat's count of times scheduled in: that also counts preemptions, which on a
+/// loaded machine grow with the time a thread runs, not with how often it is woken.
 pub fn thread_cpu_ns(pid: u32) -> BTreeMap<String, (u64, u64)> {
     let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -60,9 +62,15 @@ pub fn thread_cpu_ns(pid: u32) -> BTreeMap<String, (u64, u64)> {
         } else {
             "other"
         };
+        let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let woken = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         let e = out.entry(key.to_string()).or_default();
         e.0 += f.first().copied().unwrap_or(0);
-        e.1 += f.get(2).copied().unwrap_or(0);
+        e.1 += woken;
     }
     out
 }
@@ -100,8 +108,25 @@ struct Row {
     commit_p99_ms: f64,
     /// Thread name -> median µs per kernel change.
     threads: BTreeMap<String, f64>,
-    /// Thread name -> median times scheduled in per kernel change.
+    /// Thread name -> median voluntary context switches per kernel change.
     wakeups: BTreeMap<String, f64>,
+    /// Median MULTI/EXEC transactions per storm: portsyncd's STATE_DB write batches (Redis
+    /// round trips), counted by redis-server itself.
+    exec_batches: f64,
+}
+
+/// Calls of `cmd` redis-server has executed so far (`INFO commandstats`).
+fn redis_calls(con: &mut redis::Connection, cmd: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .unwrap_or_default();
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// One size: a fresh bench, the ports phase, `repeat` storms.
@@ -133,11 +158,14 @@ fn measure(args: &Args, ports: usize) -> Result<Row> {
     let mut results = Vec::new();
     let mut per_thread: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut wakeups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut execs = Vec::new();
     for k in 0..a.repeat {
         check_stop()?;
+        let exec0 = redis_calls(&mut bench.ctx.state, "exec");
         let before = thread_cpu_ns(pid);
         let r = bench.storm(&a, k)?;
         let after = thread_cpu_ns(pid);
+        execs.push((redis_calls(&mut bench.ctx.state, "exec") - exec0) as f64);
         let n = r.notifications.max(1) as f64;
         for (name, (ns, runs)) in &after {
             let (ns0, runs0) = before.get(name).copied().unwrap_or((0, 0));
@@ -168,6 +196,7 @@ fn measure(args: &Args, ports: usize) -> Result<Row> {
         converge_ms: med(&|r| r.converge_ms),
         rss_kib: status_kib(pid, "VmHWM:"),
         commits: commits.len(),
+        exec_batches: median(&mut execs),
         commit_p99_ms: percentile(&mut commits, 99.0) / 1e3,
         threads: per_thread
             .into_iter()
@@ -191,14 +220,22 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
     }
     println!();
     println!(
-        "scale: {} change(s) per storm, medians over {} storm(s) per size; per-thread columns are µs of \
+        "scale: {} change(s) per storm, medians over {} storm(s) per size; batches: MULTI/EXEC \
+         transactions per storm (portsyncd's STATE_DB write batches); per-thread columns are µs of \
          CPU per kernel change",
         args.flaps, args.repeat
     );
     let names: Vec<&str> = THREADS.iter().copied().chain(["other"]).collect();
     print!(
-        "{:>6} {:>7} {:>10} {:>11} {:>9} {:>8} {:>10}",
-        "ports", "changes", "CPU/change", "converge", "peak RSS", "commits", "commit p99"
+        "{:>6} {:>7} {:>10} {:>11} {:>9} {:>8} {:>10} {:>7}",
+        "ports",
+        "changes",
+        "CPU/change",
+        "converge",
+        "peak RSS",
+        "commits",
+        "commit p99",
+        "batches"
     );
     for n in &names {
         print!(" {n:>9}");
@@ -214,8 +251,8 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
             format!("{:.2}ms", r.commit_p99_ms)
         };
         print!(
-            "{:>6} {:>7.0} {:>8.1}µs {:>9.1}ms {:>9} {:>8} {:>10}",
-            r.ports, r.notifications, r.cpu_us, r.converge_ms, rss, r.commits, p99
+            "{:>6} {:>7.0} {:>8.1}µs {:>9.1}ms {:>9} {:>8} {:>10} {:>7.0}",
+            r.ports, r.notifications, r.cpu_us, r.converge_ms, rss, r.commits, p99, r.exec_batches
         );
         for n in &names {
             print!(" {:>9.2}", r.threads.get(*n).copied().unwrap_or(0.0));
@@ -223,7 +260,9 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
         println!();
     }
     println!();
-    println!("times each thread was scheduled in, per kernel change (wake-ups):");
+    println!(
+        "times each thread blocked and was woken (voluntary context switches), per kernel change:"
+    );
     print!("{:>6}", "ports");
     for n in &names {
         print!(" {n:>9}");
