@@ -11,7 +11,7 @@
 //! fault every write not known to have landed is simply due again. The same rule makes the warm
 //! restart reconcile and the overrun resync fall out for free: both just replace the kernel's view.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::link::{LinkEvent, LinkOp};
@@ -191,9 +191,9 @@ pub struct CoreStats {
 pub struct Core {
     mode: StartMode,
     sync: SyncState,
-    kernel: BTreeMap<String, KernelPort>,
+    kernel: HashMap<String, KernelPort>,
     by_ifindex: HashMap<u32, String>,
-    published: BTreeMap<String, Option<PortStatus>>,
+    published: HashMap<String, Option<PortStatus>>,
     /// Names whose STATE_DB entry must go (DELLINK, or gone in a completed dump).
     must_delete: BTreeSet<String>,
     /// Cold start: names that may hold an old STATE_DB entry; deleted if absent after the first dump.
@@ -203,7 +203,7 @@ pub struct Core {
     /// After a failed batch: no new batch before this instant.
     retry_at: Option<Instant>,
     retry_backoff: Backoff,
-    app_known: BTreeSet<String>,
+    app_known: HashSet<String>,
     unknown: BTreeSet<String>,
     next_recheck: Option<Instant>,
     ignored_ifindex: BTreeSet<u32>,
@@ -242,12 +242,12 @@ impl Core {
                     .collect(),
                 BTreeSet::new(),
             ),
-            StartMode::Cold { .. } => (BTreeMap::new(), cfg.baseline.keys().cloned().collect()),
+            StartMode::Cold { .. } => (HashMap::new(), cfg.baseline.keys().cloned().collect()),
         };
         Core {
             mode: cfg.mode,
             sync: SyncState::start(now, cfg.eoiu_timeout),
-            kernel: BTreeMap::new(),
+            kernel: HashMap::new(),
             by_ifindex: HashMap::new(),
             published,
             must_delete: BTreeSet::new(),
@@ -256,7 +256,7 @@ impl Core {
             in_flight: None,
             retry_at: None,
             retry_backoff: Backoff::new(REDIS_RETRY_MIN, REDIS_RETRY_MAX),
-            app_known: cfg.app_known,
+            app_known: cfg.app_known.into_iter().collect(),
             unknown: BTreeSet::new(),
             next_recheck: None,
             ignored_ifindex: BTreeSet::new(),
@@ -434,12 +434,13 @@ impl Core {
             return;
         }
         // Every port the dump did not mention (and no notification touched) is gone.
-        let vanished: Vec<String> = self
+        let mut vanished: Vec<String> = self
             .kernel
             .keys()
             .filter(|n| !dump.touched.contains(*n))
             .cloned()
             .collect();
+        vanished.sort_unstable(); // the port table is a hash map: report in name order
         for n in &vanished {
             self.remove(n);
         }

@@ -138,7 +138,8 @@ impl Core {
                 app_missing.push(name.clone());
             }
         }
-        // Ports orchagent learned about meanwhile are published now, as after a check.
+        app_missing.sort_unstable(); // the port table is a hash map: report in name order
+                                     // Ports orchagent learned about meanwhile are published now, as after a check.
         let learned: Vec<String> = self
             .unknown
             .iter()
