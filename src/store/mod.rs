@@ -54,6 +54,8 @@
 pub mod backend;
 #[cfg(test)]
 mod crash_tests;
+pub mod delta;
+pub mod export_cache;
 pub mod fault;
 pub mod generation;
 mod handle;
@@ -109,6 +111,10 @@ pub enum StoreError {
     /// An earlier commit failed: the store no longer trusts its own state. Reopen it.
     #[error("store disabled after an earlier failure ({why}); reopen it")]
     Poisoned { why: String, reason: Degraded },
+    /// A delta was committed to a store that has no base for it (nothing committed since it was
+    /// opened): commit a full set.
+    #[error("a delta needs the generation this store committed last (none since it was opened); commit a full set")]
+    NoBase,
     /// No such generation, or it is not valid.
     #[error("generation {0} not found")]
     NoGeneration(u64),
