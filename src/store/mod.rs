@@ -4,8 +4,9 @@
 //! independent of the daemon: any program that needs a few thousand records to survive process kills and
 //! power cuts can use it.
 //!
-//! - A **commit** writes a whole [`Snapshot`] as a new generation in one atomic sled batch, then
-//!   `flush()`, then `fsync` of sled's `db` file; only then does [`Store::commit`] return `Ok`. Older
+//! - A **commit** writes a new generation — a full [`Snapshot`], or the ports changed since this
+//!   store's last commit ([`Store::commit_changes`]) — as its new records in sled batches and its
+//!   manifest last, then `flush()`, then `fsync` of sled's `db` file; only then does it return `Ok`. Older
 //!   generations beyond [`StoreConfig::generations`] are pruned afterwards, and the compatibility JSON
 //!   export is rewritten atomically.
 //! - **Every value is checksummed** (CRC32 over key and payload) and each generation's manifest counts
@@ -55,6 +56,8 @@ pub mod backend;
 #[cfg(test)]
 mod crash_tests;
 pub mod delta;
+#[cfg(test)]
+mod delta_tests;
 pub mod export_cache;
 pub mod fault;
 pub mod generation;
