@@ -308,6 +308,33 @@ fn mismatch(gen: u64, snap: &Snapshot) -> Option<String> {
     Some(format!("port {name} is {port:?}"))
 }
 
+/// Commit `snap` as the daemon does: the first commit of a store a full set, then only the ports that
+/// differ from the previous commit (`prev`), so the kills hit delta commits too.
+fn commit_as_daemon(
+    store: &mut Store,
+    prev: &mut Option<Snapshot>,
+    snap: Snapshot,
+) -> Result<u64, portsyncd::store::StoreError> {
+    let full = prev.is_none() || !store.takes_delta();
+    let mut changes: Vec<(&str, Option<&PortRecord>)> = snap
+        .ports
+        .iter()
+        .filter(|(n, r)| full || prev.as_ref().and_then(|p| p.ports.get(*n)) != Some(*r))
+        .map(|(n, r)| (n.as_str(), Some(r)))
+        .collect();
+    if let Some(p) = prev.as_ref().filter(|_| !full) {
+        changes.extend(
+            p.ports
+                .keys()
+                .filter(|n| !snap.ports.contains_key(*n))
+                .map(|n| (n.as_str(), None)),
+        );
+    }
+    let gen = store.commit_changes(full, changes, &snap.counters)?;
+    *prev = Some(snap);
+    Ok(gen)
+}
+
 /// Commits generations forever, printing `ack <generation>` after each `Ok`.
 fn store_writer(dir: &Path) -> anyhow::Result<()> {
     let (mut store, recovered) = Store::open(store_config(dir))?;
@@ -316,9 +343,10 @@ fn store_writer(dir: &Path) -> anyhow::Result<()> {
         "fresh store recovered {recovered:?}"
     );
     let mut out = std::io::stdout().lock();
+    let mut prev = None;
     loop {
         let gen = store.next_generation();
-        let committed = store.commit(&snapshot_for(gen))?;
+        let committed = commit_as_daemon(&mut store, &mut prev, snapshot_for(gen))?;
         anyhow::ensure!(committed == gen, "committed {committed}, expected {gen}");
         // The JSON export is a rung of the ladder; a silent export failure would make the
         // sled-destroyed verifier report a loss that is not the commit path's.

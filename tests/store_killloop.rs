@@ -39,6 +39,33 @@ fn snapshot_for(gen: u64) -> Snapshot {
     s
 }
 
+/// Commit `snap` as the daemon does: the first commit of a store a full set, then only the ports that
+/// differ from the previous commit (`prev`), so the kills hit delta commits too.
+fn commit_as_daemon(
+    store: &mut Store,
+    prev: &mut Option<Snapshot>,
+    snap: Snapshot,
+) -> Result<u64, portsyncd::store::StoreError> {
+    let full = prev.is_none() || !store.takes_delta();
+    let mut changes: Vec<(&str, Option<&PortRecord>)> = snap
+        .ports
+        .iter()
+        .filter(|(n, r)| full || prev.as_ref().and_then(|p| p.ports.get(*n)) != Some(*r))
+        .map(|(n, r)| (n.as_str(), Some(r)))
+        .collect();
+    if let Some(p) = prev.as_ref().filter(|_| !full) {
+        changes.extend(
+            p.ports
+                .keys()
+                .filter(|n| !snap.ports.contains_key(*n))
+                .map(|n| (n.as_str(), None)),
+        );
+    }
+    let gen = store.commit_changes(full, changes, &snap.counters)?;
+    *prev = Some(snap);
+    Ok(gen)
+}
+
 fn cfg(dir: &Path) -> StoreConfig {
     StoreConfig {
         cache_capacity_bytes: 2 << 20,
@@ -54,9 +81,10 @@ fn killloop_child() {
         return;
     };
     let (mut store, _) = Store::open(cfg(Path::new(&dir))).expect("child open");
+    let mut prev = None;
     loop {
         let gen = store.next_generation();
-        let got = store.commit(&snapshot_for(gen)).expect("child commit");
+        let got = commit_as_daemon(&mut store, &mut prev, snapshot_for(gen)).expect("child commit");
         assert_eq!(got, gen);
         println!("ACK {gen}");
     }

@@ -186,6 +186,9 @@ pub struct CoreStats {
     pub dumps_inconsistent: u64,
 }
 
+/// A published port's status with the kernel's view of it (what the store records).
+pub type SavedState = (PortStatus, Option<KernelPort>);
+
 /// The sans-IO port table.
 #[derive(Debug)]
 pub struct Core {
@@ -199,6 +202,9 @@ pub struct Core {
     /// Cold start: names that may hold an old STATE_DB entry; deleted if absent after the first dump.
     stale_candidates: BTreeSet<String>,
     dirty: BTreeSet<String>,
+    /// Names whose saved record (published status, kernel ifindex and flags) may have changed since
+    /// the store last got them ([`Core::drain_saved_changes`]).
+    saved_dirty: BTreeSet<String>,
     in_flight: Option<Work>,
     /// After a failed batch: no new batch before this instant.
     retry_at: Option<Instant>,
@@ -253,6 +259,7 @@ impl Core {
             must_delete: BTreeSet::new(),
             stale_candidates,
             dirty: BTreeSet::new(),
+            saved_dirty: BTreeSet::new(),
             in_flight: None,
             retry_at: None,
             retry_backoff: Backoff::new(REDIS_RETRY_MIN, REDIS_RETRY_MAX),
@@ -324,6 +331,7 @@ impl Core {
                     {
                         // A notification got here before the dump reply: forget it quietly.
                         self.kernel.remove(name);
+                        self.saved_dirty.insert(name.clone());
                         self.by_ifindex.remove(&ev.link.ifindex);
                         self.unknown.remove(name);
                         self.dirty.remove(name);
@@ -360,9 +368,13 @@ impl Core {
             flags,
             mtu,
         };
-        if let Some(prev) = self.kernel.insert(name.to_string(), port) {
-            if prev.ifindex != ifindex {
-                self.by_ifindex.remove(&prev.ifindex);
+        match self.kernel.insert(name.to_string(), port) {
+            Some(prev) if prev.ifindex == ifindex && prev.flags == flags => {}
+            prev => {
+                if let Some(prev) = prev.filter(|p| p.ifindex != ifindex) {
+                    self.by_ifindex.remove(&prev.ifindex);
+                }
+                self.note_saved_change(name);
             }
         }
         self.by_ifindex.insert(ifindex, name.to_string());
@@ -379,6 +391,7 @@ impl Core {
     fn remove(&mut self, name: &str) {
         if let Some(prev) = self.kernel.remove(name) {
             self.by_ifindex.remove(&prev.ifindex);
+            self.note_saved_change(name);
         }
         self.unknown.remove(name);
         // SONiC deletes the STATE_DB entry of any qualifying name on DELLINK; a later port of the same
@@ -626,7 +639,9 @@ impl Core {
                     if value.is_none() {
                         self.must_delete.remove(&name);
                     }
-                    self.published.insert(name, value);
+                    if self.published.insert(name.clone(), value) != Some(value) {
+                        self.saved_dirty.insert(name);
+                    }
                     self.snapshot_due = true;
                 }
                 for (name, is_known) in known {
@@ -672,6 +687,34 @@ impl Core {
     /// True once if `published` changed since the last call (the store should commit).
     pub fn take_snapshot_due(&mut self) -> bool {
         std::mem::take(&mut self.snapshot_due)
+    }
+
+    /// A saved record's kernel part (ifindex, flags) changed: only ports with a published entry have one.
+    fn note_saved_change(&mut self, name: &str) {
+        if matches!(self.published.get(name), Some(Some(_))) && !self.saved_dirty.contains(name) {
+            self.saved_dirty.insert(name.to_string());
+        }
+    }
+
+    /// The ports whose saved record may have changed since the last call, each with what
+    /// [`Core::published_ports`] now gives for it (`None`: no published entry any more). Together with
+    /// one full [`Core::published_ports`] before them, they reproduce the published table.
+    pub fn drain_saved_changes(&mut self) -> Vec<(String, Option<SavedState>)> {
+        std::mem::take(&mut self.saved_dirty)
+            .into_iter()
+            .map(|n| {
+                let now = match self.published.get(&n) {
+                    Some(Some(status)) => Some((*status, self.kernel.get(&n).copied())),
+                    _ => None,
+                };
+                (n, now)
+            })
+            .collect()
+    }
+
+    /// Forget the pending saved changes (the store is about to get the full table).
+    pub fn clear_saved_changes(&mut self) {
+        self.saved_dirty.clear();
     }
 
     /// Ports whose STATE_DB entry portsyncd wrote and knows to be there, with the kernel's view.

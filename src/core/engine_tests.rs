@@ -759,3 +759,63 @@ fn the_retry_gate_holds_back_rechecks_too() {
         .expect("the check again");
     assert_eq!(w.checks, vec!["Ethernet0".to_string()]);
 }
+
+/// The table the store would hold: one full `published_ports` and then only the drained changes.
+type SavedTable = BTreeMap<String, (PortStatus, Option<KernelPort>)>;
+
+fn published_table(core: &Core) -> SavedTable {
+    core.published_ports()
+        .map(|(n, s, k)| (n.to_string(), (s, k)))
+        .collect()
+}
+
+#[test]
+fn drained_saved_changes_keep_a_copy_of_the_published_table_exact() {
+    let all = ["Ethernet0", "Ethernet4", "Ethernet8"];
+    let (mut core, t0) = synced(
+        cfg(StartMode::Cold { old_netdev: false }, &all),
+        &[up(2, "Ethernet0"), up(3, "Ethernet4"), up(4, "Ethernet8")],
+    );
+    flush(&mut core, t0, &all);
+    core.clear_saved_changes();
+    let mut copy = published_table(&core);
+    assert_eq!(copy.len(), 3);
+    let steps: Vec<Vec<LinkEvent>> = vec![
+        // Carrier flag only (IFF_LOWER_UP): nothing to write, but the saved flags change.
+        vec![link(
+            LinkOp::New,
+            2,
+            "Ethernet0",
+            UP_RUNNING & !IFF_LOWER_UP,
+            9100,
+        )],
+        // A real change, then nothing at all.
+        vec![link(LinkOp::New, 3, "Ethernet4", IFF_UP | 0x1002, 9100)],
+        vec![],
+        // Gone, then back under a new ifindex; an MTU change.
+        vec![link(LinkOp::Del, 4, "Ethernet8", 0, 9100)],
+        vec![
+            up(9, "Ethernet8"),
+            link(LinkOp::New, 2, "Ethernet0", UP_RUNNING, 1500),
+        ],
+    ];
+    for (i, events) in steps.into_iter().enumerate() {
+        for e in &events {
+            core.on_link(0, e, false);
+        }
+        // Before and after the batch lands: the copy follows either way.
+        for stage in 0..2 {
+            if stage == 1 {
+                flush(&mut core, t0, &all);
+            }
+            for (n, now) in core.drain_saved_changes() {
+                match now {
+                    Some(v) => copy.insert(n, v),
+                    None => copy.remove(&n),
+                };
+            }
+            assert_eq!(copy, published_table(&core), "step {i}, stage {stage}");
+        }
+    }
+    assert!(core.drain_saved_changes().is_empty());
+}

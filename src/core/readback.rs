@@ -119,6 +119,7 @@ impl Core {
                 continue; // what is due for this port does not change
             }
             self.snapshot_due = true;
+            self.saved_dirty.insert(name.clone());
             if believed.is_some() {
                 drift.insert(name.clone());
             }

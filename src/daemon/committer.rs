@@ -1,11 +1,16 @@
-//! The store committer: one thread that owns the store, commits the newest snapshot, and keeps the
+//! The store committer: one thread that owns the store, commits the newest port table, and keeps the
 //! daemon going without persistence while the store cannot take commits.
 //!
-//! - **Bounded:** at most one commit in flight and one snapshot pending ([`CommitSlot`]); a newer
-//!   snapshot replaces the pending one, so a hung `fsync` cannot grow memory.
+//! - **Bounded:** at most one commit in flight and one hand-over pending ([`CommitSlot`]); a newer
+//!   hand-over (the ports changed since the previous one, [`PortDelta`]) is merged into the pending one,
+//!   newest entry per port, so a hung `fsync` cannot grow memory beyond one entry per port.
+//! - **O(changed) commits:** the committer keeps the whole table in compact form ([`SavedTable`]) and
+//!   commits only the changes since its last successful commit. A full set goes to the store whenever
+//!   its base may differ from what this process committed: the first commit after an open or reopen
+//!   (the reopened store may have recovered an older generation), i.e. after any failure.
 //! - **Degrade, never die:** a failed commit or open leaves the store where it is (the store itself
 //!   quarantines only real corruption on a disk that takes writes) and the open is retried with
-//!   backoff (1 s doubling to 60 s) until it works; then the newest snapshot is committed. A store of a
+//!   backoff (1 s doubling to 60 s) until it works; then the newest table is committed. A store of a
 //!   newer schema is never opened again (it stays byte-for-byte untouched).
 //! - **Health:** `portsyncd_state_store_up` / `portsyncd_state_store_degraded{reason}`; transitions
 //!   are logged once, failures rate-limited.
@@ -24,7 +29,10 @@ use crate::backoff::Backoff;
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 use crate::store::lock::PidLock;
-use crate::store::{Degraded, Snapshot, Store, StoreConfig, StoreError};
+use crate::store::{Degraded, Store, StoreConfig, StoreError};
+
+pub use super::saved::PortDelta;
+use super::saved::SavedTable;
 
 /// First delay before reopening a store that failed.
 pub const REOPEN_MIN: Duration = Duration::from_secs(1);
@@ -36,13 +44,13 @@ pub type FinalReply = Sender<Result<u64, String>>;
 
 #[derive(Default)]
 struct Slot {
-    /// The newest snapshot not yet taken by the committer.
-    pending: Option<Snapshot>,
+    /// The hand-overs not yet taken by the committer, merged.
+    pending: Option<PortDelta>,
     /// Set once, at shutdown: commit `pending` (or the newest known) and answer here.
     final_reply: Option<FinalReply>,
 }
 
-/// The hand-over between the loop and the committer: one pending snapshot, replaced by newer ones.
+/// The hand-over between the loop and the committer: one pending delta, newer ones merged into it.
 #[derive(Default)]
 pub struct CommitSlot {
     slot: Mutex<Slot>,
@@ -55,23 +63,30 @@ impl CommitSlot {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hand `snap` over for committing; it replaces a snapshot still pending.
-    pub fn submit(&self, snap: Snapshot) {
-        self.lock().pending = Some(snap);
+    fn put(g: &mut Slot, d: PortDelta) {
+        match g.pending.as_mut() {
+            Some(p) => p.merge(d),
+            None => g.pending = Some(d),
+        }
+    }
+
+    /// Hand `d` over for committing; it is merged into a hand-over still pending.
+    pub fn submit(&self, d: PortDelta) {
+        Self::put(&mut self.lock(), d);
         self.wake.notify_one();
     }
 
-    /// The final commit: `snap` replaces anything pending; the committer answers on `reply` and ends.
-    pub fn finish(&self, snap: Snapshot, reply: FinalReply) {
+    /// The final commit: `d` is merged into anything pending; the committer answers on `reply` and ends.
+    pub fn finish(&self, d: PortDelta, reply: FinalReply) {
         let mut g = self.lock();
-        g.pending = Some(snap);
+        Self::put(&mut g, d);
         g.final_reply = Some(reply);
         drop(g);
         self.wake.notify_one();
     }
 
-    /// Waits until a snapshot or the final request is there, or `until` passes.
-    fn take(&self, until: Option<Instant>) -> (Option<Snapshot>, Option<FinalReply>) {
+    /// Waits until a hand-over or the final request is there, or `until` passes.
+    fn take(&self, until: Option<Instant>) -> (Option<PortDelta>, Option<FinalReply>) {
         let mut g = self.lock();
         loop {
             if g.final_reply.is_some() || g.pending.is_some() {
@@ -110,8 +125,10 @@ struct Committer {
     health: Option<Degraded>,
     next_open: Option<Instant>,
     backoff: Backoff,
-    /// The newest snapshot that could not be committed yet (committed once the store is back).
-    retained: Option<Snapshot>,
+    /// The table as handed over, and the changes the store has not got yet.
+    table: SavedTable,
+    /// Something handed over is not committed yet (committed once the store is back).
+    retained: bool,
     metrics: Arc<Metrics>,
     fail_log: RateLimit,
 }
@@ -169,20 +186,32 @@ impl Committer {
         }
     }
 
-    fn commit(&mut self, snap: Snapshot) -> Result<u64, String> {
+    /// Commit what the store has not got: the changes alone where the store holds this process's last
+    /// commit, else the whole table.
+    fn commit(&mut self) -> Result<u64, String> {
+        self.retained = true;
         let Some(store) = self.store.as_mut() else {
             let reason = self.health.map_or("unknown", Degraded::label);
-            self.retained = Some(snap);
             return Err(format!("state store is not open ({reason}); retrying"));
         };
-        match store.commit(&snap) {
+        if !self.table.have_full() {
+            return Err("no full port table handed over yet".into());
+        }
+        let res = if store.takes_delta() && !self.table.needs_full() {
+            store.commit_changes(false, self.table.changes(), self.table.counters())
+        } else {
+            store.commit_changes(true, self.table.all(), self.table.counters())
+        };
+        match res {
             Ok(gen) => {
                 self.backoff.reset();
+                self.table.saved();
+                self.retained = false;
                 Ok(gen)
             }
             Err(e) => {
-                // The store stops trusting itself after a failure: reopen (and re-verify) first.
-                self.retained = Some(snap);
+                // The store stops trusting itself after a failure: reopen (and re-verify) first; the
+                // next commit is then a full set (the reopened store may hold an older generation).
                 let msg = e.to_string();
                 self.closed(&e);
                 Err(msg)
@@ -205,7 +234,8 @@ pub fn spawn(
         health: None,
         next_open: None,
         backoff: Backoff::new(REOPEN_MIN, REOPEN_MAX),
-        retained: None,
+        table: SavedTable::default(),
+        retained: false,
         fail_log: RateLimit::new(Duration::from_secs(10)),
         store: start.store,
         cfg,
@@ -223,25 +253,27 @@ pub fn spawn(
         None => c.metrics.store_health.set_up(),
     }
     sup.spawn("store", move || loop {
-        let (snap, reply) = slot.take(c.next_open);
-        if snap.is_some() {
-            c.retained = None; // superseded
+        let (delta, reply) = slot.take(c.next_open);
+        let fresh = delta.is_some();
+        if let Some(d) = delta {
+            c.table.absorb(d);
         }
         let due = c.next_open.is_some_and(|t| Instant::now() >= t);
         if due || (reply.is_some() && c.store.is_none()) {
             c.reopen();
         }
-        let Some(snap) = snap.or_else(|| c.store.as_ref().and(c.retained.take())) else {
+        let retry = c.retained && c.store.is_some();
+        if !fresh && !retry {
             if let Some(r) = reply {
                 let _ = r.send(Err("nothing to commit".into()));
                 return;
             }
             continue;
-        };
+        }
         faults::panic_point("store");
         let started = Instant::now();
-        let ports = snap.ports.len();
-        let res = c.commit(snap);
+        let ports = c.table.port_count();
+        let res = c.commit();
         let took = started.elapsed();
         // One line per commit at debug (bench-storm --scale reads them for the commit p99).
         debug!(
@@ -268,27 +300,32 @@ pub fn spawn(
 mod tests {
     use super::*;
 
-    fn snap(n: u64) -> Snapshot {
-        let mut s = Snapshot::default();
+    fn snap(n: u64) -> PortDelta {
+        let mut s = PortDelta {
+            full: n == 7,
+            ..PortDelta::default()
+        };
         s.counters.insert("n".into(), n);
         s
     }
 
     #[test]
-    fn the_newest_snapshot_replaces_the_pending_one() {
+    fn newer_hand_overs_are_merged_into_the_pending_one() {
         let slot = CommitSlot::default();
         for n in 0..1000 {
             slot.submit(snap(n));
         }
         let (s, r) = slot.take(Some(Instant::now()));
-        assert_eq!(s.map(|s| s.counters["n"]), Some(999));
+        let s = s.unwrap();
+        assert_eq!(s.counters["n"], 999);
+        assert!(s.full, "the full set among them is kept full");
         assert!(r.is_none());
         // Nothing else was queued.
         assert!(slot.take(Some(Instant::now())).0.is_none());
     }
 
     #[test]
-    fn the_final_commit_carries_the_newest_snapshot() {
+    fn the_final_commit_carries_the_newest_hand_over() {
         let slot = CommitSlot::default();
         slot.submit(snap(1));
         let (tx, _rx) = crossbeam_channel::unbounded();

@@ -3,7 +3,7 @@
 //! ```text
 //! netlink thread ──Items/Overrun── (bounded) ──┐
 //! redis thread ────WorkDone───────┐            ├──▶ loop (Core) ──Work──▶ redis thread (write Redis first)
-//! store thread ────Committed──────┼─ control ──┘                ──Snapshot──▶ store thread (then commit)
+//! store thread ────Committed──────┼─ control ──┘                ──PortDelta─▶ store thread (then commit)
 //! signal thread ───Stop───────────┤
 //! supervision ─────WorkerDied─────┘
 //! ```
@@ -17,6 +17,7 @@ mod handoff;
 mod inbox;
 mod pacer;
 mod reconcile;
+mod saved;
 mod startup;
 mod supervise;
 mod workers;
@@ -36,12 +37,11 @@ use crate::logging::RateLimit;
 use crate::metrics::{Metrics, MetricsServer};
 use crate::netlink::{self, LinkSocket, NetlinkItem};
 use crate::sonic::{DbConfigError, DbLayout, SonicDb};
-use crate::store::{
-    PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, StoreError,
-};
+use crate::store::{Recovered, RecoverySource, Store, StoreConfig, StoreError};
 
 pub use crate::core::BaselineSource;
-use committer::{CommitSlot, StoreStart};
+use committer::{CommitSlot, PortDelta, StoreStart};
+use saved::SavedPort;
 pub use supervise::install_panic_hook;
 use supervise::Supervisor;
 use workers::Input;
@@ -278,6 +278,7 @@ pub fn run(
         work_tx,
         commits,
         pacer: pacer::CommitPacer::default(),
+        full_handed_over: false,
         warm,
         baseline_source: startup.baseline_source,
         t_start,
@@ -298,7 +299,8 @@ pub fn run(
         // and is quick (the exit watchdog ends the process within 1 s of the death regardless).
         if thread != "store" {
             let (reply_tx, reply_rx) = chan::bounded(1);
-            lp.commits.finish(lp.snapshot(), reply_tx);
+            let last = lp.hand_over();
+            lp.commits.finish(last, reply_tx);
             match reply_rx.recv_timeout(DEATH_COMMIT_GRACE) {
                 Ok(Ok(generation)) => info!(generation, "final state committed"),
                 Ok(Err(e)) => error!(error = %e, "final state commit failed"),
@@ -322,9 +324,9 @@ pub fn run(
         }
     }
     let (reply_tx, reply_rx) = chan::bounded(1);
-    let final_snap = lp.snapshot();
-    let ports = final_snap.ports.len();
-    lp.commits.finish(final_snap, reply_tx);
+    let final_delta = lp.hand_over();
+    let ports = lp.core.published_ports().count();
+    lp.commits.finish(final_delta, reply_tx);
     // A hung disk must not hold the exit: the committer is joined only when it answered.
     let answered = match reply_rx.recv_timeout(SHUTDOWN_GRACE) {
         Ok(Ok(generation)) => {
@@ -357,6 +359,8 @@ struct Loop {
     work_tx: handoff::Giver<Work>,
     commits: Arc<CommitSlot>,
     pacer: pacer::CommitPacer,
+    /// The committer got the whole table once; since then it gets the changes only.
+    full_handed_over: bool,
     warm: bool,
     baseline_source: BaselineSource,
     t_start: Instant,
@@ -524,7 +528,8 @@ impl Loop {
         }
         if self.pacer.due(now) {
             self.pacer.sent(now);
-            self.commits.submit(self.snapshot());
+            let d = self.hand_over();
+            self.commits.submit(d);
         }
     }
 
@@ -580,29 +585,34 @@ impl Loop {
         }
     }
 
-    fn snapshot(&self) -> Snapshot {
-        let ports: BTreeMap<String, PortRecord> = self
+    /// What the committer gets: the whole published table the first time, then the ports whose saved
+    /// record changed since the previous hand-over (the core tracks them), and the lifetime counters.
+    fn hand_over(&mut self) -> PortDelta {
+        let counters = self.metrics.to_saved();
+        if !self.full_handed_over {
+            self.full_handed_over = true;
+            self.core.clear_saved_changes();
+            let ports = self
+                .core
+                .published_ports()
+                .map(|(name, status, k)| (name.to_string(), Some(SavedPort::new(status, k))))
+                .collect();
+            return PortDelta {
+                full: true,
+                ports,
+                counters,
+            };
+        }
+        let ports = self
             .core
-            .published_ports()
-            .map(|(name, status, k)| {
-                let (ifindex, flags) = k.map_or((0, 0), |k| (k.ifindex, k.flags));
-                (
-                    name.to_string(),
-                    PortRecord {
-                        name: name.to_string(),
-                        ifindex,
-                        admin_up: status.admin_up,
-                        oper_up: status.oper_up,
-                        flags,
-                        mtu: status.mtu,
-                        published: status.fields().into_iter().collect(),
-                    },
-                )
-            })
+            .drain_saved_changes()
+            .into_iter()
+            .map(|(name, now)| (name, now.map(|(status, k)| SavedPort::new(status, k))))
             .collect();
-        Snapshot {
+        PortDelta {
+            full: false,
             ports,
-            counters: self.metrics.to_saved(),
+            counters,
         }
     }
 }

@@ -232,6 +232,9 @@ struct MemInner {
     faults: Faults,
     applies: usize,
     syncs: usize,
+    /// Puts applied, and the ops of each applied batch in order.
+    puts: usize,
+    batch_ops: Vec<usize>,
 }
 
 /// An in-memory backend for tests. Clones share the same map, so a test keeps a handle to damage the
@@ -285,6 +288,12 @@ impl MemBackend {
         self.lock().map.keys().cloned().collect()
     }
 
+    /// Puts applied so far, and the number of ops of every batch applied, in order.
+    pub fn put_counts(&self) -> (usize, Vec<usize>) {
+        let g = self.lock();
+        (g.puts, g.batch_ops.clone())
+    }
+
     /// (applies, syncs) so far.
     pub fn op_counts(&self) -> (usize, usize) {
         let g = self.lock();
@@ -327,9 +336,13 @@ impl Backend for MemBackend {
             return Err(injected("apply"));
         }
         g.applies += 1;
+        g.batch_ops.push(batch.ops.len());
         for (k, v) in batch.ops {
             match v {
-                Some(v) => g.map.insert(k, v),
+                Some(v) => {
+                    g.puts += 1;
+                    g.map.insert(k, v)
+                }
                 None => g.map.remove(&k),
             };
         }

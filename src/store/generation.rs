@@ -9,8 +9,9 @@
 //! - `r/<name>/<hash, 16 hex>`     -> framed bincode [`PortRecord`]
 //!
 //! Records are content-addressed: a port whose record did not change since a kept generation is not
-//! written again, so a commit costs what changed plus one manifest. A generation's new records and its
-//! manifest are written in one atomic batch, so a crash leaves all of it or none. Verification checks
+//! written again, so a commit costs what changed plus one manifest. [`build`] makes one atomic batch
+//! (the legacy import); commits use `delta::build`, which writes records in batches with the manifest
+//! last (a crash leaves the manifest with every record, or unreferenced records the next open prunes). Verification checks
 //! the manifest frame, its number and schema, and for every port: the record exists, its frame (CRC32
 //! over key and payload) is intact, it names the port, and its FNV-1a 64 hash equals the manifest's.
 

@@ -1,12 +1,14 @@
 //! [`Store`]: open (defensively, with the recovery ladder) and commit.
 
-use std::cell::RefCell;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::backend::{Backend, SledBackend, WriteBatch};
+use super::delta;
+use super::export_cache::ExportCache;
 use super::fault::{crash_point, CrashPoint};
 use super::generation::{self, SCHEMA_KEY, SCHEMA_VERSION};
 use super::json_export;
@@ -62,11 +64,11 @@ pub struct Store {
     gens: BTreeSet<u64>,
     /// Port → record hash of every verified generation (records that commits may reuse).
     refs: BTreeMap<u64, BTreeMap<String, u64>>,
-    /// The record payloads (bincode) of the newest committed generation with their hashes: a commit
-    /// compares each port's fresh encoding with them to skip hashing and re-writing unchanged records.
-    /// Payloads, not clones of the records: a `PortRecord` with its field map takes about 1 KiB of heap,
-    /// its encoding about 90 bytes (2 MiB vs 0.4 MiB at 2048 ports).
-    last: BTreeMap<String, (Box<[u8]>, u64)>,
+    /// The generation this store committed last: a delta commit applies to its port map (in `refs`).
+    /// None until the first commit after open, so a delta is never applied to a recovered base.
+    base: Option<u64>,
+    /// The JSON export's rendered fragments of `base`'s ports (when the export is on).
+    export: ExportCache,
     /// Unreferenced record keys found at open.
     orphans: Vec<Vec<u8>>,
     poisoned: Option<(String, super::Degraded)>,
@@ -80,33 +82,6 @@ fn lock_err(e: LockError) -> StoreError {
     match e {
         LockError::Held { pid } => StoreError::InUse { pid },
         LockError::Io { path, err } => StoreError::Io { path, source: err },
-    }
-}
-
-/// What a commit can skip: records of verified kept generations, and the hashes of the last commit.
-struct KnownRecords<'a> {
-    refs: &'a BTreeMap<u64, BTreeMap<String, u64>>,
-    last: &'a BTreeMap<String, (Box<[u8]>, u64)>,
-    /// Reused encoding buffer.
-    buf: RefCell<Vec<u8>>,
-}
-
-/// The payload of `rec` as the store writes it (bincode 2, standard configuration), into `out`.
-fn encode_record(rec: &PortRecord, out: &mut Vec<u8>) -> bool {
-    out.clear();
-    bincode::serde::encode_into_std_write(rec, out, bincode::config::standard()).is_ok()
-}
-
-impl generation::Known for KnownRecords<'_> {
-    fn hash_of(&self, name: &str, rec: &PortRecord) -> Option<u64> {
-        let (payload, h) = self.last.get(name)?;
-        let mut buf = self.buf.borrow_mut();
-        // Equal payloads are equal records; the hash is the one of these very bytes.
-        (encode_record(rec, &mut buf) && buf.as_slice() == &payload[..] && self.stored(name, *h))
-            .then_some(*h)
-    }
-    fn stored(&self, name: &str, hash: u64) -> bool {
-        self.refs.values().any(|p| p.get(name) == Some(&hash))
     }
 }
 
@@ -346,7 +321,8 @@ impl Store {
             next_gen,
             gens,
             refs,
-            last: BTreeMap::new(),
+            base: None,
+            export: ExportCache::default(),
             orphans,
             poisoned: None,
             export_failures: 0,
@@ -385,29 +361,90 @@ impl Store {
     }
 
     /// Commit `snap` with an explicit `saved_at` (unix seconds; the legacy import keeps the file's time).
-    ///
-    /// Protocol: one atomic batch (records + manifest) → sled `flush()` → `fsync(db)` → acknowledged;
-    /// then prune generations beyond the configured count; then rewrite the JSON export (a failure there
-    /// is logged and counted in [`Store::export_failures`], the commit stands). After any backend failure
-    /// the store is poisoned: every later commit fails fast with [`StoreError::Poisoned`] until reopened,
-    /// because it can no longer tell what reached the disk.
+    /// A full set: see [`Store::commit_changes_at`].
     pub fn commit_at(&mut self, snap: &Snapshot, saved_at: u64) -> Result<u64, StoreError> {
+        let ports = snap.ports.iter().map(|(n, r)| (n.as_str(), Some(r)));
+        self.commit_changes_at(true, ports, &snap.counters, saved_at)
+    }
+
+    /// True when [`Store::commit_changes`] takes a delta: this store committed before (since it was
+    /// opened) and has not failed since. Otherwise only a full set is accepted.
+    pub fn takes_delta(&self) -> bool {
+        self.base.is_some() && self.poisoned.is_none()
+    }
+
+    /// Commit a new generation, stamped now: a full set of ports (`full`), or the changes since this
+    /// store's last commit (a changed port with its record, a removed one with `None`).
+    pub fn commit_changes<I, N, R>(
+        &mut self,
+        full: bool,
+        ports: I,
+        counters: &BTreeMap<String, u64>,
+    ) -> Result<u64, StoreError>
+    where
+        I: IntoIterator<Item = (N, Option<R>)>,
+        N: Into<String>,
+        R: Borrow<PortRecord>,
+    {
+        self.commit_changes_at(full, ports, counters, unix_now())
+    }
+
+    /// [`Store::commit_changes`] with an explicit `saved_at`.
+    ///
+    /// Protocol: the new or changed records in batches of at most [`delta::RECORDS_PER_BATCH`], the
+    /// manifest in the last batch → sled `flush()` → `fsync(db)` → acknowledged; then prune
+    /// generations beyond the configured count; then rewrite the JSON export (a failure there is logged
+    /// and counted in [`Store::export_failures`], the commit stands). After any backend failure the store
+    /// is poisoned: every later commit fails fast with [`StoreError::Poisoned`] until reopened, because
+    /// it can no longer tell what reached the disk. A delta without a base ([`Store::takes_delta`]
+    /// false) is refused with [`StoreError::NoBase`], nothing written.
+    pub fn commit_changes_at<I, N, R>(
+        &mut self,
+        full: bool,
+        ports: I,
+        counters: &BTreeMap<String, u64>,
+        saved_at: u64,
+    ) -> Result<u64, StoreError>
+    where
+        I: IntoIterator<Item = (N, Option<R>)>,
+        N: Into<String>,
+        R: Borrow<PortRecord>,
+    {
         if let Some((why, reason)) = &self.poisoned {
             return Err(StoreError::Poisoned {
                 why: why.clone(),
                 reason: *reason,
             });
         }
-        let gen = self.next_gen;
-        let known = KnownRecords {
-            refs: &self.refs,
-            last: &self.last,
-            buf: RefCell::new(Vec::new()),
+        let base = if full {
+            None
+        } else {
+            match self.base.and_then(|g| self.refs.get(&g)) {
+                Some(b) => Some(b),
+                None => return Err(StoreError::NoBase),
+            }
         };
-        let (batch, manifest, changed) = generation::build(gen, snap, saved_at, &known);
-        let mut buf = known.buf.into_inner();
+        let gen = self.next_gen;
+        let refs = &self.refs;
+        let stored = |name: &str, hash: u64| refs.values().any(|p| p.get(name) == Some(&hash));
+        let built = delta::build(
+            gen,
+            base,
+            ports,
+            counters,
+            saved_at,
+            &stored,
+            self.cfg.json_export.is_some(),
+        );
         crash_point(CrashPoint::BeforeApply);
-        let written = self.backend.apply(batch).and_then(|()| {
+        let mut written = Ok(());
+        for batch in built.batches {
+            written = self.backend.apply(batch);
+            if written.is_err() {
+                break;
+            }
+        }
+        let written = written.and_then(|()| {
             crash_point(CrashPoint::AfterApply);
             self.backend.sync()
         });
@@ -417,24 +454,25 @@ impl Store {
         crash_point(CrashPoint::AfterSync);
         self.next_gen = gen + 1;
         self.gens.insert(gen);
-        // Remember the payloads just committed (only the changed ones are encoded again).
-        self.last.retain(|name, _| snap.ports.contains_key(name));
-        for name in changed {
-            if let (Some(rec), Some(&h)) = (snap.ports.get(&name), manifest.ports.get(&name)) {
-                if encode_record(rec, &mut buf) && generation::payload_hash(&buf) == h {
-                    self.last.insert(name, (buf.as_slice().into(), h));
-                } else {
-                    self.last.remove(&name);
-                }
+        self.base = Some(gen);
+        let port_count = built.manifest.ports.len();
+        self.refs.insert(gen, built.manifest.ports);
+        if let Some(frags) = built.fragments {
+            if full {
+                self.export.replace(
+                    frags
+                        .into_iter()
+                        .filter_map(|(n, f)| Some((n, f?)))
+                        .collect(),
+                );
+            } else {
+                self.export.apply(frags);
             }
         }
-        self.refs.insert(gen, manifest.ports);
         self.prune(gen)?;
         crash_point(CrashPoint::AfterPrune);
         if let Some(path) = &self.cfg.json_export {
-            if let Err(e) =
-                json_export::write_atomic(path, &json_export::render(snap, saved_at, gen))
-            {
+            if let Err(e) = self.export.write_atomic(path, counters, saved_at, gen) {
                 self.export_failures += 1;
                 if let Some(suppressed) = self.export_log.allow(std::time::Instant::now()) {
                     tracing::warn!(path = %path.display(), error = %e, generation = gen, suppressed, "JSON export failed (the commit stands)");
@@ -444,7 +482,9 @@ impl Store {
         crash_point(CrashPoint::AfterExport);
         tracing::debug!(
             generation = gen,
-            ports = snap.ports.len(),
+            ports = port_count,
+            records_written = built.records_written,
+            full,
             "state committed"
         );
         Ok(gen)

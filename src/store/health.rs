@@ -120,9 +120,10 @@ impl StoreError {
             }
             StoreError::NewerSchema { .. } => Degraded::NewerSchema,
             StoreError::Corruption { .. } | StoreError::NoGeneration(_) => Degraded::Corrupt,
-            StoreError::InUse { .. } | StoreError::NotAStore { .. } | StoreError::Input { .. } => {
-                Degraded::Other
-            }
+            StoreError::InUse { .. }
+            | StoreError::NotAStore { .. }
+            | StoreError::Input { .. }
+            | StoreError::NoBase => Degraded::Other,
         }
     }
 

@@ -323,6 +323,14 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes))
+}
+
+/// Like [`write_atomic`], the content streamed by `fill` through a buffered writer into the temp file.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -333,8 +341,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = super::private::create_temp(&tmp)?;
-        f.write_all(bytes)?;
+        let f = super::private::create_temp(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
+        fill(&mut w)?;
+        let f = w
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         f.sync_all()?;
         super::fault::crash_point(super::fault::CrashPoint::ExportTempWritten);
         fs::rename(&tmp, path)?;

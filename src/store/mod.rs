@@ -4,8 +4,9 @@
 //! independent of the daemon: any program that needs a few thousand records to survive process kills and
 //! power cuts can use it.
 //!
-//! - A **commit** writes a whole [`Snapshot`] as a new generation in one atomic sled batch, then
-//!   `flush()`, then `fsync` of sled's `db` file; only then does [`Store::commit`] return `Ok`. Older
+//! - A **commit** writes a new generation — a full [`Snapshot`], or the ports changed since this
+//!   store's last commit ([`Store::commit_changes`]) — as its new records in sled batches and its
+//!   manifest last, then `flush()`, then `fsync` of sled's `db` file; only then does it return `Ok`. Older
 //!   generations beyond [`StoreConfig::generations`] are pruned afterwards, and the compatibility JSON
 //!   export is rewritten atomically.
 //! - **Every value is checksummed** (CRC32 over key and payload) and each generation's manifest counts
@@ -54,6 +55,10 @@
 pub mod backend;
 #[cfg(test)]
 mod crash_tests;
+pub mod delta;
+#[cfg(test)]
+mod delta_tests;
+pub mod export_cache;
 pub mod fault;
 pub mod generation;
 mod handle;
@@ -109,6 +114,10 @@ pub enum StoreError {
     /// An earlier commit failed: the store no longer trusts its own state. Reopen it.
     #[error("store disabled after an earlier failure ({why}); reopen it")]
     Poisoned { why: String, reason: Degraded },
+    /// A delta was committed to a store that has no base for it (nothing committed since it was
+    /// opened): commit a full set.
+    #[error("a delta needs the generation this store committed last (none since it was opened); commit a full set")]
+    NoBase,
     /// No such generation, or it is not valid.
     #[error("generation {0} not found")]
     NoGeneration(u64),

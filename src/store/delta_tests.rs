@@ -1,0 +1,179 @@
+//! Delta commits: only the changed records are written, removed ports leave the manifest, a delta is
+//! refused without a base (after an open or a failure), large commits go in batches with the manifest
+//! last, and the streamed export equals the full rendering.
+
+use std::collections::BTreeMap;
+
+use super::backend::{Faults, MemBackend};
+use super::generation::tests::snap;
+use super::*;
+
+fn mem_cfg() -> StoreConfig {
+    StoreConfig {
+        json_export: None,
+        ..StoreConfig::new("/nonexistent")
+    }
+}
+
+fn changed(s: &Snapshot, name: &str, salt: u32) -> PortRecord {
+    let mut r = s.ports[name].clone();
+    r.flags ^= salt;
+    r.mtu += salt;
+    r
+}
+
+#[test]
+fn a_delta_writes_only_the_changed_records_and_drops_removed_ports() {
+    let b = MemBackend::new();
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), mem_cfg()).unwrap();
+    let mut want = snap(200, 1);
+    s.commit(&want).unwrap();
+    let (puts_before, _) = b.put_counts();
+    // Two changed, one removed, one added: three records and one manifest are written.
+    let e4 = changed(&want, "Ethernet4", 7);
+    let e8 = changed(&want, "Ethernet8", 9);
+    let mut added = want.ports["Ethernet0"].clone();
+    added.name = "PortChannel1".into();
+    let delta: Vec<(&str, Option<PortRecord>)> = vec![
+        ("Ethernet4", Some(e4.clone())),
+        ("Ethernet8", Some(e8.clone())),
+        ("Ethernet12", None),
+        ("PortChannel1", Some(added.clone())),
+    ];
+    want.counters.insert("x".into(), 5);
+    assert!(s.takes_delta());
+    let gen = s.commit_changes(false, delta, &want.counters).unwrap();
+    let (puts_after, batches) = b.put_counts();
+    assert_eq!(puts_after - puts_before, 4, "3 records + the manifest");
+    assert_eq!(batches.last(), Some(&4), "one batch");
+    want.ports.insert("Ethernet4".into(), e4);
+    want.ports.insert("Ethernet8".into(), e8);
+    want.ports.remove("Ethernet12");
+    want.ports.insert("PortChannel1".into(), added);
+    let (m, got) = s.load(gen).unwrap();
+    assert!(!m.ports.contains_key("Ethernet12"));
+    assert_eq!(m.record_count, 200);
+    assert_eq!(got, want);
+    // A port flapping back to a stored record writes nothing but the manifest.
+    let back = snap(200, 1).ports["Ethernet4"].clone();
+    s.commit_changes(false, [("Ethernet4", Some(back))], &want.counters)
+        .unwrap();
+    assert_eq!(b.put_counts().0 - puts_after, 1);
+    drop(s);
+    let (_, r) = Store::with_backend(Box::new(b), mem_cfg()).unwrap();
+    assert_eq!(r.generation, Some(gen + 1));
+}
+
+#[test]
+fn a_delta_needs_a_base_committed_by_this_store() {
+    let b = MemBackend::new();
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), mem_cfg()).unwrap();
+    let one = snap(3, 1);
+    let none: [(&str, Option<PortRecord>); 0] = [];
+    // Freshly opened: no base, nothing written.
+    let (puts, _) = b.put_counts();
+    assert!(!s.takes_delta());
+    assert!(matches!(
+        s.commit_changes(false, none.clone(), &one.counters),
+        Err(StoreError::NoBase)
+    ));
+    assert_eq!(b.put_counts().0, puts);
+    s.commit(&one).unwrap();
+    assert!(s.takes_delta());
+    // A failure: the store no longer takes deltas, and after a reopen (which may recover an older
+    // generation) it takes a full set first.
+    b.set_faults(Faults {
+        fail_sync: true,
+        ..Faults::default()
+    });
+    let e0 = changed(&one, "Ethernet0", 3);
+    assert!(s
+        .commit_changes(false, [("Ethernet0", Some(e0.clone()))], &one.counters)
+        .is_err());
+    assert!(!s.takes_delta());
+    b.set_faults(Faults::default());
+    drop(s);
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), mem_cfg()).unwrap();
+    assert!(!s.takes_delta());
+    assert!(matches!(
+        s.commit_changes(false, [("Ethernet0", Some(e0.clone()))], &one.counters),
+        Err(StoreError::NoBase)
+    ));
+    let mut two = one.clone();
+    two.ports.insert("Ethernet0".into(), e0);
+    two.ports.remove("Ethernet8");
+    let gen = s.commit(&two).unwrap();
+    assert_eq!(s.load(gen).unwrap().1, two);
+    assert!(s.takes_delta());
+}
+
+#[test]
+fn a_large_commit_goes_in_record_batches_with_the_manifest_last() {
+    let b = MemBackend::new();
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), mem_cfg()).unwrap();
+    let (_, before) = b.put_counts();
+    let big = snap(600, 1);
+    let gen = s.commit(&big).unwrap();
+    let (_, after) = b.put_counts();
+    let per = delta::RECORDS_PER_BATCH;
+    assert_eq!(
+        &after[before.len()..],
+        &[per, per, 600 - 2 * per, 1],
+        "records in batches, then the manifest alone"
+    );
+    assert_eq!(s.load(gen).unwrap().1, big);
+}
+
+#[test]
+fn delta_commits_on_sled_export_what_a_full_rendering_gives() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        max_age: std::time::Duration::from_secs(100 * 365 * 86_400),
+        ..StoreConfig::new(t.path().join("state"))
+    };
+    let export = cfg.json_export.clone().unwrap();
+    let (mut s, _) = Store::open(cfg.clone()).unwrap();
+    let mut want = snap(300, 1);
+    s.commit_at(&want, 1_000).unwrap();
+    for round in 1..6u32 {
+        let mut delta: BTreeMap<String, Option<PortRecord>> = BTreeMap::new();
+        for i in (round as usize..300).step_by(17) {
+            let name = format!("Ethernet{}", i * 4);
+            if let Some(r) = want.ports.get(&name) {
+                let mut r = r.clone();
+                r.oper_up ^= true;
+                r.published
+                    .insert("netdev_oper_status".into(), round.to_string());
+                delta.insert(name, Some(r));
+            }
+        }
+        delta.insert(format!("Ethernet{}", round * 40), None);
+        delta.insert(
+            format!("PortChannel{round}"),
+            Some(PortRecord {
+                name: format!("PortChannel{round}"),
+                ifindex: 1000 + round,
+                ..PortRecord::default()
+            }),
+        );
+        for (n, r) in &delta {
+            match r {
+                Some(r) => want.ports.insert(n.clone(), r.clone()),
+                None => want.ports.remove(n),
+            };
+        }
+        want.counters.insert("round".into(), u64::from(round));
+        let saved_at = 1_000 + u64::from(round);
+        let gen = s
+            .commit_changes_at(false, delta, &want.counters, saved_at)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(&export).unwrap(),
+            json_export::render(&want, saved_at, gen),
+            "round {round}"
+        );
+    }
+    drop(s);
+    let (_, r) = Store::open(cfg).unwrap();
+    assert_eq!(r.snapshot, Some(want));
+}
