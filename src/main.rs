@@ -9,27 +9,65 @@ use signal_hook::iterator::Signals;
 
 use portsyncd::config::Config;
 
-/// glibc's mmap threshold, fixed (bytes). By default glibc raises it every time a mapped block is freed
-/// (up to 32 MiB), after which sled's 512 KiB log buffers — one per flush — come from the heap arenas and
-/// fragment them. Fixing it keeps such blocks in their own mappings, returned on free: the 2048-port
-/// storm's peak RSS drops by about 2 MiB at no measurable CPU cost.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("features `mimalloc` and `jemalloc` are exclusive: pick one global allocator");
 
-/// Tune glibc's allocator before any thread starts (see [`MMAP_THRESHOLD`]).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt(3) only sets a tuning parameter of glibc's allocator; it takes two plain
-        // integers, touches no memory of ours, and runs here before any other thread exists.
-        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
-        if ok != 1 {
-            tracing::warn!(
-                threshold = MMAP_THRESHOLD,
-                "mallopt(M_MMAP_THRESHOLD) refused"
-            );
+/// Optional global allocator (feature `mimalloc`); glibc's otherwise.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Optional global allocator (feature `jemalloc`); glibc's otherwise.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// glibc's allocator tuning (not with another global allocator).
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(any(feature = "mimalloc", feature = "jemalloc"))
+))]
+mod glibc_malloc {
+    /// glibc's mmap threshold, fixed (bytes). By default glibc raises it every time a mapped block is
+    /// freed (up to 32 MiB), after which sled's 512 KiB log buffers — one per flush — come from the heap
+    /// arenas and fragment them. Fixing it keeps such blocks in their own mappings, returned on free:
+    /// the 2048-port storm's peak RSS drops by about 2 MiB at no measurable CPU cost.
+    const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+
+    /// glibc's malloc arenas: one. By default glibc gives threads that contend for the heap arenas of
+    /// their own (up to 8 per core), each keeping its own freed memory; the daemon's few threads
+    /// allocate little and rarely at once, so one shared arena costs no measurable CPU and peaks about
+    /// 1 MiB lower at 512 ports and 2 MiB at 2048 (docs/performance.md, "Memory").
+    /// `MALLOC_ARENA_MAX` in the environment still wins (glibc reads it; we then leave it alone).
+    const ARENA_MAX: libc::c_int = 1;
+
+    /// Sets [`MMAP_THRESHOLD`] and [`ARENA_MAX`]; must run before any other thread exists.
+    pub fn tune() {
+        let mut settings = vec![(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD, "M_MMAP_THRESHOLD")];
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            settings.push((libc::M_ARENA_MAX, ARENA_MAX, "M_ARENA_MAX"));
+        }
+        for (param, value, name) in settings {
+            // SAFETY: mallopt(3) only sets a tuning parameter of glibc's allocator; it takes two plain
+            // integers, touches no memory of ours, and runs before any other thread exists. std has
+            // no safe wrapper: this is the only way to set these from the program.
+            let ok = unsafe { libc::mallopt(param, value) };
+            if ok != 1 {
+                tracing::warn!(param = name, value, "mallopt refused");
+            }
         }
     }
+}
+
+/// Tune glibc's allocator before any thread starts (see `glibc_malloc`).
+fn tune_allocator() {
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        not(any(feature = "mimalloc", feature = "jemalloc"))
+    ))]
+    glibc_malloc::tune();
 }
 
 /// Files and directories the daemon creates (sled's included) are private to its user: 0600 / 0700.
