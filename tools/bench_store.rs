@@ -1,6 +1,7 @@
 //! `bench-store`: commit latency (p50, p99) for 64, 512 and 2048 ports, open + recover time, open +
 //! verify-all time, disk bytes and peak RSS. Each port count runs in its own child process so VmHWM is
-//! that run's alone. Prints numbers; asserts nothing.
+//! that run's alone. Prints numbers; asserts nothing. Commits as the daemon does: the first a full
+//! set, then only the ports that changed (`Store::commit_changes`).
 //!
 //! `bench-store [--dir DIR] [--commits N] [--plot FILE.svg]` (DIR must be on a real disk: fsync on tmpfs
 //! is free). With `--plot`, the daemon's usual commit (one port changes, JSON export on) and the worst
