@@ -35,10 +35,11 @@ mod glibc_malloc {
     /// the 2048-port storm's peak RSS drops by about 2 MiB at no measurable CPU cost.
     const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
-    /// glibc's malloc arenas: one. By default glibc gives threads that contend for the heap arenas of
-    /// their own (up to 8 per core), each keeping its own freed memory; the daemon's few threads
-    /// allocate little and rarely at once, so one shared arena costs no measurable CPU and peaks about
-    /// 1 MiB lower at 512 ports and 2 MiB at 2048 (docs/performance.md, "Memory").
+    /// glibc's malloc arenas: one. By default glibc gives each thread that allocates an arena of its
+    /// own (up to 8 per core; 15 besides the main heap after a 2048-port run), each keeping its own
+    /// freed memory; the daemon's few threads allocate little and rarely at once, so one shared arena
+    /// costs no measurable CPU and peaks 0.7 MiB lower at 512 ports and 2.4 MiB at 2048 (medians;
+    /// docs/performance.md, "Memory").
     /// `MALLOC_ARENA_MAX` in the environment still wins (glibc reads it; we then leave it alone).
     const ARENA_MAX: libc::c_int = 1;
 
