@@ -397,3 +397,46 @@ fn app_port_lookups_in_one_round_trip() {
     );
     assert!(d.app_ports_existing(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn a_port_status_write_sets_the_four_fields_and_keeps_foreign_ones() {
+    let srv = RedisServer::start();
+    srv.cli(&[
+        "-n",
+        "6",
+        "HSET",
+        "PORT_TABLE|Ethernet0",
+        "host_tx_ready",
+        "true",
+    ]);
+    let status = portsyncd::core::PortStatus {
+        admin_up: true,
+        oper_up: false,
+        mtu: 9100,
+    };
+    let mut d = db(&srv);
+    d.apply_state_writes(&[StateWrite::SetFields {
+        name: "Ethernet0".into(),
+        fields: status.field_values(),
+    }])
+    .unwrap();
+    let got = hgetall(&srv, "6", "PORT_TABLE|Ethernet0");
+    let want: BTreeMap<String, String> = [
+        ("state", "ok"),
+        ("netdev_oper_status", "down"),
+        ("admin_status", "up"),
+        ("mtu", "9100"),
+        ("host_tx_ready", "true"),
+    ]
+    .iter()
+    .map(|(f, v)| (f.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert!(matches!(
+        d.apply_state_writes(&[StateWrite::SetFields {
+            name: "Ethernet4".into(),
+            fields: Vec::new(),
+        }]),
+        Err(DbError::Refused(_))
+    ));
+}

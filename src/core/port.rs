@@ -1,5 +1,6 @@
 //! What portsyncd publishes for one port in STATE_DB `PORT_TABLE`, and which links qualify.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::link::Link;
@@ -45,17 +46,20 @@ impl PortStatus {
 
     /// The STATE_DB fields, in the order SONiC's daemon writes them.
     pub fn fields(&self) -> Vec<(String, String)> {
+        self.field_values()
+            .into_iter()
+            .map(|(f, v)| (f.to_string(), v.into_owned()))
+            .collect()
+    }
+
+    /// [`PortStatus::fields`] without an allocation per field: the names and the up/down/ok values
+    /// are constants, only the MTU is formatted.
+    pub fn field_values(&self) -> Vec<(&'static str, Cow<'static, str>)> {
         vec![
-            ("state".to_string(), "ok".to_string()),
-            (
-                "netdev_oper_status".to_string(),
-                up_down(self.oper_up).to_string(),
-            ),
-            (
-                "admin_status".to_string(),
-                up_down(self.admin_up).to_string(),
-            ),
-            ("mtu".to_string(), self.mtu.to_string()),
+            ("state", Cow::Borrowed("ok")),
+            ("netdev_oper_status", Cow::Borrowed(up_down(self.oper_up))),
+            ("admin_status", Cow::Borrowed(up_down(self.admin_up))),
+            ("mtu", Cow::Owned(self.mtu.to_string())),
         ]
     }
 

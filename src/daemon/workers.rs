@@ -345,9 +345,9 @@ fn execute(
             .writes
             .iter()
             .map(|(name, v)| match v {
-                Some(s) => StateWrite::Set {
+                Some(s) => StateWrite::SetFields {
                     name: name.clone(),
-                    fields: s.fields(),
+                    fields: s.field_values(),
                 },
                 None => StateWrite::Del { name: name.clone() },
             })

@@ -1,5 +1,6 @@
 //! The SONiC table operations portsyncd needs, over one [`Conn`] per database.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 
@@ -29,11 +30,25 @@ pub enum StateWrite {
         /// Fields to set (at least one).
         fields: Vec<(String, String)>,
     },
+    /// The same as `Set` for fields whose names are known in advance and whose values are mostly
+    /// constants (`up`, `down`, `ok`): a write costs no allocation per field. The daemon's port
+    /// writes take this form (in a storm, building four `String` pairs per write was a fifth of the
+    /// Redis writer's CPU).
+    SetFields {
+        /// Port name.
+        name: String,
+        /// Fields to set (at least one).
+        fields: Vec<(&'static str, Cow<'static, str>)>,
+    },
     /// `DEL PORT_TABLE|<name>`.
     Del {
         /// Port name.
         name: String,
     },
+}
+
+fn refused_empty(name: &str) -> DbError {
+    DbError::Refused(format!("STATE_DB write for {name} has no fields"))
 }
 
 /// Ports with their fields, as read from CONFIG_DB (field order: sorted by field name).
@@ -261,15 +276,25 @@ impl SonicDb {
             match w {
                 StateWrite::Set { name, fields } => {
                     if fields.is_empty() {
-                        return Err(DbError::Refused(format!(
-                            "STATE_DB write for {name} has no fields"
-                        )));
+                        return Err(refused_empty(name));
                     }
                     let cmd = pipe
                         .cmd("HSET")
                         .arg(db_key(&self.layout.state, PORT_TABLE, name));
                     for (f, v) in fields {
                         cmd.arg(f).arg(v);
+                    }
+                    cmd.ignore();
+                }
+                StateWrite::SetFields { name, fields } => {
+                    if fields.is_empty() {
+                        return Err(refused_empty(name));
+                    }
+                    let cmd = pipe
+                        .cmd("HSET")
+                        .arg(db_key(&self.layout.state, PORT_TABLE, name));
+                    for (f, v) in fields {
+                        cmd.arg(*f).arg(v.as_ref());
                     }
                     cmd.ignore();
                 }
