@@ -91,8 +91,9 @@ pub fn netlink_reader(
         let mut last_burst = 0usize;
         while !stop.load(Ordering::Relaxed) {
             let mut overrun = false;
-            let mut items = Vec::with_capacity(last_burst.clamp(16, BURST_ITEMS));
+            let mut items = Vec::new();
             let mut rx = Receive {
+                burst_hint: last_burst.clamp(16, BURST_ITEMS),
                 sock: &sock,
                 buf: &mut buf,
                 errors: &mut errors,
@@ -157,6 +158,8 @@ fn sleep_until(t: Instant) {
 
 /// One reception step of the reader: what it read goes into `items`, a loss sets `overrun`.
 struct Receive<'a> {
+    /// Capacity of a burst's vector when its first message arrives.
+    burst_hint: usize,
     sock: &'a LinkSocket,
     buf: &'a mut Vec<u8>,
     errors: &'a mut RateLimit,
@@ -188,7 +191,12 @@ impl Receive<'_> {
         items: &mut Vec<NetlinkItem>,
     ) {
         match got {
-            Ok(RecvOutcome::Items(more)) => items.extend(more),
+            Ok(RecvOutcome::Items(more)) => {
+                if items.capacity() == 0 {
+                    items.reserve(self.burst_hint.max(more.len()));
+                }
+                items.extend(more);
+            }
             Ok(RecvOutcome::Overrun) => *self.overrun = true,
             Ok(RecvOutcome::Timeout) => {}
             Err(e) => {
