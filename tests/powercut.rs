@@ -26,10 +26,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "common/store_commit.rs"]
+mod store_commit;
+
 use portsyncd::store::{
     PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, SLED_DIR,
 };
 use powercut_harness::{fuse_available, Harness, Tally, Verdict};
+use store_commit::commit_as_daemon;
 
 const ROLE_ENV: &str = "POWERCUT_ROLE";
 const DIR_ENV: &str = "POWERCUT_DIR";
@@ -306,33 +310,6 @@ fn mismatch(gen: u64, snap: &Snapshot) -> Option<String> {
         .iter()
         .find(|(name, port)| want.ports.get(*name) != Some(port))?;
     Some(format!("port {name} is {port:?}"))
-}
-
-/// Commit `snap` as the daemon does: the first commit of a store a full set, then only the ports that
-/// differ from the previous commit (`prev`), so the kills hit delta commits too.
-fn commit_as_daemon(
-    store: &mut Store,
-    prev: &mut Option<Snapshot>,
-    snap: Snapshot,
-) -> Result<u64, portsyncd::store::StoreError> {
-    let full = prev.is_none() || !store.takes_delta();
-    let mut changes: Vec<(&str, Option<&PortRecord>)> = snap
-        .ports
-        .iter()
-        .filter(|(n, r)| full || prev.as_ref().and_then(|p| p.ports.get(*n)) != Some(*r))
-        .map(|(n, r)| (n.as_str(), Some(r)))
-        .collect();
-    if let Some(p) = prev.as_ref().filter(|_| !full) {
-        changes.extend(
-            p.ports
-                .keys()
-                .filter(|n| !snap.ports.contains_key(*n))
-                .map(|n| (n.as_str(), None)),
-        );
-    }
-    let gen = store.commit_changes(full, changes, &snap.counters)?;
-    *prev = Some(snap);
-    Ok(gen)
 }
 
 /// Commits generations forever, printing `ack <generation>` after each `Ok`.

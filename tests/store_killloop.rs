@@ -11,7 +11,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "common/store_commit.rs"]
+mod store_commit;
+
 use portsyncd::store::{json_export, PortRecord, RecoverySource, Snapshot, Store, StoreConfig};
+use store_commit::commit_as_daemon;
 
 const CHILD_ENV: &str = "STORE_KILLLOOP_CHILD_DIR";
 
@@ -37,33 +41,6 @@ fn snapshot_for(gen: u64) -> Snapshot {
     }
     s.counters.insert("commits".into(), gen);
     s
-}
-
-/// Commit `snap` as the daemon does: the first commit of a store a full set, then only the ports that
-/// differ from the previous commit (`prev`), so the kills hit delta commits too.
-fn commit_as_daemon(
-    store: &mut Store,
-    prev: &mut Option<Snapshot>,
-    snap: Snapshot,
-) -> Result<u64, portsyncd::store::StoreError> {
-    let full = prev.is_none() || !store.takes_delta();
-    let mut changes: Vec<(&str, Option<&PortRecord>)> = snap
-        .ports
-        .iter()
-        .filter(|(n, r)| full || prev.as_ref().and_then(|p| p.ports.get(*n)) != Some(*r))
-        .map(|(n, r)| (n.as_str(), Some(r)))
-        .collect();
-    if let Some(p) = prev.as_ref().filter(|_| !full) {
-        changes.extend(
-            p.ports
-                .keys()
-                .filter(|n| !snap.ports.contains_key(*n))
-                .map(|n| (n.as_str(), None)),
-        );
-    }
-    let gen = store.commit_changes(full, changes, &snap.counters)?;
-    *prev = Some(snap);
-    Ok(gen)
 }
 
 fn cfg(dir: &Path) -> StoreConfig {
