@@ -275,28 +275,12 @@ impl SonicDb {
         for w in writes {
             match w {
                 StateWrite::Set { name, fields } => {
-                    if fields.is_empty() {
-                        return Err(refused_empty(name));
-                    }
-                    let cmd = pipe
-                        .cmd("HSET")
-                        .arg(db_key(&self.layout.state, PORT_TABLE, name));
-                    for (f, v) in fields {
-                        cmd.arg(f).arg(v);
-                    }
-                    cmd.ignore();
+                    let pairs = fields.iter().map(|(f, v)| (f.as_str(), v.as_str()));
+                    self.queue_hset(&mut pipe, name, pairs)?;
                 }
                 StateWrite::SetFields { name, fields } => {
-                    if fields.is_empty() {
-                        return Err(refused_empty(name));
-                    }
-                    let cmd = pipe
-                        .cmd("HSET")
-                        .arg(db_key(&self.layout.state, PORT_TABLE, name));
-                    for (f, v) in fields {
-                        cmd.arg(*f).arg(v.as_ref());
-                    }
-                    cmd.ignore();
+                    let pairs = fields.iter().map(|(f, v)| (*f, v.as_ref()));
+                    self.queue_hset(&mut pipe, name, pairs)?;
                 }
                 StateWrite::Del { name } => {
                     pipe.cmd("DEL")
@@ -307,6 +291,26 @@ impl SonicDb {
         }
         let op = format!("apply {} STATE_DB PORT_TABLE writes", writes.len());
         self.state.run(&op, |con| pipe.exec(con))
+    }
+
+    /// Adds `HSET PORT_TABLE|<name> f v ...` to `pipe`; refuses a write without fields.
+    fn queue_hset<'a>(
+        &self,
+        pipe: &mut redis::Pipeline,
+        name: &str,
+        fields: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), DbError> {
+        if fields.len() == 0 {
+            return Err(refused_empty(name));
+        }
+        let cmd = pipe
+            .cmd("HSET")
+            .arg(db_key(&self.layout.state, PORT_TABLE, name));
+        for (f, v) in fields {
+            cmd.arg(f).arg(v);
+        }
+        cmd.ignore();
+        Ok(())
     }
 
     /// CONFIG_DB `DEVICE_METADATA|localhost` `switch_type`, if set.
