@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use super::backend::WriteBatch;
 use super::export_cache::PortFragments;
-use super::generation::{self, Manifest, SCHEMA_VERSION};
+use super::generation::{self, Manifest};
 use super::record::{self, PortRecord};
 
 /// Most records written in one sled batch (sled copies a batch's values in memory while applying it:
@@ -86,14 +86,7 @@ where
         }
         ports.insert(name, hash);
     }
-    let manifest = Manifest {
-        schema: SCHEMA_VERSION,
-        generation: gen,
-        record_count: ports.len() as u32,
-        saved_at,
-        ports,
-        counters: counters.clone(),
-    };
+    let manifest = Manifest::new(gen, saved_at, ports, counters.clone());
     let mkey = generation::manifest_key(gen);
     let mval = record::encode(&mkey, &manifest);
     if !batches.is_empty() && !batch.is_empty() {

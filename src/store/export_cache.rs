@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::json_export::{self, FORMAT_VERSION};
+use super::json_export::{self, PortOut, FORMAT_VERSION};
 use super::record::PortRecord;
 
 /// One port's entries in the three per-port sections, each `"<name>":<value>` exactly as written.
@@ -20,16 +20,6 @@ pub struct PortFragments {
     ifindex: Box<str>,
     port: Box<str>,
     published: Box<str>,
-}
-
-/// The legacy fields of one port, in canonical (sorted) field order.
-#[derive(serde::Serialize)]
-struct PortOut<'a> {
-    admin_state: u8,
-    flags: u32,
-    mtu: u32,
-    name: &'a str,
-    oper_state: u8,
 }
 
 fn entry<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Box<str> {

@@ -46,6 +46,25 @@ pub struct Manifest {
     pub counters: BTreeMap<String, u64>,
 }
 
+impl Manifest {
+    /// The manifest of generation `gen` (this binary's schema) listing `ports`.
+    pub fn new(
+        gen: u64,
+        saved_at: u64,
+        ports: BTreeMap<String, u64>,
+        counters: BTreeMap<String, u64>,
+    ) -> Manifest {
+        Manifest {
+            schema: SCHEMA_VERSION,
+            generation: gen,
+            record_count: ports.len() as u32,
+            saved_at,
+            ports,
+            counters,
+        }
+    }
+}
+
 /// Key of generation `gen`'s manifest.
 pub fn manifest_key(gen: u64) -> Vec<u8> {
     let mut k = MANIFEST_PREFIX.to_vec();
@@ -129,14 +148,7 @@ pub fn build(
         };
         ports.insert(name.clone(), hash);
     }
-    let manifest = Manifest {
-        schema: SCHEMA_VERSION,
-        generation: gen,
-        record_count: ports.len() as u32,
-        saved_at,
-        ports,
-        counters: snap.counters.clone(),
-    };
+    let manifest = Manifest::new(gen, saved_at, ports, snap.counters.clone());
     let mkey = manifest_key(gen);
     let mval = record::encode(&mkey, &manifest);
     batch.put(mkey, mval);

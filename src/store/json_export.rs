@@ -90,14 +90,14 @@ pub fn checksum(doc: &Map<String, Value>) -> String {
     format!("{:08x}", crc32fast::hash(s.as_bytes()))
 }
 
-/// One port, legacy fields only, in canonical (sorted) field order.
+/// One port, legacy fields only, in canonical (sorted) field order (also the streamed export's).
 #[derive(serde::Serialize)]
-struct PortOut<'a> {
-    admin_state: u8,
-    flags: u32,
-    mtu: u32,
-    name: &'a str,
-    oper_state: u8,
+pub(super) struct PortOut<'a> {
+    pub(super) admin_state: u8,
+    pub(super) flags: u32,
+    pub(super) mtu: u32,
+    pub(super) name: &'a str,
+    pub(super) oper_state: u8,
 }
 
 /// The document without its checksum, fields in canonical (sorted) order, so its compact serialisation
