@@ -77,21 +77,62 @@ fn redis_connection_killed_during_link_changes_converges() {
     assert_eq!(d.terminate().code(), Some(0));
 }
 
+/// Ids of the clients connected to the test's Redis, other than the `redis-cli` asking.
+fn client_ids(rig: &Rig) -> std::collections::BTreeSet<u64> {
+    rig.cli(0, &["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .and_then(|id| id.parse().ok())
+        })
+        .collect()
+}
+
+/// A stalled Redis (SIGSTOP) is detected by the client's 2 s timeout: the daemon gives up the
+/// stalled connections and reconnects, instead of waiting in `read` for as long as Redis is stopped.
+/// Judged from Redis's side (the connections held before the stall are gone after it, new ones
+/// replace them), as well as the daemon's reconnect counter; and STATE_DB converges.
 #[test]
 fn redis_stalled_during_link_changes_converges() {
     let names = config(8);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let rig = Rig::new(&refs);
     let (mut d, names) = ready(&rig, 8);
+    let before = client_ids(&rig);
     signal(rig.redis.pid(), libc::SIGSTOP);
     rig.ns.ip_batch(&flap_batch(&names, 3, 0));
-    std::thread::sleep(Duration::from_secs(3)); // longer than the client's 2 s timeout
+    // Longer than the client's 2 s timeout: a condition cannot be waited on while Redis is stopped.
+    std::thread::sleep(Duration::from_secs(3));
     rig.ns.ip_batch(&flap_batch(&names, 1, 2));
     signal(rig.redis.pid(), libc::SIGCONT);
     assert!(
         rig.wait_converged(&names, T),
         "{:?}\n{}",
         rig.mismatches(&names),
+        d.log_text()
+    );
+    // The stall was detected: the daemon closed at least one connection it held before the stall
+    // (its writer's, which timed out) and opened new ones.
+    let after = client_ids(&rig);
+    let dropped: Vec<u64> = before.difference(&after).copied().collect();
+    let opened = after
+        .iter()
+        .filter(|id| **id > before.iter().copied().max().unwrap_or(0));
+    assert!(
+        !dropped.is_empty() && opened.count() >= 1,
+        "no stalled connection was given up: before {before:?}, after {after:?}\n{}",
+        d.log_text()
+    );
+    assert!(
+        d.metric("portsyncd_redis_reconnects_total") >= 1.0,
+        "{}",
+        d.metrics()
+    );
+    assert!(
+        d.log_text().contains("redis connection lost"),
+        "{}",
         d.log_text()
     );
     // The daemon neither exited nor spun: it is still alive and answering.
