@@ -60,6 +60,15 @@ fn registers_defaults_and_follows_live_changes() {
     let l = logger(&rig);
     assert_eq!(l.get("LOGLEVEL").map(String::as_str), Some("NOTICE"));
     assert_eq!(l.get("LOGOUTPUT").map(String::as_str), Some("SYSLOG"));
+    // The level came from the table, not from the option's default (`info`, which hides debug lines
+    // as well, so the check below alone would pass with the table ignored).
+    assert!(
+        wait_until(T, || read(&err).contains(
+            "log level set from CONFIG_DB LOGGER|portsyncd loglevel=NOTICE"
+        )),
+        "the table's NOTICE was not applied at start\n{}",
+        read(&err)
+    );
     assert!(
         wait_until(T, || read(&err).contains("initial sync complete")),
         "{}",
