@@ -6,12 +6,27 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{summary, wait_until, APPL_DB, STATE_DB};
+use common::monitor::Monitor;
 use common::rig::{peer_of, Rig};
 
 const T: Duration = Duration::from_secs(15);
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
+}
+
+/// Makes one more change (Ethernet0's MTU to `mtu`) and waits until STATE_DB shows it. The daemon
+/// handles netlink messages in order and writes STATE_DB in ordered, atomic batches, so once this
+/// write is visible, every write that an earlier link change could have caused is visible too: a
+/// negative check after it needs no sleep.
+fn barrier(rig: &Rig, mtu: u32) {
+    rig.ns.set_mtu("Ethernet0", mtu);
+    let want = mtu.to_string();
+    assert!(
+        wait_until(T, || rig.state("Ethernet0").get("mtu") == Some(&want)),
+        "barrier write not seen: {:?}",
+        rig.state("Ethernet0")
+    );
 }
 
 #[test]
@@ -46,7 +61,11 @@ fn state_db_follows_up_carrier_admin_mtu_and_delete() {
     let rig = Rig::new(&["Ethernet0", "Ethernet4"]);
     let mut d = rig.start(&[]);
     assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
-    wait_until(T, || rig.appl("PORT_TABLE:Ethernet0").len() == 7);
+    assert!(
+        wait_until(T, || rig.appl("PORT_TABLE:Ethernet0").len() == 7),
+        "APPL_DB ports not published\n{}",
+        d.log_text()
+    );
     rig.add_port("Ethernet0");
     rig.add_port("Ethernet4");
     let st = |p: &str| summary(&rig.state(p));
@@ -104,11 +123,17 @@ fn state_db_follows_up_carrier_admin_mtu_and_delete() {
 fn port_init_done_only_when_every_configured_port_exists() {
     let rig = Rig::new(&["Ethernet0", "Ethernet4"]);
     let mut d = rig.start(&["--eoiu-timeout-secs", "1"]);
-    wait_until(T, || rig.appl("PORT_TABLE:Ethernet4").len() == 7);
+    assert!(
+        wait_until(T, || rig.appl("PORT_TABLE:Ethernet4").len() == 7),
+        "APPL_DB ports not published\n{}",
+        d.log_text()
+    );
     rig.add_port("Ethernet0");
     assert!(wait_until(T, || !rig.state("Ethernet0").is_empty()));
-    // Past the EOIU timeout, with Ethernet4 still missing: no PortInitDone.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Past the end of the initial sync (at the EOIU: its timeout can no longer fire), with Ethernet4
+    // still missing: no PortInitDone.
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+    barrier(&rig, 1400);
     assert!(
         rig.appl("PORT_TABLE:PortInitDone").is_empty(),
         "sent while a port is missing"
@@ -125,13 +150,17 @@ fn port_init_done_only_when_every_configured_port_exists() {
 fn unconfigured_and_foreign_names_are_ignored() {
     let rig = Rig::new(&["Ethernet0"]);
     let mut d = rig.start(&[]);
-    wait_until(T, || rig.appl("PORT_TABLE:Ethernet0").len() == 7);
+    assert!(
+        wait_until(T, || rig.appl("PORT_TABLE:Ethernet0").len() == 7),
+        "APPL_DB ports not published\n{}",
+        d.log_text()
+    );
     rig.add_port("Ethernet100"); // not in CONFIG_DB, so not in APPL_DB
     rig.ns.add_veth("eth5", "peth5");
     rig.ns.set_up("eth5");
     rig.add_port("Ethernet0");
     assert!(wait_until(T, || !rig.state("Ethernet0").is_empty()));
-    std::thread::sleep(Duration::from_millis(300));
+    barrier(&rig, 1400);
     assert!(rig.state("Ethernet100").is_empty());
     assert!(rig.state("eth5").is_empty());
     let keys = rig.cli(STATE_DB, &["KEYS", "PORT_TABLE|*"]);
@@ -143,7 +172,11 @@ fn unconfigured_and_foreign_names_are_ignored() {
 fn foreign_state_db_fields_survive_and_bridge_membership_keeps_the_entry() {
     let rig = Rig::new(&["Ethernet0"]);
     let mut d = rig.start(&[]);
-    wait_until(T, || rig.appl("PORT_TABLE:Ethernet0").len() == 7);
+    assert!(
+        wait_until(T, || rig.appl("PORT_TABLE:Ethernet0").len() == 7),
+        "APPL_DB ports not published\n{}",
+        d.log_text()
+    );
     rig.add_port("Ethernet0");
     assert!(wait_until(T, || rig
         .state("Ethernet0")
@@ -168,11 +201,19 @@ fn foreign_state_db_fields_survive_and_bridge_membership_keeps_the_entry() {
     assert_eq!(e.get("host_tx_ready").map(String::as_str), Some("true"));
     assert_eq!(e.get("speed").map(String::as_str), Some("100000"));
     // Enslaved to a bridge and released: the bridge-family DELLINK (with a master) must not delete it.
+    // Judged from what Redis received: no DEL of the entry at all.
+    let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
     rig.ns.ip("link add br0 type bridge");
     rig.ns.ip("link set Ethernet0 master br0");
-    std::thread::sleep(Duration::from_millis(200));
+    barrier(&rig, 1400);
     rig.ns.ip("link set Ethernet0 nomaster");
-    std::thread::sleep(Duration::from_millis(300));
+    barrier(&rig, 1300);
+    let dels: Vec<String> = mon
+        .state_port_writes()
+        .into_iter()
+        .filter(|l| l.contains("\"DEL\""))
+        .collect();
+    assert!(dels.is_empty(), "{dels:?}\n{}", d.log_text());
     let e = rig.state("Ethernet0");
     assert_eq!(
         e.get("state").map(String::as_str),
@@ -206,7 +247,11 @@ fn old_netdevs_at_cold_start_are_set_down_and_ignored() {
     rig.ns.set_up("Ethernet0"); // later messages for that ifindex are ignored
     rig.add_port("Ethernet4");
     assert!(wait_until(T, || !rig.state("Ethernet4").is_empty()));
-    std::thread::sleep(Duration::from_millis(300));
+    // Ethernet0's `up` came before Ethernet4 was created; one more change of Ethernet4 seen in
+    // STATE_DB proves that every write the earlier messages could cause has landed.
+    rig.ns.set_mtu("Ethernet4", 1400);
+    assert!(wait_until(T, || rig.state("Ethernet4").get("mtu")
+        == Some(&"1400".to_string())));
     assert!(
         rig.state("Ethernet0").is_empty(),
         "{:?}",
