@@ -24,6 +24,7 @@ fn db(srv: &RedisServer) -> SonicDb {
 
 /// Collects messages published on one channel, from a thread that owns a subscribed connection.
 struct ChannelCounter {
+    channel: String,
     got: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -58,16 +59,30 @@ impl ChannelCounter {
             std::thread::sleep(Duration::from_millis(10));
         }
         ChannelCounter {
+            channel: channel.to_string(),
             got,
             stop,
             thread: Some(thread),
         }
     }
 
-    /// Waits `quiet` for stragglers, then returns every message received so far.
-    fn count(&mut self, quiet: Duration) -> Vec<String> {
-        std::thread::sleep(quiet);
-        self.got.lock().unwrap().clone()
+    /// Every message published on the channel before this call. Publishes a marker on the channel
+    /// and waits until the subscriber has it: Redis delivers a channel's messages in the order it
+    /// executed the PUBLISHes, and every PUBLISH of a call that returned was executed before the
+    /// marker's, so the messages before the marker are exactly the earlier ones (no sleep, no
+    /// straggler missed).
+    fn count(&mut self, srv: &RedisServer) -> Vec<String> {
+        const MARKER: &str = "--end-of-test-messages--";
+        srv.cli(&["PUBLISH", &self.channel, MARKER]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if let Some(end) = got.iter().position(|m| m == MARKER) {
+                return got[..end].to_vec();
+            }
+            assert!(Instant::now() < deadline, "marker not received: {got:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -136,7 +151,7 @@ fn set_stages_and_publishes_once_per_pending_key() {
     // Nothing consumed yet: the real table entry does not exist.
     assert_eq!(srv.cli(&["-n", "0", "EXISTS", "PORT_TABLE:Ethernet0"]), "0");
     assert!(!d.app_port_exists("Ethernet0").unwrap());
-    assert_eq!(sub.count(Duration::from_millis(300)), ["G", "G"]);
+    assert_eq!(sub.count(&srv), ["G", "G"]);
 }
 
 #[test]
@@ -176,7 +191,7 @@ fn del_marks_key_and_del_set() {
         srv.cli(&["-n", "0", "EXISTS", "_PORT_TABLE:Ethernet8"]),
         "0"
     );
-    assert_eq!(sub.count(Duration::from_millis(300)), ["G", "G"]);
+    assert_eq!(sub.count(&srv), ["G", "G"]);
 }
 
 #[test]
@@ -227,7 +242,7 @@ fn many_ports_pipelined_publish_each_once() {
         hgetall(&srv, "0", "_PORT_TABLE:Ethernet2396"),
         BTreeMap::from([("index".into(), "599".into())])
     );
-    assert_eq!(sub.count(Duration::from_millis(500)).len(), 600);
+    assert_eq!(sub.count(&srv).len(), 600);
 }
 
 /// Kills the child if the test fails before it exits (a leftover child would hold the test's
@@ -384,7 +399,7 @@ fn standin_reads_layout_from_db_config() {
     let mut d = SonicDb::new(DbLayout::from_config_file(&cfg, None).unwrap());
     let mut sub = ChannelCounter::new(&srv, "PORT_TABLE_CHANNEL@10");
     d.publish_port_init_done().unwrap();
-    assert_eq!(sub.count(Duration::from_millis(300)), ["G"]);
+    assert_eq!(sub.count(&srv), ["G"]);
     let out = standin()
         .arg("--db-config")
         .arg(&cfg)
