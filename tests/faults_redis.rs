@@ -245,11 +245,31 @@ fn anti_entropy_cost_at_2048_ports() {
     assert!(wait_until(long, || checks(&d) >= k + 1.0));
 
     // Idle: the daemon does nothing but checks. The window is a fixed time on purpose: polling the
-    // metrics endpoint meanwhile would add its own CPU to the daemon's.
+    // metrics endpoint meanwhile would add its own CPU to the daemon's. MONITOR records what Redis
+    // received meanwhile: on a consistent switch a check writes nothing.
+    let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
     let (c0, k0) = (cpu_ns(d.pid()), checks(&d));
     std::thread::sleep(Duration::from_secs(30));
     let (c1, k1) = (cpu_ns(d.pid()), checks(&d));
     assert!(k1 > k0, "no check ran in 30 s");
+    let idle_writes = mon.state_port_writes();
+    assert!(
+        idle_writes.is_empty(),
+        "{} checks on a consistent switch wrote {} times, e.g. {:?}",
+        k1 - k0,
+        idle_writes.len(),
+        idle_writes.first()
+    );
+    let idle_page = d.metrics();
+    let idle_repairs = parse_metric(
+        &idle_page,
+        "portsyncd_resync_repairs_total{reason=\"kernel\"}",
+    ) + parse_metric(
+        &idle_page,
+        "portsyncd_resync_repairs_total{reason=\"state_db\"}",
+    );
+    assert_eq!(idle_repairs, 0.0, "{idle_page}");
+    drop(mon);
     let per_check_ms = (c1 - c0) as f64 / 1e6 / (k1 - k0);
 
     // A storm for comparison: every port down, then up (2 link changes per port).
