@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 use super::faults;
+use super::input::Input;
 use super::supervise::Supervisor;
-use super::workers::Input;
 use crate::backoff::Backoff;
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;

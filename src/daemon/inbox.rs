@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{self as chan, Receiver, RecvTimeoutError, Sender};
 
-use super::workers::Input;
+use super::input::Input;
 
 /// Netlink bursts (each up to 4096 messages) queued between the reader and the loop at most.
 pub const NETLINK_QUEUE_BURSTS: usize = 2;

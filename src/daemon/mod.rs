@@ -15,7 +15,9 @@ mod committer;
 mod faults;
 mod handoff;
 mod inbox;
+mod input;
 mod pacer;
+pub mod reader;
 mod reconcile;
 mod saved;
 mod startup;
@@ -41,10 +43,10 @@ use crate::store::{Recovered, RecoverySource, Store, StoreConfig, StoreError};
 
 pub use crate::core::BaselineSource;
 use committer::{CommitSlot, PortDelta, StoreStart};
+pub use input::Input;
 use saved::SavedPort;
 pub use supervise::install_panic_hook;
 use supervise::Supervisor;
-use workers::Input;
 
 /// Waits between reads of a database layout that is not there yet.
 const LAYOUT_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -251,7 +253,7 @@ pub fn run(
             thread: thread.to_string(),
         });
     });
-    let reader = workers::netlink_reader(&sup, Arc::clone(&sock), nl_tx, Arc::clone(&stop))?;
+    let reader = reader::netlink_reader(&sup, Arc::clone(&sock), nl_tx, Arc::clone(&stop))?;
     metrics.redis_reconnects.add(db.reconnects()); // those of start-up
     let writer = workers::redis_writer(&sup, db, work_rx, tx.clone(), Arc::clone(&metrics))?;
     let committer = committer::spawn(
