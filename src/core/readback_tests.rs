@@ -47,7 +47,10 @@ impl Redis {
             ReadBack {
                 state: names
                     .iter()
-                    .map(|n| (n.clone(), self.state.get(n).cloned().unwrap_or_default()))
+                    .map(|n| {
+                        let row = self.state.get(n).cloned().unwrap_or_default();
+                        (n.clone(), row.into_iter().collect())
+                    })
                     .collect(),
                 app_known: names
                     .iter()
