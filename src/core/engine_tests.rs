@@ -882,7 +882,9 @@ fn a_rejected_write_is_held_back_with_its_own_backoff_and_others_go_on() {
         t0,
     );
     // The loop is woken when the hold ends; then the write is tried again.
-    let due = core.next_work_deadline().expect("a wake-up for the held port");
+    let due = core
+        .next_work_deadline()
+        .expect("a wake-up for the held port");
     assert_eq!(due, t0 + REJECTED_RETRY_MIN);
     let w = core.take_work(due).expect("the retry");
     assert_eq!(
@@ -908,7 +910,9 @@ fn a_rejected_write_is_held_back_with_its_own_backoff_and_others_go_on() {
     assert_eq!(w.writes.len(), 1);
     assert!(!core.write_held("Ethernet0"));
     assert_eq!(core.published_ports().count(), 2);
-    assert!(flush(&mut core, later, &[]).iter().all(|w| w.writes.is_empty()));
+    assert!(flush(&mut core, later, &[])
+        .iter()
+        .all(|w| w.writes.is_empty()));
 }
 
 #[test]

@@ -153,7 +153,11 @@ mod tests {
         assert_eq!(PortStatus::from_fields(&f), None);
         f.insert("state".into(), "ok".into());
         f.insert("mtu".into(), "+1500".into());
-        assert_eq!(PortStatus::from_fields(&f), None, "not what portsyncd writes");
+        assert_eq!(
+            PortStatus::from_fields(&f),
+            None,
+            "not what portsyncd writes"
+        );
     }
 
     fn raw(s: PortStatus) -> RawFields {

@@ -427,7 +427,10 @@ fn foreign_bytes_never_break_a_read_back_and_undecodable_own_fields_are_rewritte
     );
     assert_eq!(
         writes,
-        vec![("Ethernet4".into(), up(9100)), ("Ethernet8".into(), up(9100))]
+        vec![
+            ("Ethernet4".into(), up(9100)),
+            ("Ethernet8".into(), up(9100))
+        ]
     );
     assert!(matches!(
         core.drain_notices().as_slice(),

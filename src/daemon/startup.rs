@@ -146,8 +146,7 @@ pub fn run(
         match done {
             Ok(()) => info!(
                 ports = config_ports.len(),
-                refused,
-                "published CONFIG_DB ports to APPL_DB, PortConfigDone"
+                refused, "published CONFIG_DB ports to APPL_DB, PortConfigDone"
             ),
             // APPL_DB refuses the ProducerStateTable write itself (its key set or staging hash holds
             // another type): nothing portsyncd can repair, and a restart would not either. STATE_DB

@@ -13,8 +13,8 @@ use prometheus::proto::{
 use prometheus::TextEncoder;
 
 use super::model::{Metrics, SYNC_BUCKETS};
-use crate::sonic::{EntryErrorReason, ENTRY_DBS};
 use super::persist::COUNTERS;
+use crate::sonic::{EntryErrorReason, ENTRY_DBS};
 use crate::store::Degraded;
 
 /// `Content-Type` of [`render`]'s text.

@@ -175,7 +175,8 @@ mod tests {
         let m = Metrics::default();
         m.redis_entry_errors
             .add("STATE_DB", EntryErrorReason::WrongType, 2);
-        m.redis_entry_errors.add("NO_DB", EntryErrorReason::NotUtf8, 5);
+        m.redis_entry_errors
+            .add("NO_DB", EntryErrorReason::NotUtf8, 5);
         assert_eq!(
             m.redis_entry_errors
                 .get("STATE_DB", EntryErrorReason::WrongType),
@@ -186,7 +187,10 @@ mod tests {
                 .get("CONFIG_DB", EntryErrorReason::WrongType),
             0
         );
-        assert_eq!(m.redis_entry_errors.get("NO_DB", EntryErrorReason::NotUtf8), 0);
+        assert_eq!(
+            m.redis_entry_errors.get("NO_DB", EntryErrorReason::NotUtf8),
+            0
+        );
     }
 
     #[test]

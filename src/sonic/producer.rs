@@ -246,9 +246,7 @@ mod tests {
         let none: &[(String, String)] = &[];
         let err = p.set_invocation("Ethernet0", none).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Client);
-        let cmd = p
-            .set_invocation("Ethernet0", &[("mtu", "9100")])
-            .unwrap();
+        let cmd = p.set_invocation("Ethernet0", &[("mtu", "9100")]).unwrap();
         let args: Vec<String> = cmd
             .args_iter()
             .map(|a| match a {

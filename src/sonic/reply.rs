@@ -107,10 +107,7 @@ pub fn scan_page(v: Value) -> Result<(u64, Vec<Vec<u8>>), String> {
 pub fn list(v: Value, expected: usize) -> Result<Vec<Value>, String> {
     match v {
         Value::Array(items) if items.len() == expected => Ok(items),
-        Value::Array(items) => Err(format!(
-            "{} replies for {expected} commands",
-            items.len()
-        )),
+        Value::Array(items) => Err(format!("{} replies for {expected} commands", items.len())),
         other => Err(format!("pipeline reply is not a list: {}", kind(&other))),
     }
 }
@@ -190,8 +187,8 @@ mod tests {
         assert_eq!(opt_bytes(wrongtype()), Err(EntryErrorReason::WrongType));
         assert_eq!(opt_bytes(Value::Nil), Ok(None));
         assert_eq!(int(wrongtype()), Err(EntryErrorReason::WrongType));
-        let script_error = redis::parse_redis_value(b"-ERR user_script:1: oops\r\n")
-            .unwrap_or(Value::Nil);
+        let script_error =
+            redis::parse_redis_value(b"-ERR user_script:1: oops\r\n").unwrap_or(Value::Nil);
         assert_eq!(int(script_error), Err(EntryErrorReason::ServerError));
     }
 

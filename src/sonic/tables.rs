@@ -227,8 +227,12 @@ impl SonicDb {
                 Err(reason) => {
                     refused += 1;
                     let key = producer.staging_key(name);
-                    self.entry_errors
-                        .record("APPL_DB", key.as_bytes(), reason, "ProducerStateTable set");
+                    self.entry_errors.record(
+                        "APPL_DB",
+                        key.as_bytes(),
+                        reason,
+                        "ProducerStateTable set",
+                    );
                 }
             }
         }
@@ -312,7 +316,8 @@ impl SonicDb {
                 Ok(_) => {}
                 Err(reason) => {
                     let key = db_key(&ep, PORT_TABLE, n);
-                    self.entry_errors.record("APPL_DB", key.as_bytes(), reason, cmd);
+                    self.entry_errors
+                        .record("APPL_DB", key.as_bytes(), reason, cmd);
                 }
             }
         }
