@@ -64,8 +64,13 @@ fn hsets_of(mon: &Monitor, port: &str) -> usize {
 fn non_utf8_in_state_db_never_stops_read_backs_or_publishing() {
     let (rig, names) = rig_with(3);
     let mut d = rig.start(&["--resync-interval-secs", "1"]);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
     rig.add_ports(&names);
-    assert!(rig.wait_converged(&names, T), "{:?}", rig.mismatches(&names));
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}",
+        rig.mismatches(&names)
+    );
 
     let foreign: (&[u8], &[u8]) = (b"description", b"caf\xe9 \xff\xfe\x00end");
     raw_hset(&rig, 6, "PORT_TABLE|Ethernet0", foreign.0, foreign.1);
@@ -130,6 +135,7 @@ fn non_utf8_config_db_values_are_copied_to_appl_db_verbatim() {
     let appl = raw_hgetall(&rig, 0, "PORT_TABLE:Ethernet0");
     let config = raw_hgetall(&rig, 4, "PORT|Ethernet0");
     assert_eq!(appl, config, "CONFIG_DB's bytes, verbatim");
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
     rig.add_ports(&names);
     assert!(
         rig.wait_converged(&names, T),
@@ -149,6 +155,7 @@ fn a_state_db_key_of_another_type_is_skipped_and_retried_until_fixed() {
     let (rig, names) = rig_with(3);
     rig.cli(STATE_DB, &["SET", "PORT_TABLE|Ethernet0", "not a hash"]);
     let mut d = rig.start(&[]);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
     rig.add_ports(&names);
     let others = &names[1..];
     assert!(
@@ -198,8 +205,13 @@ fn a_state_db_key_of_another_type_is_skipped_and_retried_until_fixed() {
 fn one_rejected_write_in_a_batch_leaves_the_others_confirmed() {
     let (rig, names) = rig_with(3);
     let mut d = rig.start(&[]);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
     rig.add_ports(&names);
-    assert!(rig.wait_converged(&names, T), "{:?}", rig.mismatches(&names));
+    assert!(
+        rig.wait_converged(&names, T),
+        "{:?}",
+        rig.mismatches(&names)
+    );
     rig.cli(STATE_DB, &["DEL", "PORT_TABLE|Ethernet0"]);
     rig.cli(STATE_DB, &["SET", "PORT_TABLE|Ethernet0", "x"]);
     let mon = Monitor::start(&rig.redis.socket, rig.state_dir.with_extension("monitor"));
@@ -227,7 +239,10 @@ fn one_rejected_write_in_a_batch_leaves_the_others_confirmed() {
         "confirmed writes are not sent again\n{}",
         d.log_text()
     );
-    assert!(hsets_of(&mon, "Ethernet0") >= 2, "the rejected one is retried");
+    assert!(
+        hsets_of(&mon, "Ethernet0") >= 2,
+        "the rejected one is retried"
+    );
     assert_eq!(d.metric("portsyncd_redis_reconnects_total"), 0.0);
     rig.cli(STATE_DB, &["DEL", "PORT_TABLE|Ethernet0"]);
     assert!(
@@ -264,7 +279,12 @@ const CASES: &[Case] = &[
         name: "enable is not UTF-8",
         setup: &[(
             6,
-            &[b"HSET", b"WARM_RESTART_ENABLE_TABLE|system", b"enable", b"tru\xe9"],
+            &[
+                b"HSET",
+                b"WARM_RESTART_ENABLE_TABLE|system",
+                b"enable",
+                b"tru\xe9",
+            ],
         )],
         warm: false,
         restore_count: Some(b"0"),
@@ -272,7 +292,15 @@ const CASES: &[Case] = &[
     Case {
         name: "WARM_RESTART_TABLE|portsyncd is a list, warm enabled",
         setup: &[
-            (6, &[b"HSET", b"WARM_RESTART_ENABLE_TABLE|system", b"enable", b"true"]),
+            (
+                6,
+                &[
+                    b"HSET",
+                    b"WARM_RESTART_ENABLE_TABLE|system",
+                    b"enable",
+                    b"true",
+                ],
+            ),
             (6, &[b"RPUSH", b"WARM_RESTART_TABLE|portsyncd", b"a", b"b"]),
         ],
         warm: false,
@@ -281,7 +309,15 @@ const CASES: &[Case] = &[
     Case {
         name: "restore_count u64::MAX",
         setup: &[
-            (6, &[b"HSET", b"WARM_RESTART_ENABLE_TABLE|system", b"enable", b"true"]),
+            (
+                6,
+                &[
+                    b"HSET",
+                    b"WARM_RESTART_ENABLE_TABLE|system",
+                    b"enable",
+                    b"true",
+                ],
+            ),
             (
                 6,
                 &[
@@ -298,10 +334,23 @@ const CASES: &[Case] = &[
     Case {
         name: "restore_count garbage bytes",
         setup: &[
-            (6, &[b"HSET", b"WARM_RESTART_ENABLE_TABLE|swss", b"enable", b"true"]),
             (
                 6,
-                &[b"HSET", b"WARM_RESTART_TABLE|portsyncd", b"restore_count", b"\xff\xfe7"],
+                &[
+                    b"HSET",
+                    b"WARM_RESTART_ENABLE_TABLE|swss",
+                    b"enable",
+                    b"true",
+                ],
+            ),
+            (
+                6,
+                &[
+                    b"HSET",
+                    b"WARM_RESTART_TABLE|portsyncd",
+                    b"restore_count",
+                    b"\xff\xfe7",
+                ],
             ),
         ],
         warm: false,
@@ -310,7 +359,15 @@ const CASES: &[Case] = &[
     Case {
         name: "restore_count huge text",
         setup: &[
-            (6, &[b"HSET", b"WARM_RESTART_ENABLE_TABLE|swss", b"enable", b"true"]),
+            (
+                6,
+                &[
+                    b"HSET",
+                    b"WARM_RESTART_ENABLE_TABLE|swss",
+                    b"enable",
+                    b"true",
+                ],
+            ),
             (
                 6,
                 &[
@@ -328,7 +385,12 @@ const CASES: &[Case] = &[
         name: "portsyncd_timer absurd, WARM_RESTART|swss",
         setup: &[(
             4,
-            &[b"HSET", b"WARM_RESTART|swss", b"portsyncd_timer", b"1e999\xff"],
+            &[
+                b"HSET",
+                b"WARM_RESTART|swss",
+                b"portsyncd_timer",
+                b"1e999\xff",
+            ],
         )],
         warm: false,
         restore_count: Some(b"0"),
@@ -349,7 +411,12 @@ const CASES: &[Case] = &[
         name: "switch_type bytes",
         setup: &[(
             4,
-            &[b"HSET", b"DEVICE_METADATA|localhost", b"switch_type", b"dp\xf5"],
+            &[
+                b"HSET",
+                b"DEVICE_METADATA|localhost",
+                b"switch_type",
+                b"dp\xf5",
+            ],
         )],
         warm: false,
         restore_count: Some(b"0"),
@@ -401,6 +468,7 @@ fn hostile_warm_restart_and_metadata_entries_never_stop_start_up() {
             case.name,
             d.log_text()
         );
+        assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
         rig.add_ports(&names);
         assert!(
             rig.wait_converged(&names, T),
@@ -439,7 +507,14 @@ fn appl_db_keys_of_another_type_in_the_checks() {
     let layout = portsyncd::sonic::DbLayout::from_redis_url(&srv.url()).expect("layout");
     let mut d = portsyncd::sonic::SonicDb::new(layout);
     srv.cli(&["-n", "0", "SET", "PORT_TABLE:Ethernet0", "x"]);
-    srv.cli(&["-n", "0", "HSET", "PORT_TABLE:Ethernet4", "admin_status", "up"]);
+    srv.cli(&[
+        "-n",
+        "0",
+        "HSET",
+        "PORT_TABLE:Ethernet4",
+        "admin_status",
+        "up",
+    ]);
     let names = vec!["Ethernet0".to_string(), "Ethernet4".to_string()];
     let with_admin = d
         .app_ports_with_admin_status(&names)
