@@ -186,6 +186,15 @@ mod tests {
     }
 
     proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        // Regression files live under tests/ (not beside src/).
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/core_port.txt"
+            )
+        )),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
         /// Any bytes in any field: an answer, never a panic; portsyncd's own entry always reads back.
         #[test]
         fn raw_decoding_is_total(

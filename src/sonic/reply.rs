@@ -227,6 +227,15 @@ mod tests {
     }
 
     proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        // Regression files live under tests/ (not beside src/).
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/sonic_reply.txt"
+            )
+        )),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
         /// Any reply decodes to an answer or an error, never a panic.
         #[test]
         fn decoding_is_total(v in arb_value(), n in 0usize..10) {

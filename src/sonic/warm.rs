@@ -193,6 +193,15 @@ mod tests {
     }
 
     proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        // Regression files live under tests/ (not beside src/).
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/sonic_warm.txt"
+            )
+        )),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
         #[test]
         fn restore_count_parsing_is_total(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
             match parse_restore_count(&v) {
