@@ -28,7 +28,8 @@ use portsyncd::sonic::{DbLayout, EntryErrorReason, SonicDb, StateWrite};
 
 type Hash = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// `PROPTEST_CASES`, else `default`.
+/// `PROPTEST_CASES`, else `default`. Shrinking is bounded: a failing daemon case waits out its
+/// timeouts, so a long run must not spend hours shrinking one failure.
 fn config(default: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -40,6 +41,7 @@ fn config(default: u32) -> ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
+        max_shrink_iters: 64,
         ..ProptestConfig::default()
     }
 }
