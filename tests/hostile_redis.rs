@@ -127,8 +127,7 @@ fn non_utf8_config_db_values_are_copied_to_appl_db_verbatim() {
     );
     assert!(
         wait_until(T, || raw_hgetall(&rig, 0, "PORT_TABLE:Ethernet0")
-            .get(b"description".as_slice())
-            .is_some()),
+            .contains_key(b"description".as_slice())),
         "APPL_DB PORT_TABLE:Ethernet0 not written\n{}",
         d.log_text()
     );
