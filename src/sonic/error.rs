@@ -309,3 +309,88 @@ impl EntryErrors {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(source: redis::RedisError) -> DbError {
+        DbError::Command {
+            db: "STATE_DB",
+            op: "test".into(),
+            source,
+        }
+    }
+
+    fn server(reply: &[u8]) -> redis::RedisError {
+        match redis::parse_redis_value(reply) {
+            Ok(redis::Value::ServerError(e)) => e.into(),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_connection_loss_breaks_the_connection() {
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(command(io).class(), ErrorClass::ConnectionLost);
+        let timeout = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(command(timeout).class(), ErrorClass::ConnectionLost);
+        // An unparsable stream: the library's parser fails, the connection is out of step.
+        let garbage = match redis::parse_redis_value(b"?what\r\n") {
+            Err(e) => e,
+            Ok(v) => panic!("parsed {v:?}"),
+        };
+        assert_eq!(command(garbage).class(), ErrorClass::ConnectionLost);
+        for reply in [
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".as_slice(),
+            b"-ERR Error running script (call to f_x): @user_script:3: oops\r\n",
+            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+            b"-READONLY You can't write against a read only replica.\r\n",
+            b"-NOPERM this user has no permissions\r\n",
+        ] {
+            let e = command(server(reply));
+            assert_eq!(e.class(), ErrorClass::Command, "{e}");
+            assert!(!e.is_transient(), "{e}");
+        }
+        let loading = command(server(
+            b"-LOADING Redis is loading the dataset in memory\r\n",
+        ));
+        assert_eq!(loading.class(), ErrorClass::Busy);
+        assert!(loading.is_transient());
+        let decode = DbError::Decode {
+            db: "CONFIG_DB",
+            op: "SCAN".into(),
+            detail: "odd".into(),
+        };
+        assert_eq!(decode.class(), ErrorClass::Decode);
+        assert!(!decode.is_transient());
+    }
+
+    #[test]
+    fn entry_errors_are_counted_per_db_and_reason() {
+        let mut e = EntryErrors::default();
+        e.record(
+            "STATE_DB",
+            b"PORT_TABLE|\xff",
+            EntryErrorReason::NotUtf8,
+            "port name",
+        );
+        e.record(
+            "STATE_DB",
+            b"PORT_TABLE|x",
+            EntryErrorReason::NotUtf8,
+            "port name",
+        );
+        e.record("APPL_DB", b"k", EntryErrorReason::WrongType, "HEXISTS");
+        assert_eq!(
+            e.take(),
+            vec![
+                ("APPL_DB", EntryErrorReason::WrongType, 1),
+                ("STATE_DB", EntryErrorReason::NotUtf8, 2)
+            ]
+        );
+        assert!(e.take().is_empty());
+        assert_eq!(printable_key(b"PORT|\xe9\n"), "PORT|\\xe9\\n");
+        assert!(printable_key(&[b'a'; 500]).ends_with("(500 bytes)"));
+    }
+}
