@@ -709,8 +709,9 @@ impl Core {
         if work.read_back.is_some() {
             self.on_read_back(read_back);
         }
+        let rejected: HashSet<&str> = rejected.iter().map(String::as_str).collect();
         for (name, value) in work.writes {
-            if rejected.contains(&name) {
+            if rejected.contains(name.as_str()) {
                 // Redis holds what it held before; tried again after this port's own backoff.
                 let held = self.held.entry(name.clone()).or_insert_with(|| Held {
                     until: now,
