@@ -90,7 +90,10 @@ fn stopped_server_times_out_backs_off_and_recovers() {
     let mut failures = 0;
     loop {
         match d.apply_state_writes(&write(5)) {
-            Ok(()) => break,
+            Ok(rejected) => {
+                assert!(rejected.is_empty(), "{rejected:?}");
+                break;
+            }
             Err(e) => {
                 assert!(e.is_transient(), "{e}");
                 failures += 1;

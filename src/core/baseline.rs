@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::port::{qualifying_name, PortStatus};
+use super::port::{qualifying_name, PortStatus, RawFields};
 
 /// Where the baseline came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +47,12 @@ pub struct Baseline {
     pub added: usize,
 }
 
-/// STATE_DB `PORT_TABLE` rows as statuses: qualifying names with a complete, valid entry only.
-pub fn state_db_statuses(
-    rows: &BTreeMap<String, BTreeMap<String, String>>,
-) -> BTreeMap<String, PortStatus> {
+/// STATE_DB `PORT_TABLE` rows (raw, as Redis holds them) as statuses: qualifying names with a
+/// complete, valid entry only (see [`PortStatus::from_raw`]).
+pub fn state_db_statuses(rows: &BTreeMap<String, RawFields>) -> BTreeMap<String, PortStatus> {
     rows.iter()
         .filter(|(n, _)| qualifying_name(n))
-        .filter_map(|(n, f)| PortStatus::from_fields(f).map(|s| (n.clone(), s)))
+        .filter_map(|(n, f)| PortStatus::from_raw(f).map(|s| (n.clone(), s)))
         .collect()
 }
 
@@ -252,8 +251,12 @@ mod tests {
 
     #[test]
     fn state_db_rows_of_non_ports_or_incomplete_entries_are_ignored() {
-        let full: BTreeMap<String, String> = st(true, 9100).fields().into_iter().collect();
-        let rows: BTreeMap<String, BTreeMap<String, String>> = [
+        let full: RawFields = st(true, 9100)
+            .fields()
+            .into_iter()
+            .map(|(f, v)| (f.into_bytes(), v.into_bytes()))
+            .collect();
+        let rows: BTreeMap<String, RawFields> = [
             ("Ethernet0".to_string(), full.clone()),
             ("eth0".to_string(), full.clone()),
             ("Ethernet4".to_string(), BTreeMap::new()),

@@ -25,7 +25,7 @@ mod antientropy;
 mod readback;
 
 pub use antientropy::CHECK_IDLE;
-pub use readback::ReadBack;
+pub use readback::{ReadBack, StateRow};
 
 /// Shortest gap between two dump requests (resyncs are rate-limited).
 pub const DUMP_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -37,6 +37,11 @@ pub const UNKNOWN_RECHECK: Duration = Duration::from_secs(1);
 pub const REDIS_RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest wait before a failed Redis batch is retried.
 pub const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
+/// First wait before the write of a port that Redis rejected (its key holds another type, ...) is
+/// tried again; doubles per rejection up to [`REJECTED_RETRY_MAX`]. Other ports are not held back.
+pub const REJECTED_RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest wait before a rejected write is tried again.
+pub const REJECTED_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How the process started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +127,14 @@ pub enum WorkResult {
     },
     /// Nothing is known to have landed (connection lost, timeout, error).
     Failed,
+    /// The batch ran, but Redis refused the STATE_DB writes of the ports in `rejected` (per-key
+    /// errors: the key holds another type, ...): their entries are as before, and their writes are
+    /// tried again after a per-port backoff. Everything else landed, as with `Done`.
+    Partial {
+        known: Vec<(String, bool)>,
+        read_back: Option<ReadBack>,
+        rejected: Vec<String>,
+    },
 }
 
 /// Things the daemon must act on or log, drained after each call.
@@ -230,6 +243,15 @@ pub struct Core {
     read_back: readback::ReadBackState,
     /// The anti-entropy check (see `antientropy.rs`).
     check: antientropy::Check,
+    /// Ports whose last write Redis rejected: not written again before their instant.
+    held: HashMap<String, Held>,
+}
+
+/// A port whose write Redis rejected, and when it may be tried again.
+#[derive(Debug)]
+struct Held {
+    until: Instant,
+    backoff: Backoff,
 }
 
 impl Core {
@@ -281,6 +303,7 @@ impl Core {
             stats: CoreStats::default(),
             read_back: readback::ReadBackState::default(),
             check: antientropy::Check::default(),
+            held: HashMap::new(),
         }
     }
 
@@ -544,10 +567,16 @@ impl Core {
             // Nothing goes out before it, whatever else is due (no busy loop on a past deadline).
             return Some(t);
         }
-        if self.unknown.is_empty() {
-            return None;
-        }
-        self.next_recheck
+        let recheck = (!self.unknown.is_empty())
+            .then_some(self.next_recheck)
+            .flatten();
+        let held = self
+            .held
+            .iter()
+            .filter(|(n, _)| self.dirty.contains(*n))
+            .map(|(_, h)| h.until)
+            .min();
+        recheck.into_iter().chain(held).min()
     }
 
     /// True while a batch handed out by `take_work` awaits its result.
@@ -577,13 +606,21 @@ impl Core {
         if !self.sync.waiting() {
             let dirty = std::mem::take(&mut self.dirty);
             for name in dirty {
+                if self.held.get(&name).is_some_and(|h| now < h.until) {
+                    self.dirty.insert(name); // rejected lately: its turn comes later
+                    continue;
+                }
                 // A DEL is owed only while Redis may hold the entry: when it is known absent (an
                 // earlier DEL landed, nothing was written since), the debt is paid. Left in place it
                 // would turn the next change of a re-created port into a DEL + HSET.
                 if self.published.get(&name) == Some(&None) {
                     self.must_delete.remove(&name);
                 }
+                let before = work.writes.len();
                 self.due_changes(&name, &mut work.writes);
+                if work.writes.len() == before {
+                    self.held.remove(&name); // nothing due any more: no hold to keep
+                }
             }
             if self.init_pending.is_empty() && self.init_done == Flag::Idle {
                 self.init_done = Flag::Due;
@@ -630,34 +667,13 @@ impl Core {
         };
         match result {
             WorkResult::Done { known, read_back } => {
-                self.retry_backoff.reset();
-                self.retry_at = None;
-                if work.read_back.is_some() {
-                    self.on_read_back(read_back);
-                }
-                for (name, value) in work.writes {
-                    if value.is_none() {
-                        self.must_delete.remove(&name);
-                    }
-                    if self.published.insert(name.clone(), value) != Some(value) {
-                        self.saved_dirty.insert(name);
-                    }
-                    self.snapshot_due = true;
-                }
-                for (name, is_known) in known {
-                    if is_known && self.unknown.remove(&name) && self.kernel.contains_key(&name) {
-                        self.app_known.insert(name.clone());
-                        self.init_pending.remove(&name);
-                        self.dirty.insert(name);
-                    }
-                }
-                if work.port_init_done {
-                    self.init_done = Flag::Sent;
-                }
-                if work.reconciled {
-                    self.reconciled = Flag::Sent;
-                }
+                self.on_work_done(work, known, read_back, &[], now)
             }
+            WorkResult::Partial {
+                known,
+                read_back,
+                rejected,
+            } => self.on_work_done(work, known, read_back, &rejected, now),
             WorkResult::Failed => {
                 self.retry_at = Some(now + self.retry_backoff.next_delay());
                 if work.read_back.is_some() {
@@ -677,6 +693,63 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// A batch landed, except the STATE_DB writes of the ports in `rejected`.
+    fn on_work_done(
+        &mut self,
+        work: Work,
+        known: Vec<(String, bool)>,
+        read_back: Option<ReadBack>,
+        rejected: &[String],
+        now: Instant,
+    ) {
+        self.retry_backoff.reset();
+        self.retry_at = None;
+        if work.read_back.is_some() {
+            self.on_read_back(read_back);
+        }
+        let rejected: HashSet<&str> = rejected.iter().map(String::as_str).collect();
+        for (name, value) in work.writes {
+            if rejected.contains(name.as_str()) {
+                // Redis holds what it held before; tried again after this port's own backoff.
+                let held = self.held.entry(name.clone()).or_insert_with(|| Held {
+                    until: now,
+                    backoff: Backoff::new(REJECTED_RETRY_MIN, REJECTED_RETRY_MAX),
+                });
+                if held.until <= now {
+                    held.until = now + held.backoff.next_delay();
+                }
+                self.dirty.insert(name);
+                continue;
+            }
+            self.held.remove(&name);
+            if value.is_none() {
+                self.must_delete.remove(&name);
+            }
+            if self.published.insert(name.clone(), value) != Some(value) {
+                self.saved_dirty.insert(name);
+            }
+            self.snapshot_due = true;
+        }
+        for (name, is_known) in known {
+            if is_known && self.unknown.remove(&name) && self.kernel.contains_key(&name) {
+                self.app_known.insert(name.clone());
+                self.init_pending.remove(&name);
+                self.dirty.insert(name);
+            }
+        }
+        if work.port_init_done {
+            self.init_done = Flag::Sent;
+        }
+        if work.reconciled {
+            self.reconciled = Flag::Sent;
+        }
+    }
+
+    /// True while the write of `name` is held back after Redis rejected it (tests, logs).
+    pub fn write_held(&self, name: &str) -> bool {
+        self.held.contains_key(name)
     }
 
     /// Notices since the last call.

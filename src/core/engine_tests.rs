@@ -819,3 +819,128 @@ fn drained_saved_changes_keep_a_copy_of_the_published_table_exact() {
     }
     assert!(core.drain_saved_changes().is_empty());
 }
+
+/// Answers the batch in flight: every write lands but those of `rejected`.
+fn answer_rejecting(core: &mut Core, w: &Work, rejected: &[&str], now: Instant) {
+    let rejected: Vec<String> = w
+        .writes
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| rejected.contains(&n.as_str()))
+        .collect();
+    core.on_work_result(
+        WorkResult::Partial {
+            known: w.checks.iter().map(|n| (n.clone(), false)).collect(),
+            read_back: None,
+            rejected,
+        },
+        now,
+    );
+}
+
+#[test]
+fn a_rejected_write_is_held_back_with_its_own_backoff_and_others_go_on() {
+    let (mut core, t0) = synced(
+        cfg(
+            StartMode::Cold { old_netdev: false },
+            &["Ethernet0", "Ethernet4"],
+        ),
+        &[up(2, "Ethernet0"), up(3, "Ethernet4")],
+    );
+    let w = core.take_work(t0).expect("the first writes");
+    assert_eq!(w.writes.len(), 2);
+    answer_rejecting(&mut core, &w, &["Ethernet0"], t0);
+    // Ethernet4 landed; Ethernet0 did not and waits for its own backoff, without a batch backoff.
+    let p: Vec<&str> = core.published_ports().map(|(n, _, _)| n).collect();
+    assert_eq!(p, ["Ethernet4"]);
+    assert!(core.write_held("Ethernet0"));
+    assert!(
+        core.take_work(t0).is_none_or(|w| w.writes.is_empty()),
+        "no hot loop on the rejected port"
+    );
+    // Another port's change goes out at once, the rejected one still not.
+    if core.work_in_flight() {
+        core.on_work_result(
+            WorkResult::Done {
+                known: vec![],
+                read_back: None,
+            },
+            t0,
+        );
+    }
+    core.on_link(0, &link(LinkOp::New, 3, "Ethernet4", IFF_UP, 9100), false);
+    let w = core.take_work(t0).expect("Ethernet4's change");
+    assert_eq!(
+        w.writes,
+        vec![("Ethernet4".into(), Some(st(true, false, 9100)))]
+    );
+    core.on_work_result(
+        WorkResult::Done {
+            known: vec![],
+            read_back: None,
+        },
+        t0,
+    );
+    // The loop is woken when the hold ends; then the write is tried again.
+    let due = core
+        .next_work_deadline()
+        .expect("a wake-up for the held port");
+    assert_eq!(due, t0 + REJECTED_RETRY_MIN);
+    let w = core.take_work(due).expect("the retry");
+    assert_eq!(
+        w.writes,
+        vec![("Ethernet0".into(), Some(st(true, true, 9100)))]
+    );
+    // Rejected again: the wait doubles.
+    answer_rejecting(&mut core, &w, &["Ethernet0"], due);
+    assert_eq!(
+        core.next_work_deadline(),
+        Some(due + REJECTED_RETRY_MIN * 2)
+    );
+    let later = due + REJECTED_RETRY_MIN * 2;
+    let w = core.take_work(later).expect("the second retry");
+    // The key's owner fixed it: the write lands, the hold is gone.
+    core.on_work_result(
+        WorkResult::Done {
+            known: vec![],
+            read_back: None,
+        },
+        later,
+    );
+    assert_eq!(w.writes.len(), 1);
+    assert!(!core.write_held("Ethernet0"));
+    assert_eq!(core.published_ports().count(), 2);
+    assert!(flush(&mut core, later, &[])
+        .iter()
+        .all(|w| w.writes.is_empty()));
+}
+
+#[test]
+fn a_rejected_port_that_goes_away_is_deleted_and_forgotten() {
+    let (mut core, t0) = synced(
+        cfg(StartMode::Cold { old_netdev: false }, &["Ethernet0"]),
+        &[up(2, "Ethernet0")],
+    );
+    let w = core.take_work(t0).expect("the first write");
+    answer_rejecting(&mut core, &w, &["Ethernet0"], t0);
+    core.on_link(0, &link(LinkOp::Del, 2, "Ethernet0", 0, 9100), false);
+    let t = t0 + REJECTED_RETRY_MAX;
+    let ws = flush(&mut core, t, &[]);
+    assert_eq!(writes(&ws), vec![("Ethernet0".into(), None)], "a DEL, once");
+    assert!(!core.write_held("Ethernet0"));
+}
+
+#[test]
+fn the_rejection_wait_is_capped() {
+    let (mut core, mut t) = synced(
+        cfg(StartMode::Cold { old_netdev: false }, &["Ethernet0"]),
+        &[up(2, "Ethernet0")],
+    );
+    for _ in 0..20 {
+        let w = core.take_work(t).expect("a retry");
+        answer_rejecting(&mut core, &w, &["Ethernet0"], t);
+        let next = core.next_work_deadline().expect("a wake-up");
+        assert!(next - t <= REJECTED_RETRY_MAX);
+        t = next;
+    }
+}

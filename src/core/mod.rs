@@ -12,8 +12,9 @@ mod engine_tests;
 
 pub use baseline::{Baseline, BaselineInputs, BaselineSource};
 pub use engine::{
-    Core, CoreConfig, CoreStats, KernelPort, Notice, ReadBack, StartMode, Work, WorkResult,
+    Core, CoreConfig, CoreStats, KernelPort, Notice, ReadBack, StartMode, StateRow, Work,
+    WorkResult,
 };
 pub use link::{Link, LinkEvent, LinkOp};
-pub use port::PortStatus;
+pub use port::{PortStatus, RawFields};
 pub use sync::{SyncEnd, SyncOutcome};

@@ -63,23 +63,47 @@ impl PortStatus {
         ]
     }
 
-    /// Reads the status back from a STATE_DB hash (or a saved record's published fields).
+    /// Reads the status back from a saved record's published fields (text).
     /// `None` unless all four fields are present and well-formed: a partial entry is not trusted.
     pub fn from_fields(fields: &BTreeMap<String, String>) -> Option<Self> {
-        if fields.get("state").map(String::as_str) != Some("ok") {
+        Self::decode(|k| fields.get(k).map(String::as_bytes))
+    }
+
+    /// Reads the status back from a STATE_DB hash as Redis holds it (raw bytes). Only portsyncd's
+    /// four fields are looked at, and only they must be text: any other field, of any bytes, is
+    /// another writer's and ignored. `None` unless all four are present and well-formed (a value
+    /// that is not UTF-8 is not well-formed): such an entry differs from anything portsyncd
+    /// writes, so it gets rewritten.
+    pub fn from_raw(fields: &RawFields) -> Option<Self> {
+        Self::decode(|k| fields.get(k.as_bytes()).map(Vec::as_slice))
+    }
+
+    fn decode<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Option<Self> {
+        if get("state") != Some(b"ok".as_slice()) {
             return None;
         }
-        let updown = |k: &str| match fields.get(k).map(String::as_str) {
-            Some("up") => Some(true),
-            Some("down") => Some(false),
+        let updown = |k: &str| match get(k) {
+            Some(b"up") => Some(true),
+            Some(b"down") => Some(false),
             _ => None,
         };
         Some(PortStatus {
             admin_up: updown("admin_status")?,
             oper_up: updown("netdev_oper_status")?,
-            mtu: fields.get("mtu")?.parse().ok()?,
+            mtu: parse_mtu(get("mtu")?)?,
         })
     }
+}
+
+/// A STATE_DB hash as Redis holds it: field to value, raw bytes (other writers' fields included).
+pub type RawFields = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// An MTU as portsyncd writes it: plain decimal digits, no sign, no spaces, within `u32`.
+fn parse_mtu(v: &[u8]) -> Option<u32> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -127,5 +151,65 @@ mod tests {
         f.insert("mtu".into(), "1500".into());
         f.remove("state");
         assert_eq!(PortStatus::from_fields(&f), None);
+        f.insert("state".into(), "ok".into());
+        f.insert("mtu".into(), "+1500".into());
+        assert_eq!(
+            PortStatus::from_fields(&f),
+            None,
+            "not what portsyncd writes"
+        );
+    }
+
+    fn raw(s: PortStatus) -> RawFields {
+        s.fields()
+            .into_iter()
+            .map(|(f, v)| (f.into_bytes(), v.into_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn raw_fields_ignore_foreign_bytes_and_reject_undecodable_own_ones() {
+        let s = PortStatus {
+            admin_up: false,
+            oper_up: true,
+            mtu: 9100,
+        };
+        let mut f = raw(s);
+        f.insert(b"description".to_vec(), b"caf\xe9".to_vec());
+        f.insert(b"\xff".to_vec(), vec![0, 0xff]);
+        assert_eq!(PortStatus::from_raw(&f), Some(s), "foreign fields ignored");
+        for own in ["state", "admin_status", "netdev_oper_status", "mtu"] {
+            let mut g = f.clone();
+            g.insert(own.as_bytes().to_vec(), b"\xe9\xff".to_vec());
+            assert_eq!(PortStatus::from_raw(&g), None, "{own}");
+        }
+    }
+
+    proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        // Regression files live under tests/ (not beside src/).
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/core_port.txt"
+            )
+        )),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+        /// Any bytes in any field: an answer, never a panic; portsyncd's own entry always reads back.
+        #[test]
+        fn raw_decoding_is_total(
+            extra in proptest::collection::btree_map(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                0..8,
+            ),
+            admin_up: bool, oper_up: bool, mtu: u32,
+        ) {
+            let _ = PortStatus::from_raw(&extra);
+            let s = PortStatus { admin_up, oper_up, mtu };
+            let mut f = extra.clone();
+            f.extend(raw(s));
+            proptest::prop_assert_eq!(PortStatus::from_raw(&f), Some(s));
+        }
     }
 }

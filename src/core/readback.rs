@@ -7,19 +7,47 @@
 //! Redis actually holds. The normal diff rule then writes only the differences: a stall writes
 //! nothing for unchanged ports, an empty Redis gets everything again.
 //!
-//! Only the fields portsyncd owns are compared ([`PortStatus::from_fields`]): fields other writers
-//! keep in the same hash (orchagent's `host_tx_ready`, ...) never make a port look different.
+//! Only the fields portsyncd owns are compared ([`PortStatus::from_raw`]): fields other writers
+//! keep in the same hash (orchagent's `host_tx_ready`, ...), whatever bytes they hold, never make a
+//! port look different. A row that cannot be read as a hash at all (the key holds a string, ...)
+//! is "unknown": portsyncd tries to write its entry, and the Redis edge reports that write as
+//! rejected until the key's owner fixes it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::{Core, Notice, Work};
-use crate::core::port::PortStatus;
+use crate::core::port::{PortStatus, RawFields};
+
+/// One STATE_DB `PORT_TABLE|<name>` row as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateRow {
+    /// Every field of the hash, raw bytes; empty: no such key.
+    Fields(RawFields),
+    /// The key exists but is not a hash (another writer put a string, a list, ... there).
+    Unreadable,
+}
+
+impl Default for StateRow {
+    fn default() -> Self {
+        StateRow::Fields(RawFields::new())
+    }
+}
+
+impl<K: Into<Vec<u8>>, V: Into<Vec<u8>>> FromIterator<(K, V)> for StateRow {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        StateRow::Fields(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
 
 /// What the Redis edge read for [`Work::read_back`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadBack {
-    /// Every field of STATE_DB `PORT_TABLE|<name>`, per name asked; an empty map: no such key.
-    pub state: Vec<(String, BTreeMap<String, String>)>,
+    /// STATE_DB `PORT_TABLE|<name>`, per name asked.
+    pub state: Vec<(String, StateRow)>,
     /// The names asked whose APPL_DB `PORT_TABLE:<name>` exists.
     pub app_known: BTreeSet<String>,
 }
@@ -95,7 +123,7 @@ impl Core {
     fn apply_read_back(&mut self, rb: ReadBack) -> Diff {
         let mut drift = BTreeSet::new();
         let mut read = Vec::with_capacity(rb.state.len());
-        for (name, fields) in rb.state {
+        for (name, row) in rb.state {
             // Rows of ports portsyncd neither publishes nor owes a DEL are none of its business.
             let tracked = self.app_known.contains(&name)
                 || self.published.contains_key(&name)
@@ -104,11 +132,12 @@ impl Core {
                 continue;
             }
             // Some(None): no entry; Some(Some(s)): portsyncd's four fields; None: a partial or
-            // malformed entry, treated as unknown (it gets rewritten, or deleted if a DEL is owed).
-            let actual = if fields.is_empty() {
-                Some(None)
-            } else {
-                PortStatus::from_fields(&fields).map(Some)
+            // malformed entry, or a key of another type, treated as unknown (it gets rewritten, or
+            // deleted if a DEL is owed).
+            let actual = match &row {
+                StateRow::Fields(f) if f.is_empty() => Some(None),
+                StateRow::Fields(f) => PortStatus::from_raw(f).map(Some),
+                StateRow::Unreadable => None,
             };
             if actual == Some(None) {
                 // A DEL owed for this name has nothing left to delete.

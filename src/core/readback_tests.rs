@@ -47,7 +47,10 @@ impl Redis {
             ReadBack {
                 state: names
                     .iter()
-                    .map(|n| (n.clone(), self.state.get(n).cloned().unwrap_or_default()))
+                    .map(|n| {
+                        let row = self.state.get(n).cloned().unwrap_or_default();
+                        (n.clone(), row.into_iter().collect())
+                    })
                     .collect(),
                 app_known: names
                     .iter()
@@ -360,4 +363,77 @@ fn a_check_waits_for_a_resync_under_way_and_is_off_at_zero() {
     off.on_tick(t0 + Duration::from_secs(86_400));
     assert!(!off.checking());
     assert_eq!(off.next_deadline(), None);
+}
+
+/// Answers the read-back in flight with `rows` (raw, as Redis holds them) for the named ports and
+/// the fake Redis's rows for the others; returns the writes that follow.
+fn read_back_with(
+    core: &mut Core,
+    redis: &mut Redis,
+    now: Instant,
+    rows: &[(&str, super::StateRow)],
+) -> Vec<(String, Option<PortStatus>)> {
+    core.on_redis_reconnected();
+    let w = core.take_work(now).expect("the read-back");
+    let names = w.read_back.clone().expect("a read-back batch");
+    let state = names
+        .iter()
+        .map(|n| match rows.iter().find(|(r, _)| r == n) {
+            Some((_, row)) => (n.clone(), row.clone()),
+            None => {
+                let row = redis.state.get(n).cloned().unwrap_or_default();
+                (n.clone(), row.into_iter().collect())
+            }
+        })
+        .collect();
+    core.on_work_result(
+        WorkResult::Done {
+            known: vec![],
+            read_back: Some(ReadBack {
+                state,
+                app_known: redis.app.clone(),
+            }),
+        },
+        now,
+    );
+    redis.flush(core, now)
+}
+
+#[test]
+fn foreign_bytes_never_break_a_read_back_and_undecodable_own_fields_are_rewritten() {
+    let (mut core, mut redis, t0) = running(None);
+    let own = |n: &str| -> crate::core::RawFields {
+        redis.state[n]
+            .iter()
+            .map(|(f, v)| (f.clone().into_bytes(), v.clone().into_bytes()))
+            .collect()
+    };
+    // Ethernet0: a foreign field of any bytes next to portsyncd's own: nothing to do.
+    let mut e0 = own("Ethernet0");
+    e0.insert(b"descr\xff".to_vec(), b"caf\xe9".to_vec());
+    // Ethernet4: portsyncd's own `mtu` holds bytes that are not UTF-8: rewritten.
+    let mut e4 = own("Ethernet4");
+    e4.insert(b"mtu".to_vec(), b"91\xff".to_vec());
+    // Ethernet8: the key holds a string: unknown, written again.
+    let writes = read_back_with(
+        &mut core,
+        &mut redis,
+        t0,
+        &[
+            ("Ethernet0", super::StateRow::Fields(e0)),
+            ("Ethernet4", super::StateRow::Fields(e4)),
+            ("Ethernet8", super::StateRow::Unreadable),
+        ],
+    );
+    assert_eq!(
+        writes,
+        vec![
+            ("Ethernet4".into(), up(9100)),
+            ("Ethernet8".into(), up(9100))
+        ]
+    );
+    assert!(matches!(
+        core.drain_notices().as_slice(),
+        [Notice::ReadBack { ports: 3, rewrite, .. }] if rewrite == &["Ethernet4", "Ethernet8"]
+    ));
 }

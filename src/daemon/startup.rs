@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::core::baseline::{self, BaselineInputs};
 use crate::core::{BaselineSource, CoreConfig, PortStatus, StartMode};
-use crate::sonic::{DbError, SonicDb};
+use crate::sonic::warm::next_restore_count;
+use crate::sonic::{DbError, ErrorClass, SonicDb};
 use crate::store::Recovered;
 
 /// What start-up decided.
@@ -24,8 +25,10 @@ pub struct Startup {
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Runs `op` until it succeeds, retrying errors that may heal (Redis away) with backoff; gives up on
-/// other errors or when `stop` is set.
+/// Runs `op` until it succeeds, retrying errors that may heal (Redis away or still loading) with
+/// backoff; gives up on other errors (a command Redis refuses, a reply of an unexpected shape: the
+/// same request would get the same answer) or when `stop` is set. Per-entry problems (a key of
+/// another type, bytes that are not UTF-8) never get here: the table functions skip and count them.
 pub fn retry<T>(
     stop: &AtomicBool,
     what: &str,
@@ -63,13 +66,21 @@ fn decide_mode(db: &mut SonicDb, stop: &AtomicBool) -> Result<bool, DbError> {
     };
     match count {
         Some(n) => {
-            retry(stop, "write restore_count", || {
-                db.write_restore_count(n + 1)
-            })?;
+            let next = next_restore_count(n).unwrap_or_else(|| {
+                warn!(
+                    restore_count = n,
+                    "warm-restart restore_count cannot grow (a foreign or corrupted value): \
+                     counting again from 1"
+                );
+                1
+            });
+            // A refused write (the key holds another type) was counted and logged: the warm-restart
+            // table is other tools' bookkeeping, start-up goes on without it.
+            retry(stop, "write restore_count", || db.write_restore_count(next))?;
             retry(stop, "write warm state", || {
                 db.write_warm_state("initialized")
             })?;
-            info!(restore_count = n + 1, "warm start");
+            info!(restore_count = next, "warm start");
             Ok(true)
         }
         None => {
@@ -126,17 +137,28 @@ pub fn run(
         already_initialised = retry(stop, "read APPL_DB admin_status", || {
             db.app_ports_with_admin_status(&names)
         })?;
-        retry(stop, "publish APPL_DB PORT_TABLE", || {
+        let refused = retry(stop, "publish APPL_DB PORT_TABLE", || {
             db.publish_app_ports(&config_ports)
         })?;
-        retry(stop, "publish PortConfigDone", || {
+        let done = retry(stop, "publish PortConfigDone", || {
             db.publish_port_config_done(config_ports.len())
-        })?;
-        info!(
-            ports = config_ports.len(),
-            "published CONFIG_DB ports to APPL_DB, PortConfigDone"
-        );
-        let dpu = retry(stop, "read switch_type", || db.switch_type())?.as_deref() == Some("dpu");
+        });
+        match done {
+            Ok(()) => info!(
+                ports = config_ports.len(),
+                refused, "published CONFIG_DB ports to APPL_DB, PortConfigDone"
+            ),
+            // APPL_DB refuses the ProducerStateTable write itself (its key set or staging hash holds
+            // another type): nothing portsyncd can repair, and a restart would not either. STATE_DB
+            // is still served.
+            Err(e) if e.class() == ErrorClass::Command => error!(
+                error = %e,
+                "APPL_DB refused PortConfigDone; going on without it"
+            ),
+            Err(e) => return Err(e),
+        }
+        let dpu = retry(stop, "read switch_type", || db.switch_type())?.as_deref()
+            == Some(b"dpu".as_slice());
         StartMode::Cold { old_netdev: !dpu }
     };
 

@@ -5,11 +5,11 @@ use crossbeam_channel::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::core::{ReadBack, Work, WorkResult};
+use crate::core::{ReadBack, StateRow, Work, WorkResult};
 use crate::metrics::Metrics;
-use crate::sonic::{SonicDb, StateWrite};
+use crate::sonic::{DbError, ErrorClass, SonicDb, StateWrite};
 
 use super::faults;
 use super::input::Input;
@@ -24,13 +24,15 @@ pub fn redis_writer(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {
     sup.spawn("redis", move || {
-        // Reconnects during start-up were counted by the caller.
+        // Reconnects during start-up were counted by the caller; its entry errors are counted here.
         let mut reconnects_seen = db.reconnects();
+        count_entry_errors(&mut db, &metrics);
         let mut pending_reconnect = false;
         let mut was_ok = true;
         for work in rx {
             faults::panic_point("redis");
             let result = execute(&mut db, &work, &metrics);
+            count_entry_errors(&mut db, &metrics);
             let now = db.reconnects();
             let new_reconnects = now.saturating_sub(reconnects_seen);
             metrics.redis_reconnects.add(new_reconnects);
@@ -38,12 +40,22 @@ pub fn redis_writer(
             // Reported with the first batch that succeeds after the reconnect.
             pending_reconnect |= new_reconnects > 0;
             let res = match result {
-                Ok((known, read_back)) => {
+                Ok((known, read_back, rejected)) => {
                     if !was_ok {
                         info!("redis writes succeed again; outstanding writes re-sent");
                     }
                     was_ok = true;
-                    WorkResult::Done { known, read_back }
+                    if rejected.is_empty() {
+                        WorkResult::Done { known, read_back }
+                    } else {
+                        // Logged and counted per key by the table layer; retried by the core.
+                        debug!(ports = ?rejected, "redis refused some STATE_DB writes");
+                        WorkResult::Partial {
+                            known,
+                            read_back,
+                            rejected,
+                        }
+                    }
                 }
                 Err(e) => {
                     if was_ok {
@@ -55,7 +67,7 @@ pub fn redis_writer(
                     WorkResult::Failed
                 }
             };
-            let reconnected = matches!(res, WorkResult::Done { .. }) && pending_reconnect;
+            let reconnected = !matches!(res, WorkResult::Failed) && pending_reconnect;
             if reconnected {
                 pending_reconnect = false;
             }
@@ -81,18 +93,27 @@ fn read_back(db: &mut SonicDb, names: &[String]) -> Result<ReadBack, crate::soni
         "read back STATE_DB and APPL_DB PORT_TABLE"
     );
     Ok(ReadBack {
-        state: names.iter().cloned().zip(rows).collect(),
+        state: names
+            .iter()
+            .cloned()
+            .zip(rows)
+            .map(|(n, row)| (n, row.map_or(StateRow::Unreadable, StateRow::Fields)))
+            .collect(),
         app_known,
     })
 }
 
-type Answers = (Vec<(String, bool)>, Option<ReadBack>);
+/// Counts the entries the table layer could not use since the last call.
+fn count_entry_errors(db: &mut SonicDb, metrics: &Metrics) {
+    for (name, reason, n) in db.take_entry_errors() {
+        metrics.redis_entry_errors.add(name, reason, n);
+    }
+}
 
-fn execute(
-    db: &mut SonicDb,
-    work: &Work,
-    metrics: &Metrics,
-) -> Result<Answers, crate::sonic::DbError> {
+/// The checks' answers, the read-back, and the ports whose STATE_DB write Redis refused.
+type Answers = (Vec<(String, bool)>, Option<ReadBack>, Vec<String>);
+
+fn execute(db: &mut SonicDb, work: &Work, metrics: &Metrics) -> Result<Answers, DbError> {
     let existing = db.app_ports_existing(&work.checks)?;
     let known = work
         .checks
@@ -103,6 +124,7 @@ fn execute(
         Some(names) => Some(read_back(db, names)?),
         None => None,
     };
+    let mut rejected = Vec::new();
     if !work.writes.is_empty() {
         let writes: Vec<StateWrite> = work
             .writes
@@ -115,13 +137,13 @@ fn execute(
                 None => StateWrite::Del { name: name.clone() },
             })
             .collect();
-        db.apply_state_writes(&writes)?;
-        let dels = work.writes.iter().filter(|(_, v)| v.is_none()).count() as u64;
-        metrics.state_writes_del.add(dels);
-        metrics
-            .state_writes_set
-            .add(work.writes.len() as u64 - dels);
-        for (name, v) in &work.writes {
+        rejected = db.apply_state_writes(&writes)?;
+        let landed = || work.writes.iter().filter(|(n, _)| !rejected.contains(n));
+        let dels = landed().filter(|(_, v)| v.is_none()).count();
+        let sets = landed().count().saturating_sub(dels);
+        metrics.state_writes_del.add(dels as u64);
+        metrics.state_writes_set.add(sets as u64);
+        for (name, v) in landed() {
             match v {
                 Some(s) => {
                     debug!(ifname = %name, admin = s.admin_up, oper = s.oper_up, mtu = s.mtu, "STATE_DB PORT_TABLE set");
@@ -133,12 +155,21 @@ fn execute(
         }
     }
     if work.port_init_done {
-        db.publish_port_init_done()?;
-        info!("PortInitDone published: every configured port has a host interface");
+        match db.publish_port_init_done() {
+            Ok(()) => info!("PortInitDone published: every configured port has a host interface"),
+            // APPL_DB refuses the ProducerStateTable write itself (its key set or staging hash holds
+            // another type): not portsyncd's to repair, and retrying would not help either.
+            Err(e) if e.class() == ErrorClass::Command => {
+                error!(error = %e, "APPL_DB refused PortInitDone; going on without it");
+            }
+            Err(e) => return Err(e),
+        }
     }
     if work.reconciled {
-        db.write_warm_state("reconciled")?;
-        info!("warm restart reconciled");
+        // A refused write (the key holds another type) was counted and logged by the table layer.
+        if db.write_warm_state("reconciled")? {
+            info!("warm restart reconciled");
+        }
     }
-    Ok((known, read_back))
+    Ok((known, read_back, rejected))
 }

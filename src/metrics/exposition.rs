@@ -14,6 +14,7 @@ use prometheus::TextEncoder;
 
 use super::model::{Metrics, SYNC_BUCKETS};
 use super::persist::COUNTERS;
+use crate::sonic::{EntryErrorReason, ENTRY_DBS};
 use crate::store::Degraded;
 
 /// `Content-Type` of [`render`]'s text.
@@ -35,6 +36,15 @@ fn gauge(label: Option<(&str, &str)>, value: f64) -> Metric {
     if let Some((k, v)) = label {
         m.set_label(vec![label_pair(k, v)]);
     }
+    m
+}
+
+fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = ProtoCounter::default();
+    c.set_value(value);
+    let mut m = Metric::default();
+    m.set_counter(c);
+    m.set_label(labels.iter().map(|(k, v)| label_pair(k, v)).collect());
     m
 }
 
@@ -63,6 +73,25 @@ pub fn families(m: &Metrics) -> Vec<MetricFamily> {
             f.mut_metric().push(metric);
         }
     }
+
+    let mut f = family(
+        "portsyncd_redis_entry_errors_total",
+        "Redis entries portsyncd could not use (skipped and retried later; never a reconnect), \
+         since start.",
+        MetricType::COUNTER,
+    );
+    f.set_metric(
+        ENTRY_DBS
+            .iter()
+            .flat_map(|db| {
+                EntryErrorReason::ALL.iter().map(move |r| {
+                    let n = m.redis_entry_errors.get(db, *r);
+                    counter(&[("db", db), ("reason", r.label())], n as f64)
+                })
+            })
+            .collect(),
+    );
+    out.push(f);
 
     let h = &m.initial_sync_seconds;
     let mut hist = ProtoHistogram::default();
@@ -179,6 +208,28 @@ mod tests {
         }
         assert_eq!(
             text.matches("# TYPE portsyncd_starts_total counter")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn entry_errors_have_both_labels() {
+        let m = Metrics::default();
+        m.redis_entry_errors
+            .add("STATE_DB", EntryErrorReason::WrongType, 3);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "portsyncd_redis_entry_errors_total{db=\"STATE_DB\",reason=\"wrong_type\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "portsyncd_redis_entry_errors_total{db=\"CONFIG_DB\",reason=\"not_utf8\"} 0\n"
+        ));
+        assert_eq!(
+            text.matches("# TYPE portsyncd_redis_entry_errors_total counter")
                 .count(),
             1
         );

@@ -19,4 +19,4 @@ mod model;
 mod persist;
 
 pub use http::{MetricsError, MetricsServer};
-pub use model::{Counter, Histogram, Metrics, StoreHealth, SYNC_BUCKETS};
+pub use model::{Counter, EntryErrorCounters, Histogram, Metrics, StoreHealth, SYNC_BUCKETS};

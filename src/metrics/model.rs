@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::sonic::{EntryErrorReason, ENTRY_DBS};
 use crate::store::Degraded;
 
 /// A monotonic counter.
@@ -44,6 +45,34 @@ impl StoreHealth {
     pub fn get(&self) -> Option<Degraded> {
         let i = self.0.load(Relaxed) as usize;
         i.checked_sub(1).and_then(|i| Degraded::ALL.get(i).copied())
+    }
+}
+
+/// `portsyncd_redis_entry_errors_total{db, reason}`: Redis entries portsyncd could not use (skipped
+/// and looked at again later), by database and reason. Counted since the start (not persisted: the
+/// entries are retried, so a lifetime total would mostly count the same key again and again).
+#[derive(Debug, Default)]
+pub struct EntryErrorCounters {
+    counts: [[Counter; EntryErrorReason::ALL.len()]; ENTRY_DBS.len()],
+}
+
+impl EntryErrorCounters {
+    fn slot(&self, db: &str, reason: EntryErrorReason) -> Option<&Counter> {
+        let d = ENTRY_DBS.iter().position(|x| *x == db)?;
+        let r = EntryErrorReason::ALL.iter().position(|x| *x == reason)?;
+        self.counts.get(d)?.get(r)
+    }
+
+    /// Adds `n` entries of `db` (one of [`ENTRY_DBS`]; others are not counted) for `reason`.
+    pub fn add(&self, db: &str, reason: EntryErrorReason, n: u64) {
+        if let Some(c) = self.slot(db, reason) {
+            c.add(n);
+        }
+    }
+
+    /// The count for `db` and `reason` (0 for a database not in [`ENTRY_DBS`]).
+    pub fn get(&self, db: &str, reason: EntryErrorReason) -> u64 {
+        self.slot(db, reason).map_or(0, Counter::get)
     }
 }
 
@@ -111,6 +140,8 @@ pub struct Metrics {
     pub resync_repairs_state_db: Counter,
     /// `portsyncd_state_store_up` and `portsyncd_state_store_degraded{reason}` (gauges, not persisted).
     pub store_health: StoreHealth,
+    /// `portsyncd_redis_entry_errors_total{db, reason}` (since start, not persisted).
+    pub redis_entry_errors: EntryErrorCounters,
 }
 
 impl Metrics {
@@ -137,6 +168,29 @@ mod tests {
         m.warm_reconciled_saved_eoiu.add(3);
         m.warm_reconciled_degraded.inc();
         assert_eq!(m.warm_success_ratio(), 0.75);
+    }
+
+    #[test]
+    fn entry_errors_count_per_db_and_reason() {
+        let m = Metrics::default();
+        m.redis_entry_errors
+            .add("STATE_DB", EntryErrorReason::WrongType, 2);
+        m.redis_entry_errors
+            .add("NO_DB", EntryErrorReason::NotUtf8, 5);
+        assert_eq!(
+            m.redis_entry_errors
+                .get("STATE_DB", EntryErrorReason::WrongType),
+            2
+        );
+        assert_eq!(
+            m.redis_entry_errors
+                .get("CONFIG_DB", EntryErrorReason::WrongType),
+            0
+        );
+        assert_eq!(
+            m.redis_entry_errors.get("NO_DB", EntryErrorReason::NotUtf8),
+            0
+        );
     }
 
     #[test]

@@ -198,6 +198,20 @@ impl Conn {
         }
     }
 
+    /// Like [`Conn::run`] for work that decodes its replies itself: `f`'s inner error is a reply of
+    /// an unexpected shape ([`DbError::Decode`]), which leaves the connection in place.
+    pub fn run_decode<T>(
+        &mut self,
+        op: &str,
+        f: impl FnMut(&mut redis::Connection) -> RedisResult<Result<T, String>>,
+    ) -> Result<T, DbError> {
+        self.run(op, f)?.map_err(|detail| DbError::Decode {
+            db: self.db,
+            op: op.to_string(),
+            detail,
+        })
+    }
+
     /// Blocks until connected or `stop` is set (then [`DbError::Stopped`]), retrying with backoff.
     /// For start-up; sleeps in short slices so a stop request is seen promptly.
     pub fn connect_blocking(&mut self, stop: &AtomicBool) -> Result<(), DbError> {

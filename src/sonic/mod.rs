@@ -8,13 +8,14 @@ pub mod error;
 pub mod logger;
 pub mod producer;
 pub mod redis_url;
+pub mod reply;
 pub mod tables;
 pub mod warm;
 
 pub use crate::backoff::Backoff;
 pub use conn::{Conn, ConnOptions};
 pub use dbconfig::{DbEndpoint, DbLayout, RedisAddr};
-pub use error::{DbConfigError, DbError};
+pub use error::{DbConfigError, DbError, EntryErrorReason, ErrorClass, ENTRY_DBS};
 pub use producer::ProducerStateTable;
 pub use redis_url::parse_redis_url;
 pub use tables::{PortConfig, SonicDb, StateWrite};

@@ -5,7 +5,10 @@
 //! A `del(key)` adds the key to both `<T>_KEY_SET` and `<T>_DEL_SET` and deletes the staging hash.
 //! The consumer later pops the key set and moves the staging hash into `<T><sep>key`.
 
-use redis::{ConnectionLike, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
+use redis::{ConnectionLike, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
+
+use super::error::EntryErrorReason;
+use super::reply;
 
 /// The message SONiC publishes on the table channel (`SWSS_TABLE_UPDATE_NOTIFICATION`).
 pub const UPDATE_NOTIFICATION: &str = "G";
@@ -82,7 +85,11 @@ impl ProducerStateTable {
         format!("_{}", self.table_key(key))
     }
 
-    fn set_invocation(&self, key: &str, fields: &[(String, String)]) -> RedisResult<redis::Cmd> {
+    fn set_invocation<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        key: &str,
+        fields: &[(F, V)],
+    ) -> RedisResult<redis::Cmd> {
         if fields.is_empty() {
             // The consumer would read an empty staging hash as a delete.
             return Err(RedisError::from((
@@ -100,45 +107,56 @@ impl ProducerStateTable {
             .arg(UPDATE_NOTIFICATION)
             .arg(key);
         for (f, v) in fields {
-            cmd.arg(f).arg(v);
+            // Bytes, verbatim: what CONFIG_DB holds is what APPL_DB gets, as in swss-common.
+            cmd.arg(f.as_ref()).arg(v.as_ref());
         }
         Ok(cmd)
     }
 
     /// Stages `fields` for `key` (merged into any pending fields) and wakes the consumer if the key
-    /// was not pending yet. Returns whether a notification was published. Zero fields are refused.
-    pub fn set(
+    /// was not pending yet. Returns whether a notification was published. Zero fields are refused;
+    /// an error reply (the script failed: a key of another type, ...) is an `Err` of the server's
+    /// kind.
+    pub fn set<F: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         con: &mut dyn ConnectionLike,
         key: &str,
-        fields: &[(String, String)],
+        fields: &[(F, V)],
     ) -> RedisResult<bool> {
         let cmd = self.set_invocation(key, fields)?;
-        let added: i64 = with_script_reload(con, &self.set_script, |con| cmd.query(con))?;
-        Ok(added > 0)
+        let v = with_script_reload(con, SET_LUA, |con| con.req_command(&cmd))?;
+        added(v)
     }
 
-    /// Like [`set`](Self::set) for many keys, pipelined [`BATCH`] at a time. Returns how many
-    /// notifications were published. Refuses the whole batch if any entry has zero fields.
-    pub fn set_many(
+    /// Like [`set`](Self::set) for many keys, pipelined [`BATCH`] at a time. Returns each entry's
+    /// outcome, in order: whether a notification was published, or why Redis refused that entry
+    /// (one refused entry does not stop the others). Refuses the whole batch if any entry has zero
+    /// fields.
+    pub fn set_many<F: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         con: &mut dyn ConnectionLike,
-        entries: &[(&str, &[(String, String)])],
-    ) -> RedisResult<usize> {
+        entries: &[(&str, &[(F, V)])],
+    ) -> RedisResult<Vec<Result<bool, EntryErrorReason>>> {
         let cmds = entries
             .iter()
             .map(|(k, f)| self.set_invocation(k, f))
             .collect::<RedisResult<Vec<_>>>()?;
-        let mut published = 0;
+        let mut out = Vec::with_capacity(cmds.len());
         for chunk in cmds.chunks(BATCH) {
             let mut pipe = redis::pipe();
+            pipe.ignore_errors();
             for c in chunk {
                 pipe.add_command(c.clone());
             }
-            let added: Vec<i64> = with_script_reload(con, &self.set_script, |con| pipe.query(con))?;
-            published += added.iter().filter(|a| **a > 0).count();
+            let v = with_script_reload(con, SET_LUA, |con| pipe.query::<Value>(con))?;
+            let items = reply::list(v, chunk.len()).map_err(unexpected)?;
+            out.extend(
+                items
+                    .into_iter()
+                    .map(|i| reply::int(i).map(|added| added > 0)),
+            );
         }
-        Ok(published)
+        Ok(out)
     }
 
     /// Requests deletion of `key`. Returns whether a notification was published.
@@ -152,26 +170,55 @@ impl ProducerStateTable {
             .arg(self.del_set())
             .arg(UPDATE_NOTIFICATION)
             .arg(key);
-        let added: i64 = with_script_reload(con, &self.del_script, |con| cmd.query(con))?;
-        Ok(added > 0)
+        let v = with_script_reload(con, DEL_LUA, |con| con.req_command(&cmd))?;
+        added(v)
     }
 }
 
-/// Runs `f` (which uses EVALSHA of `script`); if the server no longer knows the script (restart,
-/// `SCRIPT FLUSH`), loads it and runs `f` once more. The scripts are idempotent, so a partly applied
-/// pipeline is safe to repeat.
-fn with_script_reload<T>(
+/// A reply of a shape the script never gives, as a client error (not a connection loss).
+fn unexpected(detail: String) -> RedisError {
+    RedisError::from((
+        ErrorKind::UnexpectedReturnType,
+        "unexpected ProducerStateTable reply",
+        detail,
+    ))
+}
+
+/// The script's `added` count, or the error reply as an error.
+fn added(v: Value) -> RedisResult<bool> {
+    match v {
+        Value::ServerError(e) => Err(e.into()),
+        other => reply::int(other)
+            .map(|n| n > 0)
+            .map_err(|r| unexpected(format!("script reply: {}", r.label()))),
+    }
+}
+
+/// True if `v` (or one reply of a pipeline) says the server does not know the script.
+fn no_script(v: &Value) -> bool {
+    match v {
+        Value::ServerError(e) => e.kind() == Some(ServerErrorKind::NoScript),
+        Value::Array(items) => items.iter().any(no_script),
+        _ => false,
+    }
+}
+
+/// Runs `f` (which uses EVALSHA of the script `code`); if the server no longer knows the script
+/// (restart, `SCRIPT FLUSH`), loads it and runs `f` once more. The scripts are idempotent, so a
+/// partly applied pipeline is safe to repeat.
+fn with_script_reload(
     con: &mut dyn ConnectionLike,
-    script: &Script,
-    mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
-) -> RedisResult<T> {
-    match f(con) {
-        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            tracing::debug!("lua script not cached on the server; loading it");
-            script.load(con)?;
-            f(con)
-        }
-        other => other,
+    code: &str,
+    mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<Value>,
+) -> RedisResult<Value> {
+    let v = f(con)?;
+    if !no_script(&v) {
+        return Ok(v);
+    }
+    tracing::debug!("lua script not cached on the server; loading it");
+    match con.req_command(redis::cmd("SCRIPT").arg("LOAD").arg(code))? {
+        Value::ServerError(e) => Err(e.into()),
+        _ => f(con),
     }
 }
 
@@ -196,11 +243,10 @@ mod tests {
     #[test]
     fn zero_fields_refused_before_io() {
         let p = ProducerStateTable::new("PORT_TABLE", ":", 0);
-        let err = p.set_invocation("Ethernet0", &[]).unwrap_err();
+        let none: &[(String, String)] = &[];
+        let err = p.set_invocation("Ethernet0", none).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Client);
-        let cmd = p
-            .set_invocation("Ethernet0", &[("mtu".into(), "9100".into())])
-            .unwrap();
+        let cmd = p.set_invocation("Ethernet0", &[("mtu", "9100")]).unwrap();
         let args: Vec<String> = cmd
             .args_iter()
             .map(|a| match a {

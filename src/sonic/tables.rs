@@ -4,12 +4,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 
-use redis::RedisResult;
+use redis::{ConnectionLike, Value};
 
 use super::conn::{Conn, ConnOptions};
 use super::dbconfig::{DbEndpoint, DbLayout};
-use super::error::DbError;
+use super::error::{DbError, EntryErrorReason, EntryErrors};
 use super::producer::ProducerStateTable;
+use super::reply::{self, RawHash};
 
 /// CONFIG_DB port configuration table.
 pub const CONFIG_PORT_TABLE: &str = "PORT";
@@ -51,8 +52,9 @@ fn refused_empty(name: &str) -> DbError {
     DbError::Refused(format!("STATE_DB write for {name} has no fields"))
 }
 
-/// Ports with their fields, as read from CONFIG_DB (field order: sorted by field name).
-pub type PortConfig = BTreeMap<String, Vec<(String, String)>>;
+/// Ports with their fields, as read from CONFIG_DB (field order: sorted by field name). Fields and
+/// values are bytes, copied to APPL_DB verbatim; only the port name must be text.
+pub type PortConfig = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
 /// Access to APPL_DB, CONFIG_DB and STATE_DB. Connects lazily; every method makes at most one
 /// connect attempt per database and fails with a transient [`DbError`] while Redis is unreachable.
@@ -63,6 +65,8 @@ pub struct SonicDb {
     pub(super) config: Conn,
     pub(super) state: Conn,
     port_producer: ProducerStateTable,
+    /// Entries that could not be used, since the owner last took the counts.
+    pub(super) entry_errors: EntryErrors,
 }
 
 /// `<table><sep><key>` in the given database.
@@ -88,7 +92,15 @@ impl SonicDb {
                 layout.appl.id,
             ),
             layout,
+            entry_errors: EntryErrors::default(),
         }
+    }
+
+    /// The entries that could not be used since the last call (a key of another type, a name that
+    /// is not UTF-8, ...), by database and reason: for `portsyncd_redis_entry_errors_total`. Each
+    /// was logged (rate-limited) when seen.
+    pub fn take_entry_errors(&mut self) -> Vec<(&'static str, EntryErrorReason, u64)> {
+        self.entry_errors.take()
     }
 
     /// The layout in use.
@@ -121,69 +133,119 @@ impl SonicDb {
         Ok(())
     }
 
-    /// Every CONFIG_DB `PORT|<name>` with all its fields.
+    /// Every CONFIG_DB `PORT|<name>` with all its fields, as bytes. A key whose name is not UTF-8
+    /// or that is not a hash is skipped (counted, logged).
     pub fn read_config_ports(&mut self) -> Result<PortConfig, DbError> {
         let ep = self.layout.config.clone();
-        let rows = self.config.run("read CONFIG_DB PORT table", |con| {
-            read_table(con, &ep, CONFIG_PORT_TABLE)
-        })?;
+        let rows = read_table(
+            &mut self.config,
+            &mut self.entry_errors,
+            &ep,
+            CONFIG_PORT_TABLE,
+            "read CONFIG_DB PORT table",
+        )?;
         Ok(rows
             .into_iter()
             .map(|(k, f)| (k, f.into_iter().collect()))
             .collect())
     }
 
-    /// Every STATE_DB `PORT_TABLE|<name>` with all its fields.
-    pub fn read_state_ports(
-        &mut self,
-    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, DbError> {
+    /// Every STATE_DB `PORT_TABLE|<name>` with all its fields, as bytes. A key whose name is not
+    /// UTF-8 or that is not a hash is skipped (counted, logged).
+    pub fn read_state_ports(&mut self) -> Result<BTreeMap<String, RawHash>, DbError> {
         let ep = self.layout.state.clone();
-        self.state.run("read STATE_DB PORT_TABLE", |con| {
-            read_table(con, &ep, PORT_TABLE)
-        })
+        read_table(
+            &mut self.state,
+            &mut self.entry_errors,
+            &ep,
+            PORT_TABLE,
+            "read STATE_DB PORT_TABLE",
+        )
     }
 
     /// Every field of STATE_DB `PORT_TABLE|<name>` for each of `names`, in order, in one pipelined
-    /// round trip (an empty map: no such key).
+    /// round trip (an empty map: no such key; None: the key is not a hash, counted and logged).
     pub fn read_state_port_rows(
         &mut self,
         names: &[String],
-    ) -> Result<Vec<BTreeMap<String, String>>, DbError> {
+    ) -> Result<Vec<Option<RawHash>>, DbError> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
         let ep = self.layout.state.clone();
-        self.state
-            .run("HGETALL STATE_DB PORT_TABLE (pipelined)", |con| {
+        let replies = self
+            .state
+            .run_decode("HGETALL STATE_DB PORT_TABLE (pipelined)", |con| {
                 let mut pipe = redis::pipe();
+                pipe.ignore_errors();
                 for n in names {
                     pipe.cmd("HGETALL").arg(db_key(&ep, PORT_TABLE, n));
                 }
-                pipe.query(con)
+                Ok(reply::list(pipe.query::<Value>(con)?, names.len()))
+            })?;
+        Ok(names
+            .iter()
+            .zip(replies)
+            .map(|(n, v)| match reply::hash(v) {
+                Ok(h) => Some(h),
+                Err(reason) => {
+                    let key = db_key(&ep, PORT_TABLE, n);
+                    self.entry_errors
+                        .record("STATE_DB", key.as_bytes(), reason, "HGETALL");
+                    None
+                }
             })
+            .collect())
     }
 
-    /// Publishes each port's fields verbatim to APPL_DB `PORT_TABLE` (ProducerStateTable protocol).
-    /// A port with no fields is refused (nothing is written).
-    pub fn publish_app_ports(&mut self, ports: &PortConfig) -> Result<(), DbError> {
+    /// Publishes each port's fields verbatim (bytes) to APPL_DB `PORT_TABLE` (ProducerStateTable
+    /// protocol). A port with no fields is refused (nothing is written). An entry Redis refuses (its
+    /// staging hash holds another type, ...) is skipped, counted and logged; the others are
+    /// published. Returns how many entries were refused.
+    pub fn publish_app_ports<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        ports: &BTreeMap<String, Vec<(F, V)>>,
+    ) -> Result<usize, DbError> {
         if let Some((name, _)) = ports.iter().find(|(_, f)| f.is_empty()) {
             return Err(DbError::Refused(format!(
                 "port {name} has no fields; a ProducerStateTable set needs at least one"
             )));
         }
-        let entries: Vec<(&str, &[(String, String)])> = ports
+        let entries: Vec<(&str, &[(F, V)])> = ports
             .iter()
             .map(|(k, f)| (k.as_str(), f.as_slice()))
             .collect();
         let producer = &self.port_producer;
-        let published = self.appl.run("publish APPL_DB PORT_TABLE ports", |con| {
+        let results = self.appl.run("publish APPL_DB PORT_TABLE ports", |con| {
             producer.set_many(con, &entries)
         })?;
-        tracing::debug!(ports = ports.len(), published, "published ports to APPL_DB");
-        Ok(())
+        let mut published = 0;
+        let mut refused = 0;
+        for ((name, _), r) in entries.iter().zip(results) {
+            match r {
+                Ok(p) => published += usize::from(p),
+                Err(reason) => {
+                    refused += 1;
+                    let key = producer.staging_key(name);
+                    self.entry_errors.record(
+                        "APPL_DB",
+                        key.as_bytes(),
+                        reason,
+                        "ProducerStateTable set",
+                    );
+                }
+            }
+        }
+        tracing::debug!(
+            ports = ports.len(),
+            published,
+            refused,
+            "published ports to APPL_DB"
+        );
+        Ok(refused)
     }
 
-    fn producer_set(&mut self, key: &str, fields: &[(String, String)]) -> Result<(), DbError> {
+    fn producer_set(&mut self, key: &str, fields: &[(&str, &str)]) -> Result<(), DbError> {
         let producer = &self.port_producer;
         let op = format!("ProducerStateTable set {}", producer.table_key(key));
         self.appl.run(&op, |con| producer.set(con, key, fields))?;
@@ -192,29 +254,29 @@ impl SonicDb {
 
     /// APPL_DB `PortConfigDone` with `count` = number of configured ports.
     pub fn publish_port_config_done(&mut self, count: usize) -> Result<(), DbError> {
-        self.producer_set(PORT_CONFIG_DONE, &[("count".into(), count.to_string())])
+        self.producer_set(PORT_CONFIG_DONE, &[("count", &count.to_string())])
     }
 
     /// APPL_DB `PortInitDone` with `lanes` = `0`.
     pub fn publish_port_init_done(&mut self) -> Result<(), DbError> {
-        self.producer_set(PORT_INIT_DONE, &[("lanes".into(), "0".into())])
+        self.producer_set(PORT_INIT_DONE, &[("lanes", "0")])
     }
 
     /// Whether APPL_DB `PORT_TABLE:<name>` exists (the port was configured and orchagent consumed it).
     pub fn app_port_exists(&mut self, name: &str) -> Result<bool, DbError> {
-        let key = db_key(&self.layout.appl, PORT_TABLE, name);
-        self.appl.run(&format!("EXISTS {key}"), |con| {
-            redis::cmd("EXISTS").arg(&key).query(con)
-        })
+        Ok(self
+            .app_ports_matching(&[name.to_string()], "EXISTS", None)?
+            .contains(name))
     }
 
     /// The subset of `names` whose APPL_DB `PORT_TABLE:<name>` exists, in one pipelined round trip.
+    /// A key of any type exists (what it holds is orchagent's business).
     pub fn app_ports_existing(&mut self, names: &[String]) -> Result<BTreeSet<String>, DbError> {
         self.app_ports_matching(names, "EXISTS", None)
     }
 
     /// The subset of `names` whose APPL_DB `PORT_TABLE:<name>` has an `admin_status` field, in one
-    /// pipelined round trip.
+    /// pipelined round trip. A key that is not a hash has none (counted, logged).
     pub fn app_ports_with_admin_status(
         &mut self,
         names: &[String],
@@ -232,46 +294,53 @@ impl SonicDb {
             return Ok(BTreeSet::new());
         }
         let ep = self.layout.appl.clone();
-        let answers: Vec<bool> =
-            self.appl
-                .run(&format!("{cmd} PORT_TABLE (pipelined)"), |con| {
-                    let mut pipe = redis::pipe();
-                    for n in names {
-                        let c = pipe.cmd(cmd).arg(db_key(&ep, PORT_TABLE, n));
-                        if let Some(f) = field {
-                            c.arg(f);
-                        }
+        let answers = self
+            .appl
+            .run_decode(&format!("{cmd} PORT_TABLE (pipelined)"), |con| {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for n in names {
+                    let c = pipe.cmd(cmd).arg(db_key(&ep, PORT_TABLE, n));
+                    if let Some(f) = field {
+                        c.arg(f);
                     }
-                    pipe.query(con)
-                })?;
-        Ok(names
-            .iter()
-            .zip(answers)
-            .filter(|(_, yes)| *yes)
-            .map(|(n, _)| n.clone())
-            .collect())
+                }
+                Ok(reply::list(pipe.query::<Value>(con)?, names.len()))
+            })?;
+        let mut out = BTreeSet::new();
+        for (n, v) in names.iter().zip(answers) {
+            match reply::int(v) {
+                Ok(yes) if yes > 0 => {
+                    out.insert(n.clone());
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    let key = db_key(&ep, PORT_TABLE, n);
+                    self.entry_errors
+                        .record("APPL_DB", key.as_bytes(), reason, cmd);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Whether APPL_DB `PORT_TABLE:<name>` has an `admin_status` field.
     pub fn app_port_has_admin_status(&mut self, name: &str) -> Result<bool, DbError> {
-        let key = db_key(&self.layout.appl, PORT_TABLE, name);
-        self.appl
-            .run(&format!("HEXISTS {key} admin_status"), |con| {
-                redis::cmd("HEXISTS")
-                    .arg(&key)
-                    .arg("admin_status")
-                    .query(con)
-            })
+        Ok(self
+            .app_ports_with_admin_status(&[name.to_string()])?
+            .contains(name))
     }
 
     /// Applies STATE_DB `PORT_TABLE` writes in one MULTI/EXEC pipeline (one round trip). A `Set`
-    /// with no fields is refused before anything is sent.
-    pub fn apply_state_writes(&mut self, writes: &[StateWrite]) -> Result<(), DbError> {
+    /// with no fields is refused before anything is sent. Redis runs every command of the
+    /// transaction even if one fails: a write it refuses (the key holds another type, ...) is
+    /// counted, logged and its port returned; every other write landed.
+    pub fn apply_state_writes(&mut self, writes: &[StateWrite]) -> Result<Vec<String>, DbError> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        pipe.atomic().ignore_errors();
         for w in writes {
             match w {
                 StateWrite::Set { name, fields } => {
@@ -284,13 +353,32 @@ impl SonicDb {
                 }
                 StateWrite::Del { name } => {
                     pipe.cmd("DEL")
-                        .arg(db_key(&self.layout.state, PORT_TABLE, name))
-                        .ignore();
+                        .arg(db_key(&self.layout.state, PORT_TABLE, name));
                 }
             }
         }
         let op = format!("apply {} STATE_DB PORT_TABLE writes", writes.len());
-        self.state.run(&op, |con| pipe.exec(con))
+        let replies = self.state.run_decode(&op, |con| {
+            Ok(reply::list(pipe.query::<Value>(con)?, writes.len()))
+        })?;
+        let mut rejected = Vec::new();
+        for (w, v) in writes.iter().zip(replies) {
+            if let Some(reason) = reply::error_reason(&v) {
+                let (name, what) = match w {
+                    StateWrite::Set { name, .. } | StateWrite::SetFields { name, .. } => {
+                        (name, "HSET")
+                    }
+                    StateWrite::Del { name } => (name, "DEL"),
+                };
+                let key = db_key(&self.layout.state, PORT_TABLE, name);
+                self.entry_errors
+                    .record("STATE_DB", key.as_bytes(), reason, what);
+                if !rejected.contains(name) {
+                    rejected.push(name.clone());
+                }
+            }
+        }
+        Ok(rejected)
     }
 
     /// Adds `HSET PORT_TABLE|<name> f v ...` to `pipe`; refuses a write without fields.
@@ -309,61 +397,133 @@ impl SonicDb {
         for (f, v) in fields {
             cmd.arg(f).arg(v);
         }
-        cmd.ignore();
         Ok(())
     }
 
-    /// CONFIG_DB `DEVICE_METADATA|localhost` `switch_type`, if set.
-    pub fn switch_type(&mut self) -> Result<Option<String>, DbError> {
+    /// CONFIG_DB `DEVICE_METADATA|localhost` `switch_type`, if set (raw bytes; a key that is not a
+    /// hash reads as unset, counted and logged).
+    pub fn switch_type(&mut self) -> Result<Option<Vec<u8>>, DbError> {
         let key = db_key(&self.layout.config, "DEVICE_METADATA", "localhost");
-        self.config.run(&format!("HGET {key} switch_type"), |con| {
-            redis::cmd("HGET").arg(&key).arg("switch_type").query(con)
-        })
+        hget(
+            &mut self.config,
+            &mut self.entry_errors,
+            &key,
+            "switch_type",
+        )
     }
 }
 
-/// Reads every `<table><sep>*` hash: SCAN for the keys, then all HGETALLs in one pipeline.
+/// `HGET key field` on `conn`: the value's bytes, or None when unset. An error reply for the key
+/// (it is not a hash, ...) or an odd reply is an entry error: counted, logged, and read as unset.
+pub(super) fn hget(
+    conn: &mut Conn,
+    errors: &mut EntryErrors,
+    key: &str,
+    field: &str,
+) -> Result<Option<Vec<u8>>, DbError> {
+    let v = conn.run(&format!("HGET {key} {field}"), |con| {
+        con.req_command(redis::cmd("HGET").arg(key).arg(field))
+    })?;
+    match reply::opt_bytes(v) {
+        Ok(v) => Ok(v),
+        Err(reason) => {
+            errors.record(conn.db(), key.as_bytes(), reason, field);
+            Ok(None)
+        }
+    }
+}
+
+/// `HSET key field value` on `conn`. True if it landed; false if Redis refused it for this key
+/// (another type, ...): counted and logged, the key left as it is (it is not portsyncd's to fix).
+pub(super) fn hset(
+    conn: &mut Conn,
+    errors: &mut EntryErrors,
+    key: &str,
+    field: &str,
+    value: &str,
+) -> Result<bool, DbError> {
+    let v = conn.run(&format!("HSET {key} {field}"), |con| {
+        con.req_command(redis::cmd("HSET").arg(key).arg(field).arg(value))
+    })?;
+    match reply::int(v) {
+        Ok(_) => Ok(true),
+        Err(reason) => {
+            errors.record(conn.db(), key.as_bytes(), reason, field);
+            Ok(false)
+        }
+    }
+}
+
+/// Reads every `<table><sep>*` hash: SCAN for the keys, then all HGETALLs in one pipeline. Keys are
+/// bytes until here: a name that is not UTF-8, or a key that is not a hash, is an entry error
+/// (counted, logged, skipped); the rest are read.
 fn read_table(
-    con: &mut redis::Connection,
+    conn: &mut Conn,
+    errors: &mut EntryErrors,
     ep: &DbEndpoint,
     table: &str,
-) -> RedisResult<BTreeMap<String, BTreeMap<String, String>>> {
+    op: &str,
+) -> Result<BTreeMap<String, RawHash>, DbError> {
     let prefix = format!("{table}{}", ep.separator);
     let pattern = format!("{}*", glob_escape(&prefix));
-    let mut keys = BTreeSet::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(con)?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
+    let (keys, replies) = conn.run_decode(op, |con| {
+        let mut keys = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let page = con.req_command(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000),
+            )?;
+            if let Value::ServerError(e) = page {
+                return Err(e.into());
+            }
+            let (next, batch) = match reply::scan_page(page) {
+                Ok(p) => p,
+                Err(detail) => return Ok(Err(detail)),
+            };
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
-    }
-    let keys: Vec<String> = keys.into_iter().collect();
-    if keys.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut pipe = redis::pipe();
-    for k in &keys {
-        pipe.cmd("HGETALL").arg(k);
-    }
-    let hashes: Vec<BTreeMap<String, String>> = pipe.query(con)?;
-    Ok(keys
-        .into_iter()
-        .zip(hashes)
-        .filter_map(|(k, h)| {
+        let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+        if keys.is_empty() {
+            return Ok(Ok((keys, Vec::new())));
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for k in &keys {
+            pipe.cmd("HGETALL").arg(k.as_slice());
+        }
+        Ok(reply::list(pipe.query::<Value>(con)?, keys.len()).map(|r| (keys, r)))
+    })?;
+    let mut out = BTreeMap::new();
+    for (k, v) in keys.into_iter().zip(replies) {
+        let Some(name) = k.strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(name) else {
+            errors.record(conn.db(), &k, EntryErrorReason::NotUtf8, "port name");
+            continue;
+        };
+        match reply::hash(v) {
             // A key deleted between SCAN and HGETALL reads as an empty hash: it no longer exists.
-            let name = k.strip_prefix(&prefix)?.to_string();
-            (!name.is_empty() && !h.is_empty()).then_some((name, h))
-        })
-        .collect())
+            Ok(h) if h.is_empty() => {}
+            Ok(h) => {
+                out.insert(name.to_string(), h);
+            }
+            Err(reason) => errors.record(conn.db(), &k, reason, "HGETALL"),
+        }
+    }
+    Ok(out)
 }
 
 /// Escapes Redis glob metacharacters so `s` matches only itself.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use portsyncd::core::PortStatus;
+use portsyncd::core::{PortStatus, RawFields};
 use portsyncd::netlink::{LinkSocket, NetlinkItem, RecvOutcome};
 use portsyncd::sonic::{DbLayout, SonicDb};
 use portsyncd::store::json_export;
@@ -83,13 +83,17 @@ fn diff(a: &View, b: &View) -> Vec<&'static str> {
 
 /// STATE_DB's view of a port: absent without `state ok`; present but unreadable is reported as
 /// a difference of its own.
-fn state_view(fields: Option<&BTreeMap<String, String>>) -> Result<View, String> {
+fn state_view(fields: Option<&RawFields>) -> Result<View, String> {
     match fields {
         None => Ok(None),
-        Some(f) if f.get("state").map(String::as_str) != Some("ok") => Ok(None),
-        Some(f) => PortStatus::from_fields(f)
-            .map(Some)
-            .ok_or_else(|| format!("malformed entry {f:?}")),
+        Some(f) if f.get(b"state".as_slice()).map(Vec::as_slice) != Some(b"ok") => Ok(None),
+        Some(f) => PortStatus::from_raw(f).map(Some).ok_or_else(|| {
+            let shown: Vec<String> = f
+                .iter()
+                .map(|(k, v)| format!("{}={}", k.escape_ascii(), v.escape_ascii()))
+                .collect();
+            format!("malformed entry {{{}}}", shown.join(", "))
+        }),
     }
 }
 
@@ -317,10 +321,10 @@ mod tests {
 
     #[test]
     fn an_entry_without_state_ok_counts_as_absent() {
-        let mut f = BTreeMap::new();
-        f.insert("speed".to_string(), "100000".to_string());
+        let mut f = RawFields::new();
+        f.insert(b"speed".to_vec(), b"100000".to_vec());
         assert_eq!(state_view(Some(&f)), Ok(None));
-        f.insert("state".to_string(), "ok".to_string());
+        f.insert(b"state".to_vec(), b"ok".to_vec());
         assert!(
             state_view(Some(&f)).is_err(),
             "state ok without the rest is malformed"
