@@ -414,3 +414,40 @@ fn standin_reads_layout_from_db_config() {
     assert_eq!(hgetall(&srv, "10", "PORT_TABLE:PortInitDone")["lanes"], "0");
     assert_eq!(srv.cli(&["-n", "0", "DBSIZE"]), "0");
 }
+
+/// A value that is not UTF-8 (a Latin-1 `description`, copied from CONFIG_DB verbatim) is consumed
+/// like any other, byte for byte, as orchagent's consumer does; the stand-in only escapes it in its
+/// log. Before, it failed to decode the popped entry after the script had already moved it, and
+/// reconnected.
+#[test]
+fn standin_consumes_values_that_are_not_utf8_verbatim() {
+    let srv = RedisServer::start();
+    let mut d = db(&srv);
+    let mut ports: portsyncd::sonic::PortConfig = BTreeMap::new();
+    ports.insert(
+        "Ethernet0".to_string(),
+        vec![
+            (b"description".to_vec(), b"caf\xe9 \xff".to_vec()),
+            (b"mtu".to_vec(), b"9100".to_vec()),
+        ],
+    );
+    d.publish_app_ports(&ports).unwrap();
+    let out = standin()
+        .args(["--redis-url", &srv.url(), "--once"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("description=caf\\xe9 \\xff"), "{log}");
+    let mut con = srv.client(0);
+    let got: Vec<u8> = redis::cmd("HGET")
+        .arg("PORT_TABLE:Ethernet0")
+        .arg("description")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, b"caf\xe9 \xff");
+    assert_eq!(
+        srv.cli(&["-n", "0", "EXISTS", "_PORT_TABLE:Ethernet0"]),
+        "0"
+    );
+}

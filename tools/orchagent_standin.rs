@@ -64,8 +64,10 @@ struct Args {
     once: bool,
 }
 
-/// One popped entry.
-type Popped = (String, i64, Vec<String>);
+/// One popped entry: key, deleted flag, field/value pairs. Bytes, as orchagent's consumer takes them
+/// (swss-common strings): a value that is not UTF-8 is consumed like any other, and only its log line
+/// escapes it.
+type Popped = (Vec<u8>, i64, Vec<Vec<u8>>);
 
 struct Consumer {
     script: Script,
@@ -96,9 +98,13 @@ impl Consumer {
                 .invoke(con)
                 .context("running the consumer pops script")?;
             for (key, deleted, fv) in &popped {
+                let key = key.escape_ascii().to_string();
                 let fields: Vec<String> = fv
                     .chunks(2)
-                    .map(|c| format!("{}={}", c[0], c.get(1).map_or("", String::as_str)))
+                    .map(|c| {
+                        let value = c.get(1).map_or(&[][..], Vec::as_slice);
+                        format!("{}={}", c[0].escape_ascii(), value.escape_ascii())
+                    })
                     .collect();
                 if *deleted == 1 {
                     tracing::info!(key = %key, "consumed DEL");
