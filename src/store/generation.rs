@@ -77,6 +77,16 @@ pub fn record_key(name: &str, hash: u64) -> Vec<u8> {
     format!("r/{name}/{hash:016x}").into_bytes()
 }
 
+/// The port name and hash a record key names (None: not a key [`record_key`] writes).
+pub fn parse_record_key(key: &[u8]) -> Option<(&str, u64)> {
+    let rest = std::str::from_utf8(key.strip_prefix(RECORD_PREFIX)?).ok()?;
+    let (name, hex) = rest.rsplit_once('/')?;
+    if hex.len() != 16 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some((name, u64::from_str_radix(hex, 16).ok()?))
+}
+
 fn manifest_key_gen(key: &[u8]) -> Option<u64> {
     let rest = key.strip_prefix(MANIFEST_PREFIX)?;
     Some(u64::from_be_bytes(rest.try_into().ok()?))

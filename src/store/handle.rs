@@ -69,8 +69,10 @@ pub struct Store {
     base: Option<u64>,
     /// The JSON export's rendered fragments of `base`'s ports (when the export is on).
     export: ExportCache,
-    /// Unreferenced record keys found at open.
-    orphans: Vec<Vec<u8>>,
+    /// Record keys no readable manifest referred to at open (a commit interrupted between its record
+    /// batches, or damage). A commit that writes one of these keys again takes it out: it now holds
+    /// what the new generation references. The rest go with the next prune.
+    orphans: BTreeSet<Vec<u8>>,
     poisoned: Option<(String, super::Degraded)>,
     export_failures: u64,
     /// JSON export failures repeat with every commit on a full disk: logged at most once a minute.
@@ -438,10 +440,20 @@ impl Store {
         );
         crash_point(CrashPoint::BeforeApply);
         let mut written = Ok(());
-        for batch in built.batches {
+        let last = built.batches.len().saturating_sub(1);
+        for (i, batch) in built.batches.into_iter().enumerate() {
+            if !self.orphans.is_empty() {
+                // Rewritten now: referenced by this generation, no longer an orphan.
+                for (key, _) in &batch.ops {
+                    self.orphans.remove(key);
+                }
+            }
             written = self.backend.apply(batch);
             if written.is_err() {
                 break;
+            }
+            if i < last {
+                crash_point(CrashPoint::BetweenBatches);
             }
         }
         let written = written.and_then(|()| {
@@ -507,6 +519,7 @@ impl Store {
         if old.is_empty() && self.orphans.is_empty() {
             return Ok(());
         }
+        let orphans = std::mem::take(&mut self.orphans);
         let b = self.backend.as_ref();
         // Port maps of the kept generations (unverified ones read from their manifest, if readable).
         let unverified: BTreeMap<u64, BTreeMap<String, u64>> = kept
@@ -530,7 +543,11 @@ impl Store {
                 }
             }
         }
-        for k in std::mem::take(&mut self.orphans) {
+        for k in orphans {
+            // Never delete a record a kept generation (the new one included) refers to.
+            if generation::parse_record_key(&k).is_some_and(|(n, h)| still_used(n, h)) {
+                continue;
+            }
             batch.remove(k);
         }
         if let Err(source) = self.backend.apply(batch) {
