@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, BackendError, WriteBatch};
+use super::limits;
 use super::record::{self, FrameError, PortRecord, Snapshot};
 
 /// The schema this binary writes and reads.
@@ -57,7 +58,8 @@ impl Manifest {
         Manifest {
             schema: SCHEMA_VERSION,
             generation: gen,
-            record_count: ports.len() as u32,
+            // A count beyond u32 fails the manifest's own count check when read.
+            record_count: u32::try_from(ports.len()).unwrap_or(u32::MAX),
             saved_at,
             ports,
             counters,
@@ -176,6 +178,8 @@ pub enum Invalid {
     WrongNumber { found: u64 },
     #[error("schema {found} in manifest, expected {expected}")]
     Schema { found: u32, expected: u32 },
+    #[error("manifest field {field}: {why}")]
+    Field { field: &'static str, why: String },
     #[error("manifest lists {found} ports but counts {expected}")]
     Count { found: usize, expected: u32 },
     #[error("record {name}: missing")]
@@ -215,13 +219,38 @@ pub fn read_manifest(backend: &dyn Backend, gen: u64) -> Result<Manifest, Invali
             expected: SCHEMA_VERSION,
         });
     }
-    if m.ports.len() != m.record_count as usize {
+    if usize::try_from(m.record_count).ok() != Some(m.ports.len()) {
         return Err(Invalid::Count {
             found: m.ports.len(),
             expected: m.record_count,
         });
     }
+    check_manifest_numbers(&m)?;
     Ok(m)
+}
+
+/// The range checks of [`limits`] on a decoded manifest.
+fn check_manifest_numbers(m: &Manifest) -> Result<(), Invalid> {
+    let field = |field: &'static str| move |why| Invalid::Field { field, why };
+    limits::check(m.generation, limits::MAX_GENERATION).map_err(field("generation"))?;
+    limits::check(m.saved_at, limits::MAX_SAVED_AT).map_err(field("saved_at"))?;
+    limits::check(m.ports.len() as u64, limits::MAX_PORTS as u64).map_err(field("ports"))?;
+    limits::check(m.counters.len() as u64, limits::MAX_COUNTERS as u64)
+        .map_err(field("counters"))?;
+    for (name, &v) in &m.counters {
+        limits::check(v, limits::MAX_COUNTER).map_err(|why| Invalid::Field {
+            field: "counters",
+            why: format!("{name}: {why}"),
+        })?;
+    }
+    let long = |s: &String| s.len() > limits::MAX_TEXT;
+    if m.ports.keys().any(long) || m.counters.keys().any(long) {
+        return Err(Invalid::Field {
+            field: "ports/counters",
+            why: format!("a name longer than {} bytes", limits::MAX_TEXT),
+        });
+    }
+    Ok(())
 }
 
 /// Read and verify every record of generation `gen`.
@@ -262,12 +291,15 @@ pub fn load(backend: &dyn Backend, gen: u64) -> Result<(Manifest, Snapshot), Inv
     Ok((m, Snapshot { ports, counters }))
 }
 
-/// Every generation number with a manifest, ascending.
+/// Every generation number with a manifest, ascending. A manifest key beyond
+/// [`limits::MAX_GENERATION`] (damage: portsyncd never numbers that high) is ignored, so a damaged key
+/// cannot push the next generation number to overflow.
 pub fn list(backend: &dyn Backend) -> Result<Vec<u64>, BackendError> {
     let mut gens: Vec<u64> = backend
         .keys_with_prefix(MANIFEST_PREFIX)?
         .iter()
         .filter_map(|k| manifest_key_gen(k))
+        .filter(|&g| g <= limits::MAX_GENERATION)
         .collect();
     gens.sort_unstable();
     Ok(gens)

@@ -134,8 +134,15 @@ fn check_schema(b: &dyn Backend) -> Result<SchemaState, StoreError> {
 /// Initialise a fresh store: the schema version, and (step 0001, when `migrate`) the newest valid legacy
 /// JSON file as the first generation — in one atomic batch, so an interrupted creation leaves either a
 /// fresh store or a migrated one.
-fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), StoreError> {
+///
+/// Returns a ladder step for every legacy file rejected (each names the file and why, e.g. the field).
+fn initialise(
+    b: &dyn Backend,
+    cfg: &StoreConfig,
+    migrate: bool,
+) -> Result<Vec<LadderStep>, StoreError> {
     let mut batch = WriteBatch::default();
+    let mut steps = Vec::new();
     if migrate {
         let mut candidates = migrate::legacy_candidates(&cfg.dir.join(migrate::LEGACY_FILE));
         if let Some(p) = &cfg.json_export {
@@ -145,8 +152,15 @@ fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), S
                 }
             }
         }
-        if let Some((path, st)) = migrate::read_legacy(&candidates).chosen {
-            let gen = st.generation.unwrap_or(0) + 1;
+        let legacy = migrate::read_legacy(&candidates);
+        // Each rejection is already logged by `read_legacy`.
+        steps.extend(legacy.rejected.iter().map(|(path, e)| LadderStep {
+            from: format!("legacy file {}", path.display()),
+            reason: e.to_string(),
+        }));
+        if let Some((path, st)) = legacy.chosen {
+            // The parser bounds the generation (limits::MAX_GENERATION): this cannot saturate.
+            let gen = st.generation.unwrap_or(0).saturating_add(1);
             batch = generation::build(gen, &st.snapshot, st.saved_at, &generation::NothingStored).0;
             tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "importing legacy state");
         }
@@ -159,7 +173,8 @@ fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), S
     b.sync().map_err(|source| StoreError::Backend {
         op: "initialising the store",
         source,
-    })
+    })?;
+    Ok(steps)
 }
 
 impl Store {
@@ -224,7 +239,7 @@ impl Store {
                     Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
                 }
                 SchemaState::Fresh => {
-                    initialise(b, &cfg, migrate)?;
+                    steps.extend(initialise(b, &cfg, migrate)?);
                     reader::write_schema_marker(&sled_dir)?;
                     json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
                 }
@@ -252,7 +267,7 @@ impl Store {
             None => Store::fresh_sled(&cfg)?,
         };
         let mut store = Store::assemble(Box::new(backend), cfg, Some(lock))?;
-        store.next_gen = store.next_gen.max(outcome.max_generation + 1);
+        store.next_gen = store.next_gen.max(outcome.max_generation.saturating_add(1));
         Ok((store, outcome.recovered))
     }
 
@@ -316,7 +331,8 @@ impl Store {
             .into_iter()
             .filter(|k| !referenced.contains(k))
             .collect();
-        let next_gen = gens.last().map_or(1, |g| g + 1);
+        // `list` bounds generation numbers (limits::MAX_GENERATION): no overflow.
+        let next_gen = gens.last().map_or(1, |g| g.saturating_add(1));
         Ok(Store {
             backend,
             cfg,
@@ -341,7 +357,9 @@ impl Store {
     ) -> Result<(Store, Recovered), StoreError> {
         match check_schema(backend.as_ref())? {
             SchemaState::Current => {}
-            SchemaState::Fresh => initialise(backend.as_ref(), &cfg, false)?,
+            SchemaState::Fresh => {
+                initialise(backend.as_ref(), &cfg, false)?;
+            }
             SchemaState::Damaged(what) => return Err(StoreError::Corruption { what }),
         }
         let outcome = recovery::run(LadderInput {
@@ -353,7 +371,7 @@ impl Store {
             steps: Vec::new(),
         });
         let mut store = Store::assemble(backend, cfg, None)?;
-        store.next_gen = store.next_gen.max(outcome.max_generation + 1);
+        store.next_gen = store.next_gen.max(outcome.max_generation.saturating_add(1));
         Ok((store, outcome.recovered))
     }
 
@@ -427,6 +445,14 @@ impl Store {
             }
         };
         let gen = self.next_gen;
+        if gen > super::limits::MAX_GENERATION {
+            return Err(StoreError::Corruption {
+                what: format!(
+                    "generation numbers exhausted (next would be {gen}, at most {})",
+                    super::limits::MAX_GENERATION
+                ),
+            });
+        }
         let refs = &self.refs;
         let stored = |name: &str, hash: u64| refs.values().any(|p| p.get(name) == Some(&hash));
         let built = delta::build(
@@ -464,7 +490,7 @@ impl Store {
             return Err(self.poison("commit", source));
         }
         crash_point(CrashPoint::AfterSync);
-        self.next_gen = gen + 1;
+        self.next_gen = gen.saturating_add(1);
         self.gens.insert(gen);
         self.base = Some(gen);
         let port_count = built.manifest.ports.len();

@@ -455,3 +455,98 @@ fn records_rewritten_over_orphans_survive_the_prune() {
         );
     }
 }
+
+/// A legacy `port_state.json` (or an export) with an absurd number: no panic on open (it was a crash
+/// loop), the file is not used, and the step down names the file and the field.
+#[test]
+fn absurd_numbers_in_a_legacy_file_are_rejected_not_a_panic() {
+    let port = r#""Ethernet0": {"name": "Ethernet0", "admin_state": 1, "oper_state": 1, "flags": 4099, "mtu": 9100}"#;
+    let max = u64::MAX;
+    let cases = [
+        (
+            "saved_at",
+            format!(r#"{{"ports": {{{port}}}, "saved_at": {max}, "version": 1}}"#),
+        ),
+        (
+            "saved_at",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": {}, "version": 1}}"#,
+                1u64 << 63
+            ),
+        ),
+        (
+            "generation",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "generation": {max}, "version": 1}}"#
+            ),
+        ),
+        (
+            "generation",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "generation": {}, "version": 1}}"#,
+                max - 1
+            ),
+        ),
+        (
+            "counters",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "counters": {{"c": {max}}}, "version": 1}}"#
+            ),
+        ),
+    ];
+    for (field, doc) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        fs::write(state.join("port_state.json"), &doc).unwrap();
+        let opened = std::panic::catch_unwind(|| Store::open(cfg(t.path())));
+        let (mut s, r) = opened
+            .unwrap_or_else(|_| panic!("{field}: Store::open panicked on {doc}"))
+            .unwrap();
+        assert_eq!(r.source, RecoverySource::ColdStart, "{field}: {doc}");
+        assert!(r.snapshot.is_none(), "{field}");
+        let step = r
+            .steps
+            .iter()
+            .find(|s| s.from.contains("port_state.json"))
+            .unwrap_or_else(|| panic!("{field}: no step names the file: {:?}", r.steps));
+        assert!(step.reason.contains(field), "{field}: {step:?}");
+        // The store works: it commits, numbering from 1, and reopens.
+        assert_eq!(s.commit(&snap(2, 0)).unwrap(), 1, "{field}");
+        drop(s);
+        let (_, r) = Store::open(cfg(t.path())).unwrap();
+        assert_eq!(r.generation, Some(1), "{field}");
+    }
+}
+
+/// The same numbers in a checksummed export are as absurd (the checksum is no authority: anyone can
+/// compute it): the ladder steps down past it, and the generation numbers stay sane.
+#[test]
+fn absurd_numbers_in_a_checksummed_export_are_rejected_not_a_panic() {
+    for (field, saved_at, gen) in [
+        ("saved_at", u64::MAX, 5),
+        ("generation", 1_700_000_000, u64::MAX),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(cfg(t.path())).unwrap();
+        s.commit(&snap(2, 0)).unwrap();
+        drop(s);
+        let path = t.path().join("state/port_state.json");
+        fs::write(&path, json_export::render(&snap(3, 1), saved_at, gen)).unwrap();
+        let opened = std::panic::catch_unwind(|| Store::open(cfg(t.path())));
+        let (mut s, r) = opened
+            .unwrap_or_else(|_| panic!("{field}: Store::open panicked"))
+            .unwrap();
+        assert_eq!(
+            (r.source, r.generation),
+            (RecoverySource::Newest, Some(1)),
+            "{field}"
+        );
+        assert_eq!(s.commit(&snap(2, 2)).unwrap(), 2, "{field}");
+        let e = json_export::read(&path, true);
+        assert!(e.is_ok(), "{field}: the export is rewritten: {e:?}");
+        fs::write(&path, json_export::render(&snap(3, 1), saved_at, gen)).unwrap();
+        let err = json_export::read(&path, true).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}
