@@ -350,11 +350,12 @@ impl Store {
     }
 
     /// Open over any backend (tests, other engines): schema check and the ladder, no pid lock, no
-    /// quarantine, no migration.
+    /// quarantine, no migration. Every backend call runs under a panic guard.
     pub fn with_backend(
         backend: Box<dyn Backend>,
         cfg: StoreConfig,
     ) -> Result<(Store, Recovered), StoreError> {
+        let backend: Box<dyn Backend> = Box::new(super::backend::Guarded(backend));
         match check_schema(backend.as_ref())? {
             SchemaState::Current => {}
             SchemaState::Fresh => {

@@ -550,3 +550,57 @@ fn absurd_numbers_in_a_checksummed_export_are_rejected_not_a_panic() {
         assert!(err.contains(field), "{field}: {err}");
     }
 }
+
+/// A backend whose reads panic (what a damaged sled db can do, docs/durability.md): the open steps
+/// down the ladder, loads and listings are errors, a commit poisons the store; nothing unwinds into
+/// the caller.
+#[test]
+fn a_panicking_read_is_an_error_not_a_crash() {
+    let b = MemBackend::new();
+    let c = StoreConfig {
+        json_export: None,
+        ..StoreConfig::new("/nonexistent")
+    };
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), c.clone()).unwrap();
+    s.commit(&snap(3, 0)).unwrap();
+    drop(s);
+    b.set_faults(Faults {
+        panic_read: true,
+        ..Default::default()
+    });
+    let opened = std::panic::catch_unwind(|| Store::with_backend(Box::new(b.clone()), c.clone()));
+    let opened = opened.expect("Store::with_backend unwound a backend panic");
+    let err = opened.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("panicked"), "{err}");
+    // Reads that start panicking after the open.
+    b.set_faults(Faults::default());
+    let (mut s, r) = Store::with_backend(Box::new(b.clone()), c).unwrap();
+    assert_eq!(r.generation, Some(1));
+    b.set_faults(Faults {
+        panic_read: true,
+        ..Default::default()
+    });
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (
+            s.load(1).map(|_| ()).map_err(|e| e.to_string()),
+            s.generations().map(|_| ()).map_err(|e| e.to_string()),
+        )
+    }));
+    let (load, gens) = res.expect("a read unwound a backend panic");
+    assert!(load.unwrap_err().contains("panicked"));
+    assert!(gens.unwrap_err().contains("panicked"));
+    // A commit whose writes panic too: an error, the store poisoned.
+    b.set_faults(Faults {
+        panic_read: true,
+        panic_apply: true,
+        ..Default::default()
+    });
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.commit(&snap(3, 1)).map_err(|e| e.to_string())
+    }));
+    assert!(res
+        .expect("a commit unwound")
+        .unwrap_err()
+        .contains("panicked"));
+    assert!(s.poisoned().is_some());
+}
