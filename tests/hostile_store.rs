@@ -62,20 +62,20 @@ fn cfg(dir: &Path) -> StoreConfig {
 /// Numbers that break naive code.
 fn nasty_number() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just(u64::MAX.to_string()),
-        Just((u64::MAX - 1).to_string()),
-        Just((1u64 << 63).to_string()),
-        Just((1u64 << 53).to_string()),
-        Just(((1u64 << 53) + 1).to_string()),
-        Just(u32::MAX.to_string()),
-        Just((u64::from(u32::MAX) + 1).to_string()),
-        Just("253402300800".to_string()),
-        Just("-1".to_string()),
-        Just("1e400".to_string()),
-        Just("0.5".to_string()),
-        Just("18446744073709551616".to_string()),
-        Just("0".to_string()),
-        any::<u64>().prop_map(|v| v.to_string()),
+        3 => Just(u64::MAX.to_string()),
+        2 => Just((u64::MAX - 1).to_string()),
+        2 => Just((1u64 << 63).to_string()),
+        1 => Just((1u64 << 53).to_string()),
+        1 => Just(((1u64 << 53) + 1).to_string()),
+        1 => Just(u32::MAX.to_string()),
+        1 => Just((u64::from(u32::MAX) + 1).to_string()),
+        1 => Just("253402300800".to_string()),
+        1 => Just("-1".to_string()),
+        1 => Just("1e400".to_string()),
+        1 => Just("0.5".to_string()),
+        1 => Just("18446744073709551616".to_string()),
+        1 => Just("0".to_string()),
+        1 => any::<u64>().prop_map(|v| v.to_string()),
     ]
 }
 
@@ -186,23 +186,66 @@ fn valid_files() -> Vec<Vec<u8>> {
 
 #[derive(Debug, Clone)]
 enum Mutation {
-    FlipBit { at: usize, bit: u8 },
-    Truncate { at: usize },
-    Insert { at: usize, bytes: Vec<u8> },
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    Truncate {
+        at: usize,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
     /// Replace the `nth` run of digits with a nasty number.
-    Number { nth: usize, with: String },
-    Delete { at: usize, len: usize },
+    Number {
+        nth: usize,
+        with: String,
+    },
+    Delete {
+        at: usize,
+        len: usize,
+    },
+    /// Replace the value of the first `"key":` with a nasty number.
+    Field {
+        key: &'static str,
+        with: String,
+    },
 }
+
+const NUMERIC_FIELDS: [&str; 7] = [
+    "saved_at",
+    "generation",
+    "version",
+    "mtu",
+    "flags",
+    "admin_state",
+    "commits",
+];
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
+        1 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
+        1 => any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+        1 => (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        (any::<usize>(), nasty_number()).prop_map(|(nth, with)| Mutation::Number { nth, with }),
-        (any::<usize>(), 1usize..16).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        1 => (any::<usize>(), nasty_number()).prop_map(|(nth, with)| Mutation::Number { nth, with }),
+        1 => (any::<usize>(), 1usize..16).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        // The fields whose absurd values once crashed the open: often.
+        4 => (
+            prop_oneof![
+                2 => Just("saved_at"),
+                2 => Just("generation"),
+                1 => prop::sample::select(&NUMERIC_FIELDS[..]),
+            ],
+            nasty_number()
+        )
+            .prop_map(|(key, with)| Mutation::Field { key, with }),
     ]
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn apply(mut doc: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
@@ -238,6 +281,20 @@ fn apply(mut doc: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
                     doc.splice(r, with.bytes());
                 }
             }
+            Mutation::Field { key, with } => {
+                let needle = format!("\"{key}\":");
+                if let Some(pos) = find(&doc, needle.as_bytes()) {
+                    let mut start = pos + needle.len();
+                    while doc.get(start) == Some(&b' ') {
+                        start += 1;
+                    }
+                    let mut end = start;
+                    while doc.get(end).is_some_and(|c| !b",}]".contains(c)) {
+                        end += 1;
+                    }
+                    doc.splice(start..end, with.bytes());
+                }
+            }
             Mutation::Delete { at, len } => {
                 let at = at % n;
                 let end = (at + len).min(doc.len());
@@ -262,7 +319,10 @@ fn open_bounded(dir: &Path) -> Result<(Store, portsyncd::store::Recovered), Stri
     match rx.recv_timeout(BOUND) {
         Ok(Ok(r)) => r.map_err(|e| e.to_string()),
         Ok(Err(_)) => panic!("Store::open panicked"),
-        Err(_) => panic!("Store::open took more than {BOUND:?} ({:?})", started.elapsed()),
+        Err(_) => panic!(
+            "Store::open took more than {BOUND:?} ({:?})",
+            started.elapsed()
+        ),
     }
 }
 
@@ -435,19 +495,43 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[derive(Debug, Clone)]
 enum Damage {
-    Truncate { file: usize, keep: u16 },
-    FlipBits { file: usize, at: u16, mask: u8 },
-    Zero { file: usize, at: u16, len: u16 },
-    Delete { file: usize },
+    Truncate {
+        file: usize,
+        keep: u16,
+    },
+    FlipBits {
+        file: usize,
+        at: u16,
+        mask: u8,
+    },
+    Zero {
+        file: usize,
+        at: u16,
+        len: u16,
+    },
+    Delete {
+        file: usize,
+    },
     /// Replace the file with the same-named file of another generation's copy.
-    Swap { file: usize, from: usize },
+    Swap {
+        file: usize,
+        from: usize,
+    },
 }
 
 fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
         (any::<usize>(), any::<u16>()).prop_map(|(file, keep)| Damage::Truncate { file, keep }),
-        (any::<usize>(), any::<u16>(), 1u8..).prop_map(|(file, at, mask)| Damage::FlipBits { file, at, mask }),
-        (any::<usize>(), any::<u16>(), 1u16..4096).prop_map(|(file, at, len)| Damage::Zero { file, at, len }),
+        (any::<usize>(), any::<u16>(), 1u8..).prop_map(|(file, at, mask)| Damage::FlipBits {
+            file,
+            at,
+            mask
+        }),
+        (any::<usize>(), any::<u16>(), 1u16..4096).prop_map(|(file, at, len)| Damage::Zero {
+            file,
+            at,
+            len
+        }),
         any::<usize>().prop_map(|file| Damage::Delete { file }),
         (any::<usize>(), any::<usize>()).prop_map(|(file, from)| Damage::Swap { file, from }),
     ]
