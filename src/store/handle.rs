@@ -542,7 +542,7 @@ impl Store {
     fn prune(&mut self, newest: u64) -> Result<(), StoreError> {
         let keep = self.cfg.generations.max(1) as u64;
         let (old, kept): (Vec<u64>, Vec<u64>) =
-            self.gens.iter().partition(|&&g| g + keep <= newest);
+            self.gens.iter().partition(|&&g| g.saturating_add(keep) <= newest);
         if old.is_empty() && self.orphans.is_empty() {
             return Ok(());
         }
