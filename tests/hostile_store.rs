@@ -20,7 +20,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use portsyncd::store::{json_export, PortRecord, Snapshot, Store, StoreConfig};
+use portsyncd::store::{
+    delta, json_export, Backend, PortRecord, SledBackend, Snapshot, Store, StoreConfig,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
 
@@ -434,8 +436,10 @@ fn template_snapshot(gen: u64) -> Snapshot {
     s
 }
 
-/// A state directory after each committed generation (`copies[k]` holds generations up to `k + 1`),
-/// built once per test process.
+/// State directories, built once per test process: `copies[k]` for `k < TEMPLATE_GENS` holds
+/// generations `1..=k + 1`; the later ones hold generations `1..=j` plus the record batches of
+/// generation `j + 1` without its manifest (a crash between batches: orphans), `j` in
+/// `1..TEMPLATE_GENS`.
 struct Template {
     _dir: tempfile::TempDir,
     copies: Vec<PathBuf>,
@@ -456,8 +460,36 @@ fn template() -> &'static Template {
             copies.push(copy);
         }
         drop(store);
+        for j in 1..TEMPLATE_GENS {
+            let copy = dir.path().join(format!("orphans-after-{j}"));
+            copy_tree(&copies[j as usize - 1], &copy, &[]);
+            write_orphans(&copy.join("sled"), j + 1);
+            copies.push(copy);
+        }
         Template { _dir: dir, copies }
     })
+}
+
+/// Every record batch of generation `gen` (all its records), not its manifest, made durable: what a
+/// crash between the last record batch and the manifest leaves.
+fn write_orphans(sled_dir: &Path, gen: u64) {
+    let snap = template_snapshot(gen);
+    let built = delta::build(
+        gen,
+        None,
+        snap.ports.iter().map(|(n, r)| (n.as_str(), Some(r))),
+        &snap.counters,
+        1_700_000_000,
+        &|_, _| false,
+        false,
+    );
+    let b = SledBackend::open(sled_dir, 1 << 20).unwrap();
+    let n = built.batches.len();
+    assert!(n > 2, "several record batches");
+    for batch in built.batches.into_iter().take(n - 1) {
+        b.apply(batch).unwrap();
+    }
+    b.sync().unwrap();
 }
 
 fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
@@ -601,8 +633,8 @@ proptest! {
     /// reopens.
     #[test]
     fn damaged_sled_dirs_open_cleanly(
-        base in 0usize..TEMPLATE_GENS as usize,
-        damages in prop::collection::vec(damage(), 1..4),
+        base in 0usize..(2 * TEMPLATE_GENS - 1) as usize,
+        damages in prop::collection::vec(damage(), 0..4),
     ) {
         let t = tempfile::tempdir().unwrap();
         let state = t.path().join("state");
