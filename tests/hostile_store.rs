@@ -21,7 +21,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use portsyncd::store::{
-    delta, json_export, Backend, PortRecord, SledBackend, Snapshot, Store, StoreConfig,
+    delta, json_export, Backend, PortRecord, RecoverySource, SledBackend, Snapshot, Store,
+    StoreConfig,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
@@ -672,8 +673,13 @@ proptest! {
         let committed = store.commit(&next);
         drop(store);
         if let Ok(g) = committed {
-            let (_, rec) = open_bounded(&state).unwrap_or_else(|e| panic!("reopen after a commit: {e}"));
+            let (store, rec) = open_bounded(&state).unwrap_or_else(|e| panic!("reopen after a commit: {e}"));
+            // From sled itself, not the JSON export standing in for a generation sled lost.
+            prop_assert_eq!(rec.source, RecoverySource::Newest, "{:?}", rec.steps);
             prop_assert_eq!(rec.generation, Some(g), "{:?}", rec.steps);
+            for info in store.generations().unwrap() {
+                prop_assert!(info.is_valid(), "generation {}: {:?}", info.number, info.problem);
+            }
             prop_assert_eq!(rec.snapshot, Some(next));
         }
     }

@@ -541,8 +541,10 @@ impl Store {
     /// and sled replays its log in order, so it can never land without the generation that replaced it.
     fn prune(&mut self, newest: u64) -> Result<(), StoreError> {
         let keep = self.cfg.generations.max(1) as u64;
-        let (old, kept): (Vec<u64>, Vec<u64>) =
-            self.gens.iter().partition(|&&g| g.saturating_add(keep) <= newest);
+        let (old, kept): (Vec<u64>, Vec<u64>) = self
+            .gens
+            .iter()
+            .partition(|&&g| g.saturating_add(keep) <= newest);
         if old.is_empty() && self.orphans.is_empty() {
             return Ok(());
         }
