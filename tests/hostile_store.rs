@@ -121,6 +121,46 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// A number field: usually valid, often hostile, sometimes not a number at all.
+fn field_value(valid: serde_json::Value) -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        2 => Just(valid),
+        2 => nasty_number().prop_map(|n| serde_json::from_str(&n).unwrap_or(serde_json::Value::Null)),
+        1 => json_value(),
+    ]
+}
+
+/// A document with the shape of a state file, every field valid or hostile.
+fn state_doc() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    let port = (
+        field_value(json!(1)),
+        field_value(json!(0)),
+        field_value(json!(4099)),
+        field_value(json!(9100)),
+    )
+        .prop_map(|(a, o, f, m)| json!({"admin_state": a, "oper_state": o, "flags": f, "mtu": m}));
+    (
+        prop::collection::btree_map("(Ethernet|PortChannel)[0-9]{1,4}", port, 0..4),
+        field_value(json!(1_700_000_000u64)),
+        prop::option::of(field_value(json!(3))),
+        prop::collection::btree_map("[a-z_]{1,12}", field_value(json!(2)), 0..3),
+        field_value(json!(1)),
+    )
+        .prop_map(|(ports, saved_at, generation, counters, version)| {
+            let mut doc = json!({
+                "ports": ports,
+                "saved_at": saved_at,
+                "counters": counters,
+                "version": version,
+            });
+            if let Some(g) = generation {
+                doc["generation"] = g;
+            }
+            doc
+        })
+}
+
 fn check_parsed(st: &json_export::JsonState) {
     assert!(st.saved_at <= 253_402_300_799, "saved_at {}", st.saved_at);
     assert!(st.generation.is_none_or(|g| g <= 1 << 53));
@@ -131,7 +171,11 @@ proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn parse_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+    fn parse_never_panics_on_bytes(bytes in prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..2048),
+        (0usize..3, prop::collection::vec(mutation(), 0..6))
+            .prop_map(|(i, muts)| apply(valid_files()[i].clone(), &muts)),
+    ]) {
         for checksum in [false, true] {
             if let Ok(st) = json_export::parse(&bytes, checksum) {
                 check_parsed(&st);
@@ -140,7 +184,7 @@ proptest! {
     }
 
     #[test]
-    fn parse_never_panics_on_json(v in json_value()) {
+    fn parse_never_panics_on_json(v in prop_oneof![json_value(), state_doc()]) {
         let bytes = serde_json::to_vec(&v).unwrap();
         for checksum in [false, true] {
             if let Ok(st) = json_export::parse(&bytes, checksum) {
