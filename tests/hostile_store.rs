@@ -208,7 +208,7 @@ fn port(i: usize, salt: u32) -> PortRecord {
     PortRecord {
         name,
         ifindex: i as u32 + 3,
-        admin_up: i % 2 == 0,
+        admin_up: i.is_multiple_of(2),
         oper_up: (i as u32 + salt).is_multiple_of(3),
         flags: 0x1043 ^ salt,
         mtu: 9100,
