@@ -11,7 +11,7 @@
 //! Records are content-addressed: a port whose record did not change since a kept generation is not
 //! written again, so a commit costs what changed plus one manifest. [`build`] makes one atomic batch
 //! (the legacy import); commits use `delta::build`, which writes records in batches with the manifest
-//! last (a crash leaves the manifest with every record, or unreferenced records the next open prunes). Verification checks
+//! last (a crash leaves the manifest with every record, or unreferenced records that the first commit after the next open prunes, unless it writes them again). Verification checks
 //! the manifest frame, its number and schema, and for every port: the record exists, its frame (CRC32
 //! over key and payload) is intact, it names the port, and its FNV-1a 64 hash equals the manifest's.
 
