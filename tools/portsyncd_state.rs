@@ -86,7 +86,8 @@ enum Command {
     },
     /// Check every record of every generation (and the JSON export). 0 valid, 1 corruption, 2 cannot open.
     Verify,
-    /// Import a legacy port_state.json (and its backups) as a new generation.
+    /// Import a legacy port_state.json as a new generation (exactly FILE; a valid backup is only named
+    /// when FILE is unusable). 0 imported, 2 bad input (store untouched).
     Import {
         file: PathBuf,
         /// Where to rewrite the compatibility JSON afterwards (`off` to skip).
