@@ -11,8 +11,14 @@
 //! - Sled-level: the control + `sync_all()` on sled's `db` file loses nothing either.
 //!
 //! Runs as root with `/dev/fuse`; fails loudly otherwise unless `PORTSYNCD_SKIP_FUSE=1`.
-//! `POWERCUT_RUNS` (default 20: control and store 20 each, store torn 10, the rest 5) and
-//! `POWERCUT_SEED` tune and replay.
+//! - Repeated cuts on one disk at 1024 ports (`POWERCUT_PORTS`), where a third of the records change
+//!   per generation: each new writer continues on what the last cut left (orphaned record batches
+//!   included, in torn mode), and must find at least the last acknowledged generation.
+//!
+//! `POWERCUT_RUNS` (default 20: control and store 20 each, store torn 10, the rest 5),
+//! `POWERCUT_PORTS` (the repeated-cuts test's size; set for the other store tests, their snapshots
+//! get this many ports plus `gen % 25`, a third changing per generation) and `POWERCUT_SEED` tune and
+//! replay. See docs/powercut.md for the long runs.
 
 // Only the harness: the rest of `tests/common` serves other tests and needs their binaries.
 #[path = "common/powercut.rs"]
@@ -32,7 +38,7 @@ mod store_commit;
 use portsyncd::store::{
     PortRecord, Recovered, RecoverySource, Snapshot, Store, StoreConfig, SLED_DIR,
 };
-use powercut_harness::{fuse_available, Harness, Tally, Verdict};
+use powercut_harness::{fuse_available, Harness, Tally, Verdict, PREVIOUS_ACK_ENV};
 use store_commit::commit_as_daemon;
 
 const ROLE_ENV: &str = "POWERCUT_ROLE";
@@ -245,8 +251,19 @@ fn store_config(dir: &Path) -> StoreConfig {
     }
 }
 
-/// Ports in generation `gen`: varies over `MIN_PORTS..=MAX_PORTS` so generations differ in size.
+/// Env variable: a fixed size (plus `gen % 25`) with records shared between generations.
+const PORTS_ENV: &str = "POWERCUT_PORTS";
+
+fn fixed_ports() -> Option<usize> {
+    std::env::var(PORTS_ENV).ok().and_then(|s| s.parse().ok())
+}
+
+/// Ports in generation `gen`: varies over `MIN_PORTS..=MAX_PORTS` so generations differ in size
+/// (with `POWERCUT_PORTS=N`: `N + gen % 25`).
 fn port_count(gen: u64) -> usize {
+    if let Some(n) = fixed_ports() {
+        return n + (gen % 25) as usize;
+    }
     let span = (MAX_PORTS - MIN_PORTS + 1) as u64;
     MIN_PORTS + (gen.wrapping_mul(389) % span) as usize
 }
@@ -259,15 +276,19 @@ fn port_name(i: usize) -> String {
 }
 
 /// The snapshot committed as generation `gen`: every port carries `gen` (MTU, flags, a published
-/// field) and the counters do too, so a state mixing two generations is detected.
+/// field) and the counters do too, so a state mixing two generations is detected. With
+/// `POWERCUT_PORTS`, port `i` carries `(i + gen) / 3` instead: a third of the records change per
+/// generation, the rest are shared (the counters still name `gen`, and the size varies).
 fn snapshot_for(gen: u64) -> Snapshot {
     let mut snap = Snapshot::default();
-    let g32 = u32::try_from(gen).unwrap_or(u32::MAX);
+    let shared = fixed_ports().is_some();
     for i in 0..port_count(gen) {
+        let v = if shared { (gen + i as u64) / 3 } else { gen };
+        let g32 = u32::try_from(v).unwrap_or(u32::MAX);
         let name = port_name(i);
-        let up = (gen + i as u64).is_multiple_of(2);
+        let up = (v + i as u64).is_multiple_of(2);
         let mut published = BTreeMap::new();
-        published.insert("generation".to_owned(), gen.to_string());
+        published.insert("generation".to_owned(), v.to_string());
         published.insert(
             "oper_status".to_owned(),
             if up { "up" } else { "down" }.into(),
@@ -312,13 +333,37 @@ fn mismatch(gen: u64, snap: &Snapshot) -> Option<String> {
     Some(format!("port {name} is {port:?}"))
 }
 
-/// Commits generations forever, printing `ack <generation>` after each `Ok`.
+/// Commits generations forever, printing `ack <generation>` after each `Ok`. The first writer of
+/// a run starts on a fresh store; a later one (after a cut, `POWERCUT_PREVIOUS_ACK` set) must
+/// recover exactly a committed generation, at least the last one acknowledged before the cut.
 fn store_writer(dir: &Path) -> anyhow::Result<()> {
     let (mut store, recovered) = Store::open(store_config(dir))?;
-    anyhow::ensure!(
-        recovered.generation.is_none(),
-        "fresh store recovered {recovered:?}"
-    );
+    match std::env::var(PREVIOUS_ACK_ENV)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        None => anyhow::ensure!(
+            recovered.generation.is_none(),
+            "fresh store recovered {recovered:?}"
+        ),
+        Some(prev) => {
+            let verdict = judge(&recovered, SledFate::Kept);
+            anyhow::ensure!(
+                verdict.starts_with("newest ") && recovered.generation >= Some(prev),
+                "after the cut: {verdict}, generation {:?}, last ack {prev}, steps {:?}",
+                recovered.generation,
+                recovered.steps
+            );
+            for info in store.generations()? {
+                anyhow::ensure!(
+                    info.is_valid(),
+                    "after the cut generation {} is invalid: {:?}",
+                    info.number,
+                    info.problem
+                );
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     let mut prev = None;
     loop {
@@ -532,6 +577,42 @@ fn store_json_export_survives_power_cuts_without_sled() {
         child("store-verifier-without-sled", d)
     });
     let line = store_tally_line("store, sled destroyed after the cut (JSON export)", &store);
+    println!("{line}");
+    assert_store_clean(&store, &line);
+}
+
+/// Repeated torn cuts on one disk at 1024 ports (or `POWERCUT_PORTS`), most records shared between
+/// generations, each cut preceded by process crashes (SIGKILL, a new writer on the same mount): each
+/// writer continues on whatever survived, including record batches of a commit whose manifest did
+/// not, and commits the same content again. No acknowledged generation may be lost at any crash or
+/// cut, and every generation must stay valid.
+#[test]
+fn store_survives_repeated_torn_cuts_at_1024_ports() {
+    if !fuse_available() {
+        return;
+    }
+    let ports = fixed_ports().unwrap_or(1024).to_string();
+    let mut harness = Harness::from_env();
+    harness.torn = true;
+    harness.cuts_per_run = std::env::var("POWERCUT_CUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    harness.kills_per_cut = 3;
+    harness.max_cut_delay = Duration::from_millis(600);
+    let with_ports = |mut c: Command| {
+        c.env(PORTS_ENV, &ports);
+        c
+    };
+    let store = harness.run_cuts(
+        runs().div_ceil(4),
+        &|d| with_ports(child("store-writer", d)),
+        &|d| with_ports(child("store-verifier", d)),
+    );
+    let line = store_tally_line(
+        &format!("repeated torn cuts, {ports} ports, store commit path"),
+        &store,
+    );
     println!("{line}");
     assert_store_clean(&store, &line);
 }

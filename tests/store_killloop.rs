@@ -3,7 +3,12 @@
 //! must open, its newest valid generation must be at least the last acknowledged one, and every
 //! generation it holds must be exactly the snapshot committed under that number (never torn, never mixed).
 //!
-//! `STORE_KILLLOOP_ROUNDS` (default 200) and `STORE_KILLLOOP_SEED` override the defaults.
+//! Snapshots have `STORE_KILLLOOP_PORTS` ports (default 1024) plus `gen % 25`; each generation changes
+//! a third of the records and shares the rest with the one before, so a commit writes several record
+//! batches and a kill between them leaves orphans the next child writes again.
+//!
+//! `STORE_KILLLOOP_ROUNDS` (default 200), `STORE_KILLLOOP_PORTS` and `STORE_KILLLOOP_SEED` override the
+//! defaults. The long run is documented in docs/durability.md.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -19,23 +24,34 @@ use store_commit::commit_as_daemon;
 
 const CHILD_ENV: &str = "STORE_KILLLOOP_CHILD_DIR";
 
-/// The snapshot committed as generation `gen`: its size and content depend on `gen`, so a mix of two
-/// generations can never pass for one.
+const PORTS_ENV: &str = "STORE_KILLLOOP_PORTS";
+
+fn base_ports() -> usize {
+    std::env::var(PORTS_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// The snapshot committed as generation `gen`: its size and its counters depend on `gen`, so a mix of
+/// two generations can never pass for one. Port `i`'s record depends only on `(i + gen) / 3`: a third
+/// of the records change from one generation to the next, the rest are shared.
 fn snapshot_for(gen: u64) -> Snapshot {
     let mut s = Snapshot::default();
-    let n = 40 + (gen % 25) as usize;
+    let n = base_ports() + (gen % 25) as usize;
     for i in 0..n {
         let name = format!("Ethernet{}", i * 4);
+        let v = (gen + i as u64) / 3;
         s.ports.insert(
             name.clone(),
             PortRecord {
                 name,
                 ifindex: i as u32 + 1,
-                admin_up: (gen + i as u64).is_multiple_of(2),
-                oper_up: (gen + i as u64).is_multiple_of(3),
-                flags: gen as u32,
+                admin_up: v.is_multiple_of(2),
+                oper_up: v.is_multiple_of(3),
+                flags: v as u32,
                 mtu: 9100,
-                published: [("gen".to_string(), gen.to_string())].into(),
+                published: [("v".to_string(), v.to_string())].into(),
             },
         );
     }

@@ -339,3 +339,101 @@ fn a_store_sled_cannot_open_is_shown_by_inspect_and_has_no_generation_to_export(
     assert!(text(&o).contains("no valid generation"), "{}", text(&o));
     assert_eq!(entries(&state), before, "read commands change nothing");
 }
+
+/// `import FILE` imports FILE: not a sibling `.backup` or `backups/` file that happens to be newer.
+/// When FILE is unusable it exits 2 (nothing written) and points at a valid backup instead of
+/// silently taking it.
+#[test]
+fn import_takes_the_file_it_was_given() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("legacy");
+    fs::create_dir_all(src.join("backups")).unwrap();
+    let doc = |port: &str, saved_at: u64| {
+        format!(
+            r#"{{"ports": {{"{port}": {{"name": "{port}", "admin_state": 1, "oper_state": 0, "flags": 4099, "mtu": 9100}}}}, "saved_at": {saved_at}, "version": 1}}"#
+        )
+    };
+    let file = src.join("port_state.json");
+    fs::write(&file, doc("Ethernet0", 1_700_000_000)).unwrap();
+    fs::write(
+        src.join("port_state.json.backup"),
+        doc("Ethernet4", 1_700_000_100),
+    )
+    .unwrap();
+    fs::write(
+        src.join("backups/port_state_1700000200.json"),
+        doc("Ethernet8", 1_700_000_200),
+    )
+    .unwrap();
+    let state = t.path().join("state");
+    let o = run(&state, &["import", file.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("imported {} ", file.display())),
+        "{}",
+        text(&o)
+    );
+    let o = run(&state, &["export"]);
+    let st = portsyncd::store::json_export::parse(&o.stdout, true).unwrap();
+    assert_eq!(
+        st.snapshot.ports.keys().collect::<Vec<_>>(),
+        ["Ethernet0"],
+        "the given file's ports"
+    );
+    assert_eq!(st.saved_at, 1_700_000_000);
+
+    // The given file unusable: exit 2, the store untouched, the valid backup named.
+    let state2 = t.path().join("state2");
+    fs::write(&file, b"{\"ports\": {").unwrap();
+    let o = run(&state2, &["import", file.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(!state2.exists(), "{}", text(&o));
+    assert!(
+        text(&o).contains("port_state_1700000200.json"),
+        "names the newest valid backup: {}",
+        text(&o)
+    );
+}
+
+/// A legacy file with a number near 2^64 (it made `import` panic): exit 2, naming the field, nothing
+/// written.
+#[test]
+fn import_of_absurd_numbers_exits_2() {
+    let t = tempfile::tempdir().unwrap();
+    let port = r#""Ethernet0": {"name": "Ethernet0", "admin_state": 1, "oper_state": 1, "flags": 4099, "mtu": 9100}"#;
+    for (field, doc) in [
+        (
+            "saved_at",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": {}, "version": 1}}"#,
+                u64::MAX
+            ),
+        ),
+        (
+            "generation",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "generation": {}, "version": 1}}"#,
+                u64::MAX
+            ),
+        ),
+        (
+            "counters",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "counters": {{"x": {}}}, "version": 1}}"#,
+                u64::MAX
+            ),
+        ),
+    ] {
+        let file = t.path().join(format!("{field}.json"));
+        fs::write(&file, &doc).unwrap();
+        let state = t.path().join(format!("state-{field}"));
+        let o = run(&state, &["import", file.to_str().unwrap()]);
+        assert_eq!(code(&o), 2, "{field}: {}", text(&o));
+        assert!(text(&o).contains(field), "{field}: {}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{field}: {}", text(&o));
+        assert!(
+            !state.exists(),
+            "{field}: import of bad input created the store"
+        );
+    }
+}

@@ -86,7 +86,8 @@ enum Command {
     },
     /// Check every record of every generation (and the JSON export). 0 valid, 1 corruption, 2 cannot open.
     Verify,
-    /// Import a legacy port_state.json (and its backups) as a new generation.
+    /// Import a legacy port_state.json as a new generation (exactly FILE; a valid backup is only named
+    /// when FILE is unusable). 0 imported, 2 bad input (store untouched).
     Import {
         file: PathBuf,
         /// Where to rewrite the compatibility JSON afterwards (`off` to skip).
@@ -366,18 +367,30 @@ fn verify(dir: &Path) -> Result<(), Fail> {
     ))
 }
 
+/// `import FILE`: imports FILE itself. Its backups (`FILE.backup`, `backups/`) are read only to name a
+/// valid one when FILE is unusable: an operator who names a file gets that file or an error (exit 2,
+/// nothing written), never a sibling chosen behind their back.
 fn import(dir: &Path, file: &Path, json_export_opt: Option<&str>) -> Result<(), Fail> {
     // Read and validate everything before the store is touched.
-    let main =
-        json_export::read(file, false).map_err(|e| Fail(2, format!("{}: {e}", file.display())))?;
-    let imp = migrate::read_legacy(&migrate::legacy_candidates(file));
-    let (chosen_path, st) = match imp.chosen {
-        Some((p, s)) if s.saved_at > main.saved_at => (p, s),
-        _ => (file.to_path_buf(), main),
+    let st = match json_export::read(file, false) {
+        Ok(st) => st,
+        Err(e) => {
+            let mut msg = format!("{}: {e}; nothing imported", file.display());
+            let backups: Vec<PathBuf> = migrate::legacy_candidates(file)
+                .into_iter()
+                .filter(|p| p != file)
+                .collect();
+            if let Some((p, b)) = migrate::read_legacy(&backups).chosen {
+                msg.push_str(&format!(
+                    "; a valid backup is {} (saved {}): import it by name",
+                    p.display(),
+                    format_utc(b.saved_at)
+                ));
+            }
+            return Err(Fail(2, msg));
+        }
     };
-    for (p, e) in &imp.rejected {
-        eprintln!("warning: skipped {}: {e}", p.display());
-    }
+    let chosen_path = file.to_path_buf();
     if dir.exists() && !dir.is_dir() {
         return Err(Fail(2, format!("{} is not a directory", dir.display())));
     }

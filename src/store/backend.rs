@@ -63,6 +63,56 @@ pub trait Backend: Send {
     }
 }
 
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Run one backend call under `catch_unwind`: a panic (sled can panic on a damaged db, on reads as
+/// well as on open) becomes [`BackendError::Corruption`], which steps down the ladder or poisons
+/// the store, instead of unwinding into the daemon.
+pub fn guard<T>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, BackendError>,
+) -> Result<T, BackendError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = panic_message(p.as_ref());
+            tracing::error!(op, panic = %msg, "the storage engine panicked; treated as corruption");
+            Err(BackendError::Corruption(format!("{op} panicked: {msg}")))
+        }
+    }
+}
+
+/// Any backend with every call under [`guard`] (what [`Store::with_backend`](super::Store::with_backend)
+/// runs over; [`SledBackend`] guards its own calls).
+pub struct Guarded(pub Box<dyn Backend>);
+
+impl Backend for Guarded {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        guard("get", || self.0.get(key))
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
+        guard("scan", || self.0.scan_prefix(prefix))
+    }
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
+        guard("key scan", || self.0.keys_with_prefix(prefix))
+    }
+    fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        guard("apply", || self.0.apply(batch))
+    }
+    fn sync(&self) -> Result<(), BackendError> {
+        guard("sync", || self.0.sync())
+    }
+    fn size_on_disk(&self) -> Option<u64> {
+        guard("size", || Ok(self.0.size_on_disk())).ok().flatten()
+    }
+}
+
 /// sled 0.34.7, made power-safe: `flush()` then `fsync` of the `db` file (sled's own flush only calls
 /// `sync_file_range` on Linux; see docs/durability.md).
 pub struct SledBackend {
@@ -161,27 +211,50 @@ fn collect_garbage() {
     }
 }
 
+/// Every sled call runs under [`guard`]: a damaged db can make reads panic, not only the open.
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.db.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
+        guard("sled get", || {
+            Ok(self.db.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
+        })
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
-        self.db
-            .scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err))
-            .collect()
+        guard("sled scan", || {
+            self.db
+                .scan_prefix(prefix)
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err))
+                .collect()
+        })
     }
 
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
-        self.db
-            .scan_prefix(prefix)
-            .keys()
-            .map(|r| r.map(|k| k.to_vec()).map_err(sled_err))
-            .collect()
+        guard("sled key scan", || {
+            self.db
+                .scan_prefix(prefix)
+                .keys()
+                .map(|r| r.map(|k| k.to_vec()).map_err(sled_err))
+                .collect()
+        })
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        guard("sled apply", || self.apply_unguarded(batch))
+    }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        guard("sled sync", || self.sync_unguarded())
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        guard("sled size", || Ok(self.db.size_on_disk().ok()))
+            .ok()
+            .flatten()
+    }
+}
+
+impl SledBackend {
+    fn apply_unguarded(&self, batch: WriteBatch) -> Result<(), BackendError> {
         let mut b = sled::Batch::default();
         for (k, v) in batch.ops {
             match v {
@@ -194,7 +267,7 @@ impl Backend for SledBackend {
         applied
     }
 
-    fn sync(&self) -> Result<(), BackendError> {
+    fn sync_unguarded(&self) -> Result<(), BackendError> {
         self.db.flush().map_err(sled_err)?;
         super::fault::crash_point(super::fault::CrashPoint::AfterFlush);
         // Items larger than a quarter segment (128 KiB) — at 2048 ports the tree node holding the
@@ -209,10 +282,6 @@ impl Backend for SledBackend {
         File::open(self.dir.join("db"))?.sync_all()?;
         Ok(())
     }
-
-    fn size_on_disk(&self) -> Option<u64> {
-        self.db.size_on_disk().ok()
-    }
 }
 
 /// Fault knobs of [`MemBackend`].
@@ -224,6 +293,10 @@ pub struct Faults {
     pub fail_sync: bool,
     /// Fail every read from now on.
     pub fail_read: bool,
+    /// Panic in every read from now on (what a damaged sled can do).
+    pub panic_read: bool,
+    /// Panic in every `apply` from now on.
+    pub panic_apply: bool,
 }
 
 #[derive(Default)]
@@ -304,6 +377,10 @@ impl MemBackend {
 impl Backend for MemBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let g = self.lock();
+        if g.faults.panic_read {
+            drop(g);
+            panic!("injected read panic");
+        }
         if g.faults.fail_read {
             return Err(injected("read"));
         }
@@ -312,6 +389,10 @@ impl Backend for MemBackend {
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
         let g = self.lock();
+        if g.faults.panic_read {
+            drop(g);
+            panic!("injected read panic");
+        }
         if g.faults.fail_read {
             return Err(injected("read"));
         }
@@ -332,6 +413,10 @@ impl Backend for MemBackend {
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
         let mut g = self.lock();
+        if g.faults.panic_apply {
+            drop(g);
+            panic!("injected apply panic");
+        }
         if g.faults.fail_apply {
             return Err(injected("apply"));
         }

@@ -1,7 +1,9 @@
 //! Crash points: the test binary re-runs itself as a child that aborts at one named step of the commit
 //! protocol (see [`CrashPoint`]); the parent then reopens the store. The recovered generation must be the
 //! old one or the new one — never a mix — and from `AfterFlush` on (the data reached the kernel) a
-//! process crash must keep the new one.
+//! process crash must keep the new one. Snapshots have 1024 ports, two thirds of the records shared
+//! with the generation before, and a commit writes its records in several batches, so a crash between
+//! batches leaves orphans that the retried commit writes again (issue 15's orphan bug).
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -12,25 +14,42 @@ use super::*;
 
 const DIR_ENV: &str = "PORTSYNCD_STORE_CRASH_DIR";
 
+/// Ports in every snapshot: four record batches, so a commit can crash between them.
+const PORTS: usize = 1024;
+
+/// The snapshot committed as generation `gen`. Port `i`'s record depends only on `(i + gen) / 3`, so
+/// each generation changes a third of the records (341 or 342: two record batches and the manifest
+/// alone, i.e. two crash points between batches) and shares the other two thirds with the one before.
+/// The counters name the generation.
 fn snapshot_for(gen: u64) -> Snapshot {
     let mut s = Snapshot::default();
-    for i in 0..(20 + gen as usize * 7) {
+    for i in 0..PORTS {
         let name = format!("Ethernet{}", i * 4);
+        let v = (i as u64 + gen) / 3;
         s.ports.insert(
             name.clone(),
             PortRecord {
                 name,
                 ifindex: i as u32 + 1,
-                admin_up: (gen + i as u64).is_multiple_of(2),
+                admin_up: v.is_multiple_of(2),
                 oper_up: true,
-                flags: gen as u32,
+                flags: v as u32,
                 mtu: 9100,
-                published: [("gen".to_string(), gen.to_string())].into(),
+                published: [("v".to_string(), v.to_string())].into(),
             },
         );
     }
     s.counters.insert("commits".into(), gen);
     s
+}
+
+/// How often a child commit reaches `cp`: twice for [`CrashPoint::BetweenBatches`] (see
+/// [`snapshot_for`]), once for every other step.
+fn hits_per_commit(cp: CrashPoint) -> u64 {
+    match cp {
+        CrashPoint::BetweenBatches => 2,
+        _ => 1,
+    }
 }
 
 fn cfg(dir: &Path) -> StoreConfig {
@@ -58,7 +77,7 @@ fn crash_child() {
 fn crash_at_every_commit_step() {
     let exe = std::env::current_exe().unwrap();
     for cp in CrashPoint::ALL {
-        for nth in [1u64, 3] {
+        for nth in [1u64, 2, 3] {
             let t = tempfile::tempdir().unwrap();
             let dir = t.path().join("state");
             let (mut s, _) = Store::open(cfg(&dir)).unwrap();
@@ -84,8 +103,9 @@ fn crash_at_every_commit_step() {
                 Some(libc::SIGABRT),
                 "{ctx}: the child did not abort: {status:?}"
             );
-            let old = nth; // generation 1 plus nth - 1 completed child commits
-            let new = nth + 1;
+            // Generation 1 plus the child commits completed before the one that crashed.
+            let old = 1 + (nth - 1) / hits_per_commit(cp);
+            let new = old + 1;
 
             let (mut s, r) =
                 Store::open(cfg(&dir)).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
@@ -103,7 +123,9 @@ fn crash_at_every_commit_step() {
             );
             assert_eq!(r.source, RecoverySource::Newest, "{ctx}: {:?}", r.steps);
             match cp {
-                CrashPoint::BeforeApply => assert_eq!(g, old, "{ctx}"),
+                CrashPoint::BeforeApply | CrashPoint::BetweenBatches => {
+                    assert_eq!(g, old, "{ctx}")
+                }
                 CrashPoint::AfterApply => {}
                 _ => assert_eq!(
                     g, new,
@@ -132,9 +154,39 @@ fn crash_at_every_commit_step() {
                 if want_new_export { new } else { old },
                 "{ctx}: export generation"
             );
-            // The store commits normally afterwards, numbering after whatever survived.
-            let next = s.commit(&snapshot_for(9)).unwrap();
+            // The store commits normally afterwards, numbering after whatever survived. The next
+            // commit is the content of the generation after `g`: after a crash between batches it
+            // rewrites the orphaned records, which the prune that follows must keep.
+            let next = s.commit(&snapshot_for(g + 1)).unwrap();
             assert_eq!(next, g + 1, "{ctx}");
+            let (now, later) = (snapshot_for(g + 1), snapshot_for(g + 2));
+            let changes: Vec<_> = later
+                .ports
+                .iter()
+                .filter(|(n, r)| now.ports.get(*n) != Some(*r))
+                .map(|(n, r)| (n.clone(), Some(r.clone())))
+                .collect();
+            assert_eq!(
+                s.commit_changes(false, changes, &later.counters).unwrap(),
+                g + 2
+            );
+            drop(s);
+            let (s, r) = Store::open(cfg(&dir)).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+            assert_eq!(
+                (r.source, r.generation),
+                (RecoverySource::Newest, Some(g + 2)),
+                "{ctx}: after the retry: {:?}",
+                r.steps
+            );
+            for info in s.generations().unwrap() {
+                assert!(
+                    info.is_valid(),
+                    "{ctx}: after the retry, generation {} invalid: {:?}",
+                    info.number,
+                    info.problem
+                );
+                assert_eq!(s.load(info.number).unwrap().1, snapshot_for(info.number));
+            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //! Records go in batches of at most [`RECORDS_PER_BATCH`]; when there are more, the manifest is written
 //! alone in a last batch. sled replays its log in order, so a manifest never survives without the
 //! records written before it, and unreferenced records (a crash between the batches) are pruned at the
-//! next open's first commit. See docs/durability.md.
+//! next open's first commit, except those it writes again (a retry of the same content): the prune
+//! never deletes a record a kept generation refers to. See docs/durability.md.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;

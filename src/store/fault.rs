@@ -9,6 +9,9 @@
 pub enum CrashPoint {
     /// The generation's batch is built, nothing written.
     BeforeApply,
+    /// A record batch of a commit in several batches is applied (in sled's memory), the next one
+    /// (and the manifest) not yet: a crash leaves orphan records.
+    BetweenBatches,
     /// The batch is applied in sled's memory, not flushed.
     AfterApply,
     /// sled's `flush()` returned (`sync_file_range`), the `db` file is not fsynced.
@@ -25,8 +28,9 @@ pub enum CrashPoint {
 
 impl CrashPoint {
     /// Every step, in protocol order.
-    pub const ALL: [CrashPoint; 7] = [
+    pub const ALL: [CrashPoint; 8] = [
         CrashPoint::BeforeApply,
+        CrashPoint::BetweenBatches,
         CrashPoint::AfterApply,
         CrashPoint::AfterFlush,
         CrashPoint::AfterSync,
@@ -39,6 +43,7 @@ impl CrashPoint {
     pub fn name(self) -> &'static str {
         match self {
             CrashPoint::BeforeApply => "before_apply",
+            CrashPoint::BetweenBatches => "between_batches",
             CrashPoint::AfterApply => "after_apply",
             CrashPoint::AfterFlush => "after_flush",
             CrashPoint::AfterSync => "after_sync",

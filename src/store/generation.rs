@@ -11,7 +11,7 @@
 //! Records are content-addressed: a port whose record did not change since a kept generation is not
 //! written again, so a commit costs what changed plus one manifest. [`build`] makes one atomic batch
 //! (the legacy import); commits use `delta::build`, which writes records in batches with the manifest
-//! last (a crash leaves the manifest with every record, or unreferenced records the next open prunes). Verification checks
+//! last (a crash leaves the manifest with every record, or unreferenced records that the first commit after the next open prunes, unless it writes them again). Verification checks
 //! the manifest frame, its number and schema, and for every port: the record exists, its frame (CRC32
 //! over key and payload) is intact, it names the port, and its FNV-1a 64 hash equals the manifest's.
 
@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, BackendError, WriteBatch};
+use super::limits;
 use super::record::{self, FrameError, PortRecord, Snapshot};
 
 /// The schema this binary writes and reads.
@@ -57,7 +58,8 @@ impl Manifest {
         Manifest {
             schema: SCHEMA_VERSION,
             generation: gen,
-            record_count: ports.len() as u32,
+            // A count beyond u32 fails the manifest's own count check when read.
+            record_count: u32::try_from(ports.len()).unwrap_or(u32::MAX),
             saved_at,
             ports,
             counters,
@@ -75,6 +77,16 @@ pub fn manifest_key(gen: u64) -> Vec<u8> {
 /// Key of the record of port `name` whose payload hashes to `hash`.
 pub fn record_key(name: &str, hash: u64) -> Vec<u8> {
     format!("r/{name}/{hash:016x}").into_bytes()
+}
+
+/// The port name and hash a record key names (None: not a key [`record_key`] writes).
+pub fn parse_record_key(key: &[u8]) -> Option<(&str, u64)> {
+    let rest = std::str::from_utf8(key.strip_prefix(RECORD_PREFIX)?).ok()?;
+    let (name, hex) = rest.rsplit_once('/')?;
+    if hex.len() != 16 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some((name, u64::from_str_radix(hex, 16).ok()?))
 }
 
 fn manifest_key_gen(key: &[u8]) -> Option<u64> {
@@ -166,6 +178,8 @@ pub enum Invalid {
     WrongNumber { found: u64 },
     #[error("schema {found} in manifest, expected {expected}")]
     Schema { found: u32, expected: u32 },
+    #[error("manifest field {field}: {why}")]
+    Field { field: &'static str, why: String },
     #[error("manifest lists {found} ports but counts {expected}")]
     Count { found: usize, expected: u32 },
     #[error("record {name}: missing")]
@@ -205,13 +219,38 @@ pub fn read_manifest(backend: &dyn Backend, gen: u64) -> Result<Manifest, Invali
             expected: SCHEMA_VERSION,
         });
     }
-    if m.ports.len() != m.record_count as usize {
+    if usize::try_from(m.record_count).ok() != Some(m.ports.len()) {
         return Err(Invalid::Count {
             found: m.ports.len(),
             expected: m.record_count,
         });
     }
+    check_manifest_numbers(&m)?;
     Ok(m)
+}
+
+/// The range checks of [`limits`] on a decoded manifest.
+fn check_manifest_numbers(m: &Manifest) -> Result<(), Invalid> {
+    let field = |field: &'static str| move |why| Invalid::Field { field, why };
+    limits::check(m.generation, limits::MAX_GENERATION).map_err(field("generation"))?;
+    limits::check(m.saved_at, limits::MAX_SAVED_AT).map_err(field("saved_at"))?;
+    limits::check(m.ports.len() as u64, limits::MAX_PORTS as u64).map_err(field("ports"))?;
+    limits::check(m.counters.len() as u64, limits::MAX_COUNTERS as u64)
+        .map_err(field("counters"))?;
+    for (name, &v) in &m.counters {
+        limits::check(v, limits::MAX_COUNTER).map_err(|why| Invalid::Field {
+            field: "counters",
+            why: format!("{name}: {why}"),
+        })?;
+    }
+    let long = |s: &String| s.len() > limits::MAX_TEXT;
+    if m.ports.keys().any(long) || m.counters.keys().any(long) {
+        return Err(Invalid::Field {
+            field: "ports/counters",
+            why: format!("a name longer than {} bytes", limits::MAX_TEXT),
+        });
+    }
+    Ok(())
 }
 
 /// Read and verify every record of generation `gen`.
@@ -252,12 +291,15 @@ pub fn load(backend: &dyn Backend, gen: u64) -> Result<(Manifest, Snapshot), Inv
     Ok((m, Snapshot { ports, counters }))
 }
 
-/// Every generation number with a manifest, ascending.
+/// Every generation number with a manifest, ascending. A manifest key beyond
+/// [`limits::MAX_GENERATION`] (damage: portsyncd never numbers that high) is ignored, so a damaged key
+/// cannot push the next generation number to overflow.
 pub fn list(backend: &dyn Backend) -> Result<Vec<u64>, BackendError> {
     let mut gens: Vec<u64> = backend
         .keys_with_prefix(MANIFEST_PREFIX)?
         .iter()
         .filter_map(|k| manifest_key_gen(k))
+        .filter(|&g| g <= limits::MAX_GENERATION)
         .collect();
     gens.sort_unstable();
     Ok(gens)

@@ -69,8 +69,10 @@ pub struct Store {
     base: Option<u64>,
     /// The JSON export's rendered fragments of `base`'s ports (when the export is on).
     export: ExportCache,
-    /// Unreferenced record keys found at open.
-    orphans: Vec<Vec<u8>>,
+    /// Record keys no readable manifest referred to at open (a commit interrupted between its record
+    /// batches, or damage). A commit that writes one of these keys again takes it out: it now holds
+    /// what the new generation references. The rest go with the next prune.
+    orphans: BTreeSet<Vec<u8>>,
     poisoned: Option<(String, super::Degraded)>,
     export_failures: u64,
     /// JSON export failures repeat with every commit on a full disk: logged at most once a minute.
@@ -132,8 +134,15 @@ fn check_schema(b: &dyn Backend) -> Result<SchemaState, StoreError> {
 /// Initialise a fresh store: the schema version, and (step 0001, when `migrate`) the newest valid legacy
 /// JSON file as the first generation — in one atomic batch, so an interrupted creation leaves either a
 /// fresh store or a migrated one.
-fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), StoreError> {
+///
+/// Returns a ladder step for every legacy file rejected (each names the file and why, e.g. the field).
+fn initialise(
+    b: &dyn Backend,
+    cfg: &StoreConfig,
+    migrate: bool,
+) -> Result<Vec<LadderStep>, StoreError> {
     let mut batch = WriteBatch::default();
+    let mut steps = Vec::new();
     if migrate {
         let mut candidates = migrate::legacy_candidates(&cfg.dir.join(migrate::LEGACY_FILE));
         if let Some(p) = &cfg.json_export {
@@ -143,8 +152,15 @@ fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), S
                 }
             }
         }
-        if let Some((path, st)) = migrate::read_legacy(&candidates).chosen {
-            let gen = st.generation.unwrap_or(0) + 1;
+        let legacy = migrate::read_legacy(&candidates);
+        // Each rejection is already logged by `read_legacy`.
+        steps.extend(legacy.rejected.iter().map(|(path, e)| LadderStep {
+            from: format!("legacy file {}", path.display()),
+            reason: e.to_string(),
+        }));
+        if let Some((path, st)) = legacy.chosen {
+            // The parser bounds the generation (limits::MAX_GENERATION): this cannot saturate.
+            let gen = st.generation.unwrap_or(0).saturating_add(1);
             batch = generation::build(gen, &st.snapshot, st.saved_at, &generation::NothingStored).0;
             tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "importing legacy state");
         }
@@ -157,7 +173,8 @@ fn initialise(b: &dyn Backend, cfg: &StoreConfig, migrate: bool) -> Result<(), S
     b.sync().map_err(|source| StoreError::Backend {
         op: "initialising the store",
         source,
-    })
+    })?;
+    Ok(steps)
 }
 
 impl Store {
@@ -222,7 +239,7 @@ impl Store {
                     Store::give_up_on_sled(&cfg.dir, why, &mut steps)?;
                 }
                 SchemaState::Fresh => {
-                    initialise(b, &cfg, migrate)?;
+                    steps.extend(initialise(b, &cfg, migrate)?);
                     reader::write_schema_marker(&sled_dir)?;
                     json_export::sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
                 }
@@ -250,7 +267,7 @@ impl Store {
             None => Store::fresh_sled(&cfg)?,
         };
         let mut store = Store::assemble(Box::new(backend), cfg, Some(lock))?;
-        store.next_gen = store.next_gen.max(outcome.max_generation + 1);
+        store.next_gen = store.next_gen.max(outcome.max_generation.saturating_add(1));
         Ok((store, outcome.recovered))
     }
 
@@ -314,7 +331,8 @@ impl Store {
             .into_iter()
             .filter(|k| !referenced.contains(k))
             .collect();
-        let next_gen = gens.last().map_or(1, |g| g + 1);
+        // `list` bounds generation numbers (limits::MAX_GENERATION): no overflow.
+        let next_gen = gens.last().map_or(1, |g| g.saturating_add(1));
         Ok(Store {
             backend,
             cfg,
@@ -332,14 +350,17 @@ impl Store {
     }
 
     /// Open over any backend (tests, other engines): schema check and the ladder, no pid lock, no
-    /// quarantine, no migration.
+    /// quarantine, no migration. Every backend call runs under a panic guard.
     pub fn with_backend(
         backend: Box<dyn Backend>,
         cfg: StoreConfig,
     ) -> Result<(Store, Recovered), StoreError> {
+        let backend: Box<dyn Backend> = Box::new(super::backend::Guarded(backend));
         match check_schema(backend.as_ref())? {
             SchemaState::Current => {}
-            SchemaState::Fresh => initialise(backend.as_ref(), &cfg, false)?,
+            SchemaState::Fresh => {
+                initialise(backend.as_ref(), &cfg, false)?;
+            }
             SchemaState::Damaged(what) => return Err(StoreError::Corruption { what }),
         }
         let outcome = recovery::run(LadderInput {
@@ -351,7 +372,7 @@ impl Store {
             steps: Vec::new(),
         });
         let mut store = Store::assemble(backend, cfg, None)?;
-        store.next_gen = store.next_gen.max(outcome.max_generation + 1);
+        store.next_gen = store.next_gen.max(outcome.max_generation.saturating_add(1));
         Ok((store, outcome.recovered))
     }
 
@@ -425,6 +446,14 @@ impl Store {
             }
         };
         let gen = self.next_gen;
+        if gen > super::limits::MAX_GENERATION {
+            return Err(StoreError::Corruption {
+                what: format!(
+                    "generation numbers exhausted (next would be {gen}, at most {})",
+                    super::limits::MAX_GENERATION
+                ),
+            });
+        }
         let refs = &self.refs;
         let stored = |name: &str, hash: u64| refs.values().any(|p| p.get(name) == Some(&hash));
         let built = delta::build(
@@ -438,10 +467,20 @@ impl Store {
         );
         crash_point(CrashPoint::BeforeApply);
         let mut written = Ok(());
-        for batch in built.batches {
+        let last = built.batches.len().saturating_sub(1);
+        for (i, batch) in built.batches.into_iter().enumerate() {
+            if !self.orphans.is_empty() {
+                // Rewritten now: referenced by this generation, no longer an orphan.
+                for (key, _) in &batch.ops {
+                    self.orphans.remove(key);
+                }
+            }
             written = self.backend.apply(batch);
             if written.is_err() {
                 break;
+            }
+            if i < last {
+                crash_point(CrashPoint::BetweenBatches);
             }
         }
         let written = written.and_then(|()| {
@@ -452,7 +491,7 @@ impl Store {
             return Err(self.poison("commit", source));
         }
         crash_point(CrashPoint::AfterSync);
-        self.next_gen = gen + 1;
+        self.next_gen = gen.saturating_add(1);
         self.gens.insert(gen);
         self.base = Some(gen);
         let port_count = built.manifest.ports.len();
@@ -502,11 +541,14 @@ impl Store {
     /// and sled replays its log in order, so it can never land without the generation that replaced it.
     fn prune(&mut self, newest: u64) -> Result<(), StoreError> {
         let keep = self.cfg.generations.max(1) as u64;
-        let (old, kept): (Vec<u64>, Vec<u64>) =
-            self.gens.iter().partition(|&&g| g + keep <= newest);
+        let (old, kept): (Vec<u64>, Vec<u64>) = self
+            .gens
+            .iter()
+            .partition(|&&g| g.saturating_add(keep) <= newest);
         if old.is_empty() && self.orphans.is_empty() {
             return Ok(());
         }
+        let orphans = std::mem::take(&mut self.orphans);
         let b = self.backend.as_ref();
         // Port maps of the kept generations (unverified ones read from their manifest, if readable).
         let unverified: BTreeMap<u64, BTreeMap<String, u64>> = kept
@@ -530,7 +572,11 @@ impl Store {
                 }
             }
         }
-        for k in std::mem::take(&mut self.orphans) {
+        for k in orphans {
+            // Never delete a record a kept generation (the new one included) refers to.
+            if generation::parse_record_key(&k).is_some_and(|(n, h)| still_used(n, h)) {
+                continue;
+            }
             batch.remove(k);
         }
         if let Err(source) = self.backend.apply(batch) {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::limits;
 use super::record::{PortRecord, Snapshot};
 
 /// The legacy format's `version`.
@@ -39,6 +40,8 @@ pub struct JsonState {
 pub enum JsonError {
     #[error("cannot read {path}: {err}")]
     Read { path: PathBuf, err: std::io::Error },
+    #[error("{path} is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: u64 },
     #[error("not valid JSON: {0}")]
     Syntax(String),
     #[error("field {field}: {why}")]
@@ -169,6 +172,22 @@ fn get_u64(m: &Map<String, Value>, key: &str, ctx: &str) -> Result<u64, JsonErro
     }
 }
 
+/// [`get_u64`] with an upper bound (see [`limits`]).
+fn get_bounded(m: &Map<String, Value>, key: &str, ctx: &str, max: u64) -> Result<u64, JsonError> {
+    let v = get_u64(m, key, ctx)?;
+    limits::check(v, max).map_err(|why| bad(format!("{ctx}{key}"), why))
+}
+
+fn check_text(field: impl FnOnce() -> String, text: &str) -> Result<(), JsonError> {
+    if text.len() > limits::MAX_TEXT {
+        return Err(bad(
+            field(),
+            format!("{} bytes long (at most {})", text.len(), limits::MAX_TEXT),
+        ));
+    }
+    Ok(())
+}
+
 fn get_u32(m: &Map<String, Value>, key: &str, ctx: &str) -> Result<u32, JsonError> {
     let v = get_u64(m, key, ctx)?;
     u32::try_from(v).map_err(|_| bad(format!("{ctx}{key}"), format!("{v} out of range")))
@@ -222,20 +241,27 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
     if version != FORMAT_VERSION {
         return Err(JsonError::Version(version));
     }
-    let saved_at = get_u64(doc, "saved_at", "")?;
+    let saved_at = get_bounded(doc, "saved_at", "", limits::MAX_SAVED_AT)?;
     let generation = match doc.get("generation") {
         None | Some(Value::Null) => None,
-        Some(_) => Some(get_u64(doc, "generation", "")?),
+        Some(_) => Some(get_bounded(doc, "generation", "", limits::MAX_GENERATION)?),
     };
     let ports = match doc.get("ports") {
         Some(Value::Object(o)) => o,
         Some(_) => return Err(bad("ports", "expected an object")),
         None => return Err(bad("ports", "missing")),
     };
+    if ports.len() > limits::MAX_PORTS {
+        return Err(bad(
+            "ports",
+            format!("{} ports (at most {})", ports.len(), limits::MAX_PORTS),
+        ));
+    }
     let ifindex = opt_obj(doc, "ifindex")?;
     let published = opt_obj(doc, "published")?;
     let mut snapshot = Snapshot::default();
     for (key, p) in ports {
+        check_text(|| "ports".to_string(), key)?;
         let ctx = format!("ports.{key}.");
         let p = p
             .as_object()
@@ -268,20 +294,31 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
             let fields = fields
                 .as_object()
                 .ok_or_else(|| bad(format!("published.{key}"), "expected an object"))?;
+            if fields.len() > limits::MAX_COUNTERS {
+                return Err(bad(format!("published.{key}"), "too many fields"));
+            }
             for (f, val) in fields {
                 let s = val
                     .as_str()
                     .ok_or_else(|| bad(format!("published.{key}.{f}"), "expected a string"))?;
+                check_text(|| format!("published.{key}"), f)?;
+                check_text(|| format!("published.{key}.{f}"), s)?;
                 rec.published.insert(f.clone(), s.to_string());
             }
         }
         snapshot.ports.insert(key.clone(), rec);
     }
     if let Some(c) = opt_obj(doc, "counters")? {
+        if c.len() > limits::MAX_COUNTERS {
+            return Err(bad(
+                "counters",
+                format!("{} counters (at most {})", c.len(), limits::MAX_COUNTERS),
+            ));
+        }
         for (k, _) in c {
-            snapshot
-                .counters
-                .insert(k.clone(), get_u64(c, k, "counters.")?);
+            check_text(|| "counters".to_string(), k)?;
+            let v = get_bounded(c, k, "counters.", limits::MAX_COUNTER)?;
+            snapshot.counters.insert(k.clone(), v);
         }
     }
     Ok(JsonState {
@@ -307,13 +344,31 @@ pub fn peek_generation(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
-/// Read and parse a state file.
-pub fn read(path: &Path, require_checksum: bool) -> Result<JsonState, JsonError> {
-    let bytes = fs::read(path).map_err(|err| JsonError::Read {
+/// The bytes of a state file, refusing one larger than [`limits::MAX_FILE_BYTES`].
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, JsonError> {
+    use std::io::Read;
+    let err = |err| JsonError::Read {
         path: path.to_path_buf(),
         err,
-    })?;
-    parse(&bytes, require_checksum)
+    };
+    let mut bytes = Vec::new();
+    File::open(path)
+        .map_err(err)?
+        .take(limits::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > limits::MAX_FILE_BYTES {
+        return Err(JsonError::TooLarge {
+            path: path.to_path_buf(),
+            max: limits::MAX_FILE_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Read and parse a state file.
+pub fn read(path: &Path, require_checksum: bool) -> Result<JsonState, JsonError> {
+    parse(&read_bytes(path)?, require_checksum)
 }
 
 /// fsync a directory so a rename or a new entry in it survives a power cut.

@@ -14,8 +14,11 @@ use super::json_export::{self, JsonError, JsonState};
 /// The legacy state file name.
 pub const LEGACY_FILE: &str = "port_state.json";
 
+/// Most `backups/` files considered (the newest by their name's timestamp).
+pub const MAX_BACKUPS: usize = 16;
+
 /// The legacy files that may sit next to `file`: the file itself, `<file>.backup`, and
-/// `backups/port_state_<unix>.json` in its directory (those that exist), newest backup first.
+/// `backups/port_state_<unix>.json` in its directory (those that exist, at most [`MAX_BACKUPS`]), newest backup first.
 pub fn legacy_candidates(file: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if file.exists() {
@@ -43,6 +46,8 @@ pub fn legacy_candidates(file: &Path) -> Vec<PathBuf> {
         })
         .collect();
     stamped.sort_by_key(|s| std::cmp::Reverse(s.0));
+    // A directory of thousands of backups must not make every open read them all.
+    stamped.truncate(MAX_BACKUPS);
     out.extend(stamped.into_iter().map(|(_, p)| p));
     out
 }

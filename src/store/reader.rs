@@ -5,7 +5,7 @@ use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, SledBackend};
+use super::backend::{panic_message, Backend, SledBackend};
 use super::generation::{self, Invalid, Manifest, SCHEMA_VERSION};
 use super::record::Snapshot;
 use super::{unix_now, StoreError, SLED_DIR};
@@ -51,13 +51,6 @@ pub fn describe(b: &dyn Backend) -> Result<Vec<GenerationInfo>, StoreError> {
             }
         })
         .collect())
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn try_open(dir: &Path, cache: u64) -> Result<SledBackend, String> {

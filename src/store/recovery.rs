@@ -98,9 +98,13 @@ pub struct LadderOutcome {
     pub unreadable: bool,
 }
 
-/// Convert unix seconds to a `SystemTime`.
+/// Convert unix seconds to a `SystemTime` (saturating at [`limits::MAX_SAVED_AT`]; every reader
+/// rejects a later time before it gets here).
 pub fn to_system_time(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    let secs = secs.min(super::limits::MAX_SAVED_AT);
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 fn step(steps: &mut Vec<LadderStep>, from: String, reason: String) {
@@ -116,7 +120,7 @@ fn newer_export<'a>(
     recovery: bool,
 ) -> Option<(&'a Path, json_export::JsonState)> {
     let path = path.filter(|_| recovery)?;
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = json_export::read_bytes(path).ok()?;
     // The common case (the export holds the same generation as sled) needs no full parse.
     if json_export::peek_generation(&bytes).is_some_and(|g| g <= gen) {
         return None;

@@ -410,3 +410,197 @@ fn an_interrupted_creation_reads_as_empty_and_is_completed_at_the_next_open() {
         .to_string_lossy()
         .contains("quarantine")));
 }
+
+/// Issue 15's orphan repro: a commit interrupted between its record batches leaves orphans; the next
+/// commit after a reopen writes the same content-addressed keys again, and the prune that follows
+/// must not delete them (it deleted every orphan, including the keys the new generation uses).
+#[test]
+fn records_rewritten_over_orphans_survive_the_prune() {
+    let b = MemBackend::new();
+    let c = StoreConfig {
+        json_export: None,
+        ..StoreConfig::new("/nonexistent")
+    };
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), c.clone()).unwrap();
+    s.commit(&snap(300, 1)).unwrap();
+    let second = snap(300, 2);
+    let g2 = s.commit(&second).unwrap();
+    drop(s);
+    // The crash: every record batch of generation 2 landed, its manifest did not.
+    b.raw_set(&generation::manifest_key(g2), None);
+    let (mut s, r) = Store::with_backend(Box::new(b.clone()), c.clone()).unwrap();
+    assert_eq!(r.generation, Some(1));
+    let g = s.commit(&second).unwrap();
+    assert_eq!(s.load(g).unwrap().1, second, "the acknowledged generation");
+    // And every later delta on top of it, and a reopen.
+    let mut third = second.clone();
+    third.ports.get_mut("Ethernet0").unwrap().mtu = 1500;
+    let g3 = s
+        .commit_changes(
+            false,
+            [("Ethernet0", Some(&third.ports["Ethernet0"]))],
+            &third.counters,
+        )
+        .unwrap();
+    assert_eq!(s.load(g3).unwrap().1, third);
+    drop(s);
+    let (s, r) = Store::with_backend(Box::new(b.clone()), c).unwrap();
+    assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(g3)));
+    for info in s.generations().unwrap() {
+        assert!(
+            info.is_valid(),
+            "generation {}: {:?}",
+            info.number,
+            info.problem
+        );
+    }
+}
+
+/// A legacy `port_state.json` (or an export) with an absurd number: no panic on open (it was a crash
+/// loop), the file is not used, and the step down names the file and the field.
+#[test]
+fn absurd_numbers_in_a_legacy_file_are_rejected_not_a_panic() {
+    let port = r#""Ethernet0": {"name": "Ethernet0", "admin_state": 1, "oper_state": 1, "flags": 4099, "mtu": 9100}"#;
+    let max = u64::MAX;
+    let cases = [
+        (
+            "saved_at",
+            format!(r#"{{"ports": {{{port}}}, "saved_at": {max}, "version": 1}}"#),
+        ),
+        (
+            "saved_at",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": {}, "version": 1}}"#,
+                1u64 << 63
+            ),
+        ),
+        (
+            "generation",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "generation": {max}, "version": 1}}"#
+            ),
+        ),
+        (
+            "generation",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "generation": {}, "version": 1}}"#,
+                max - 1
+            ),
+        ),
+        (
+            "counters",
+            format!(
+                r#"{{"ports": {{{port}}}, "saved_at": 1700000000, "counters": {{"c": {max}}}, "version": 1}}"#
+            ),
+        ),
+    ];
+    for (field, doc) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        fs::write(state.join("port_state.json"), &doc).unwrap();
+        let opened = std::panic::catch_unwind(|| Store::open(cfg(t.path())));
+        let (mut s, r) = opened
+            .unwrap_or_else(|_| panic!("{field}: Store::open panicked on {doc}"))
+            .unwrap();
+        assert_eq!(r.source, RecoverySource::ColdStart, "{field}: {doc}");
+        assert!(r.snapshot.is_none(), "{field}");
+        let step = r
+            .steps
+            .iter()
+            .find(|s| s.from.contains("port_state.json"))
+            .unwrap_or_else(|| panic!("{field}: no step names the file: {:?}", r.steps));
+        assert!(step.reason.contains(field), "{field}: {step:?}");
+        // The store works: it commits, numbering from 1, and reopens.
+        assert_eq!(s.commit(&snap(2, 0)).unwrap(), 1, "{field}");
+        drop(s);
+        let (_, r) = Store::open(cfg(t.path())).unwrap();
+        assert_eq!(r.generation, Some(1), "{field}");
+    }
+}
+
+/// The same numbers in a checksummed export are as absurd (the checksum is no authority: anyone can
+/// compute it): the ladder steps down past it, and the generation numbers stay sane.
+#[test]
+fn absurd_numbers_in_a_checksummed_export_are_rejected_not_a_panic() {
+    for (field, saved_at, gen) in [
+        ("saved_at", u64::MAX, 5),
+        ("generation", 1_700_000_000, u64::MAX),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(cfg(t.path())).unwrap();
+        s.commit(&snap(2, 0)).unwrap();
+        drop(s);
+        let path = t.path().join("state/port_state.json");
+        fs::write(&path, json_export::render(&snap(3, 1), saved_at, gen)).unwrap();
+        let opened = std::panic::catch_unwind(|| Store::open(cfg(t.path())));
+        let (mut s, r) = opened
+            .unwrap_or_else(|_| panic!("{field}: Store::open panicked"))
+            .unwrap();
+        assert_eq!(
+            (r.source, r.generation),
+            (RecoverySource::Newest, Some(1)),
+            "{field}"
+        );
+        assert_eq!(s.commit(&snap(2, 2)).unwrap(), 2, "{field}");
+        let e = json_export::read(&path, true);
+        assert!(e.is_ok(), "{field}: the export is rewritten: {e:?}");
+        fs::write(&path, json_export::render(&snap(3, 1), saved_at, gen)).unwrap();
+        let err = json_export::read(&path, true).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}
+
+/// A backend whose reads panic (what a damaged sled db can do, docs/durability.md): the open steps
+/// down the ladder, loads and listings are errors, a commit poisons the store; nothing unwinds into
+/// the caller.
+#[test]
+fn a_panicking_read_is_an_error_not_a_crash() {
+    let b = MemBackend::new();
+    let c = StoreConfig {
+        json_export: None,
+        ..StoreConfig::new("/nonexistent")
+    };
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), c.clone()).unwrap();
+    s.commit(&snap(3, 0)).unwrap();
+    drop(s);
+    b.set_faults(Faults {
+        panic_read: true,
+        ..Default::default()
+    });
+    let opened = std::panic::catch_unwind(|| Store::with_backend(Box::new(b.clone()), c.clone()));
+    let opened = opened.expect("Store::with_backend unwound a backend panic");
+    let err = opened.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("panicked"), "{err}");
+    // Reads that start panicking after the open.
+    b.set_faults(Faults::default());
+    let (mut s, r) = Store::with_backend(Box::new(b.clone()), c).unwrap();
+    assert_eq!(r.generation, Some(1));
+    b.set_faults(Faults {
+        panic_read: true,
+        ..Default::default()
+    });
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (
+            s.load(1).map(|_| ()).map_err(|e| e.to_string()),
+            s.generations().map(|_| ()).map_err(|e| e.to_string()),
+        )
+    }));
+    let (load, gens) = res.expect("a read unwound a backend panic");
+    assert!(load.unwrap_err().contains("panicked"));
+    assert!(gens.unwrap_err().contains("panicked"));
+    // A commit whose writes panic too: an error, the store poisoned.
+    b.set_faults(Faults {
+        panic_read: true,
+        panic_apply: true,
+        ..Default::default()
+    });
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.commit(&snap(3, 1)).map_err(|e| e.to_string())
+    }));
+    assert!(res
+        .expect("a commit unwound")
+        .unwrap_err()
+        .contains("panicked"));
+    assert!(s.poisoned().is_some());
+}

@@ -156,8 +156,19 @@ pub struct Harness {
     pub max_cut_delay: Duration,
     /// Limit for a writer's first ack, for the verifier, and for mount/unmount steps.
     pub step_timeout: Duration,
+    /// Power cuts per run on the same disk (default 1): after each but the last, the power comes
+    /// back and a new writer continues on what survived (it gets the last ack in
+    /// `POWERCUT_PREVIOUS_ACK`); the verifier runs after the last.
+    pub cuts_per_run: usize,
+    /// Process crashes before each cut (default 0): the writer is SIGKILLed at a random moment and
+    /// a new one started on the same mount (the kernel kept what it had), this many times, before
+    /// the writer that sees the power cut.
+    pub kills_per_cut: usize,
     pub rng: Rng,
 }
+
+/// Env variable a writer of a later phase gets: the last ack before the previous cut.
+pub const PREVIOUS_ACK_ENV: &str = "POWERCUT_PREVIOUS_ACK";
 
 impl Harness {
     /// Defaults; the seed comes from `POWERCUT_SEED` or the clock (printed either way).
@@ -179,6 +190,8 @@ impl Harness {
             torn: false,
             max_cut_delay: Duration::from_millis(1200),
             step_timeout: Duration::from_secs(60),
+            cuts_per_run: 1,
+            kills_per_cut: 0,
             rng: Rng::new(seed),
         }
     }
@@ -229,23 +242,39 @@ impl Harness {
         fs::create_dir_all(disk.join(DATA_DIR))?;
         fs::create_dir(&mnt)?;
 
-        // Power on, write until the cut.
-        let torn_seed = self.torn.then(|| self.rng.next_u64());
-        let mut fs1 = MountedFs::start(self, &disk, &mnt, torn_seed)?;
-        let mut w = LineChild::spawn(writer(&mnt.join(DATA_DIR)), &tmp.path().join("writer.err"))?;
-        let first = w.next_ack(self.step_timeout)?;
-        let cut_after =
-            Duration::from_millis(self.rng.below(self.max_cut_delay.as_millis() as u64 + 1));
-        let started = Instant::now();
-        let mut last_ack = first;
-        while started.elapsed() < cut_after {
-            last_ack = last_ack.max(w.ack_before(started + cut_after)?);
+        let mut last_ack = 0;
+        let mut cut_after = Duration::ZERO;
+        let mut writers = 0;
+        for _ in 0..self.cuts_per_run.max(1) {
+            // Power on, write until the cut (with process crashes before it, if asked).
+            let torn_seed = self.torn.then(|| self.rng.next_u64());
+            let mut fs1 = MountedFs::start(self, &disk, &mnt, torn_seed)?;
+            for kill in 0..=self.kills_per_cut {
+                let mut cmd = writer(&mnt.join(DATA_DIR));
+                if writers > 0 {
+                    cmd.env(PREVIOUS_ACK_ENV, last_ack.to_string());
+                }
+                let err = tmp.path().join(format!("writer-{writers}.err"));
+                writers += 1;
+                let mut w = LineChild::spawn(cmd, &err)?;
+                let first = w.next_ack(self.step_timeout)?;
+                cut_after = Duration::from_millis(
+                    self.rng.below(self.max_cut_delay.as_millis() as u64 + 1),
+                );
+                let started = Instant::now();
+                last_ack = last_ack.max(first);
+                while started.elapsed() < cut_after {
+                    last_ack = last_ack.max(w.ack_before(started + cut_after)?);
+                }
+                if kill == self.kills_per_cut {
+                    // Power cut, then the writer dies with it.
+                    fs1.cut()?;
+                }
+                w.kill();
+                last_ack = last_ack.max(w.drain_acks());
+            }
+            fs1.unmount(self.step_timeout)?;
         }
-        // Power cut, then the writer dies with it.
-        fs1.cut()?;
-        w.kill();
-        last_ack = last_ack.max(w.drain_acks());
-        fs1.unmount(self.step_timeout)?;
 
         // Power back on: a fresh mount of what was durable.
         let mut fs2 = MountedFs::start(self, &disk, &mnt, None)?;
