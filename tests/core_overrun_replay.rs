@@ -338,9 +338,18 @@ mod kernel_model {
         }
     }
 
+    impl Kernel {
+        /// The state, once the reader may run: a stopped (SIGSTOPped) reader cannot receive nor
+        /// read its drop counter, so every call of the reader waits here while paused.
+        fn running(&self) -> std::sync::MutexGuard<'_, State> {
+            let s = self.state.lock().unwrap();
+            self.wake.wait_while(s, |s| s.paused).unwrap()
+        }
+    }
+
     impl LinkSource for Kernel {
         fn recv(&self, _buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError> {
-            let mut s = self.state.lock().unwrap();
+            let mut s = self.running();
             if let Some(got) = s.receive() {
                 return Ok(got);
             }
@@ -353,16 +362,11 @@ mod kernel_model {
         }
 
         fn recv_nowait(&self, _buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError> {
-            Ok(self
-                .state
-                .lock()
-                .unwrap()
-                .receive()
-                .unwrap_or(RecvOutcome::Timeout))
+            Ok(self.running().receive().unwrap_or(RecvOutcome::Timeout))
         }
 
         fn drops(&self) -> Result<u32, NetlinkError> {
-            Ok(self.state.lock().unwrap().drops)
+            Ok(self.running().drops)
         }
     }
 }
