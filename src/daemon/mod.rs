@@ -283,6 +283,7 @@ pub fn run(
         baseline_source: startup.baseline_source,
         t_start,
         parse_warnings: RateLimit::new(Duration::from_secs(10)),
+        name_warnings: RateLimit::new(Duration::from_secs(10)),
         overrun_log: RateLimit::new(Duration::from_secs(10)),
         commit_log: RateLimit::new(Duration::from_secs(10)),
         died: None,
@@ -365,6 +366,8 @@ struct Loop {
     baseline_source: BaselineSource,
     t_start: Instant,
     parse_warnings: RateLimit,
+    /// Link names that are not UTF-8 (the kernel allows them; a flood of their messages is possible).
+    name_warnings: RateLimit,
     overrun_log: RateLimit,
     commit_log: RateLimit,
     /// The supervised thread whose death ended the loop.
@@ -468,6 +471,11 @@ impl Loop {
                 dump_intr,
                 event,
             } => {
+                if netlink::is_escaped_name(&event.link.name) {
+                    if let Some(suppressed) = self.name_warnings.allow(now) {
+                        warn!(ifindex = event.link.ifindex, ifname = %event.link.name, suppressed, "interface name is not UTF-8 (bytes shown escaped): never published; a port renamed to it is removed");
+                    }
+                }
                 self.core.on_link(seq, &event, dump_intr);
             }
             NetlinkItem::Done { seq, dump_intr } => {
