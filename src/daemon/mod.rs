@@ -8,11 +8,12 @@
 //! supervision ─────WorkerDied─────┘
 //! ```
 //!
-//! Every thread is supervised (supervise.rs): a death exits the process with status 1.
+//! Every thread is supervised (supervise.rs): a worker's death exits the process with status 1; the
+//! auxiliary threads (metrics endpoint, LOGGER follower) are restarted with backoff instead.
 
 mod admin_down;
 mod committer;
-mod faults;
+pub(crate) mod faults;
 mod handoff;
 mod inbox;
 mod pacer;
@@ -43,6 +44,7 @@ pub use crate::core::BaselineSource;
 use committer::{CommitSlot, PortDelta, StoreStart};
 use saved::SavedPort;
 pub use supervise::install_panic_hook;
+pub(crate) use supervise::spawn_restarting;
 use supervise::Supervisor;
 use workers::Input;
 
