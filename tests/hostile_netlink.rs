@@ -6,7 +6,7 @@
 //!
 //! The generative tests are the `gen_*` ones (`tools/fuzz.sh netlink` runs only those, for as long
 //! as asked). Their case count comes from `PROPTEST_CASES` (default: a CI-sized slice), their seed
-//! from `PROPTEST_RNG_SEED` (default: random); a failing case is kept by proptest in
+//! from `PROPTEST_RNG_SEED` (default: random; fixed under CI, `CI` set); a failing case is kept by proptest in
 //! `tests/hostile_netlink.proptest-regressions` and replayed first by every later run.
 
 use std::time::{Duration, Instant};
@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use portsyncd::core::LinkOp;
 use portsyncd::netlink::{is_escaped_name, parse_datagram, NetlinkItem};
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+
+/// The seed of CI's slice (with `CI` set and no `PROPTEST_RNG_SEED`).
+const CI_SEED: u64 = 0x5EED_0015;
 
 /// Cases per generative test when `PROPTEST_CASES` is not set (a few seconds in a debug build).
 const CI_CASES: u32 = 512;
@@ -27,6 +30,10 @@ fn config() -> ProptestConfig {
     let mut c = ProptestConfig::default(); // reads PROPTEST_CASES, PROPTEST_RNG_SEED, ...
     if std::env::var_os("PROPTEST_CASES").is_none() {
         c.cases = CI_CASES;
+    }
+    // CI runs a fixed-seed slice unless a seed is given.
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() && std::env::var_os("CI").is_some() {
+        c.rng_seed = RngSeed::Fixed(CI_SEED);
     }
     c
 }
