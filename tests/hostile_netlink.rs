@@ -251,7 +251,7 @@ proptest! {
         let mut framed = msg.clone();
         set_len(&mut framed);
         if framed.len() >= 16 {
-            while framed.len() % 4 != 0 {
+            while !framed.len().is_multiple_of(4) {
                 framed.push(0);
             }
             let mut datagram = framed.clone();
@@ -259,7 +259,7 @@ proptest! {
             for t in &tail {
                 let (m, items) = &all[t.index(all.len())];
                 datagram.extend_from_slice(m);
-                while datagram.len() % 4 != 0 {
+                while !datagram.len().is_multiple_of(4) {
                     datagram.push(0);
                 }
                 want.extend(items.iter().cloned());
@@ -330,7 +330,7 @@ fn push_attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
     out.extend_from_slice(&len.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(value);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
