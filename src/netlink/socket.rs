@@ -48,7 +48,7 @@ pub enum NetlinkError {
         source: io::Error,
     },
     /// The kernel answered a request with a negative errno.
-    #[error("netlink {op} on ifindex {ifindex} rejected by the kernel: {}", io::Error::from_raw_os_error(-errno))]
+    #[error("netlink {op} on ifindex {ifindex} rejected by the kernel: {}", io::Error::from_raw_os_error(errno.saturating_neg()))]
     Kernel {
         op: &'static str,
         ifindex: u32,
@@ -73,7 +73,7 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NetlinkError::Io { source, .. } => source.raw_os_error(),
-            NetlinkError::Kernel { errno, .. } => Some(-errno),
+            NetlinkError::Kernel { errno, .. } => Some(errno.saturating_neg()),
             NetlinkError::NoAck { .. } => None,
         }
     }
@@ -311,4 +311,22 @@ fn link_request(payload: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
     let mut bytes = vec![0; msg.buffer_len()];
     msg.serialize(&mut bytes);
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_errno_from_the_wire_displays_without_overflow() {
+        for errno in [i32::MIN, -1, 0, 1, i32::MAX] {
+            let e = NetlinkError::Kernel {
+                op: "set admin down",
+                ifindex: 3,
+                errno,
+            };
+            assert!(e.to_string().contains("ifindex 3"));
+            assert_eq!(e.errno(), Some(errno.saturating_neg()));
+        }
+    }
 }
