@@ -4,8 +4,8 @@
 //! - At start, CONFIG_DB `LOGGER|portsyncd` gets `LOGLEVEL` `NOTICE` and `LOGOUTPUT` `SYSLOG` unless
 //!   the field is already there (`HSETNX`: an operator's values are kept).
 //! - Changes are followed the way swss-common's `SubscriberStateTable` does: a subscription to the
-//!   key's keyspace channel (`__keyspace@<CONFIG_DB id>__:LOGGER|portsyncd`), each event followed by an
-//!   `HGETALL`. Like swss-common this relies on the server's `notify-keyspace-events` (SONiC's
+//!   key's keyspace channel (`__keyspace@<CONFIG_DB id>__:LOGGER|portsyncd`), each event followed by a
+//!   read of the two fields (`HMGET`). Like swss-common this relies on the server's `notify-keyspace-events` (SONiC's
 //!   redis.conf sets `AKE`); portsyncd never changes server configuration. As a safety net (an event
 //!   missed during a reconnect, notifications switched off) the key is also re-read every [`POLL`].
 //! - Precedence: a level or output given as an option wins at start; any later write to the key
@@ -242,8 +242,14 @@ fn read_apply(
     bad: &mut BadEntryLog,
 ) -> RedisResult<()> {
     crate::daemon::faults::panic_point("swss-logger");
-    // Bytes first: a value another client wrote need not be text.
-    let raw: Vec<(Vec<u8>, Vec<u8>)> = match redis::cmd("HGETALL").arg(key).query(con) {
+    // Only the two fields portsyncd reads (a foreign field of any size is never fetched), as bytes:
+    // a value another client wrote need not be text.
+    let raw: Vec<Option<Vec<u8>>> = match redis::cmd("HMGET")
+        .arg(key)
+        .arg(LEVEL_FIELD)
+        .arg(OUTPUT_FIELD)
+        .query(con)
+    {
         Ok(raw) => raw,
         Err(e) if breaks_connection(&e) => return Err(e),
         Err(e) => {
@@ -263,20 +269,18 @@ fn read_apply(
     Ok(())
 }
 
-/// The fields portsyncd reads (`LOGLEVEL`, `LOGOUTPUT`) whose values are UTF-8; a value that is not
-/// is logged with its bytes escaped and left out (the setting it would change stays as it is).
+/// The fields portsyncd reads (`LOGLEVEL`, `LOGOUTPUT`, in that order as HMGET returned them) whose
+/// values are UTF-8; a value that is not is logged with its bytes escaped and left out (the setting
+/// it would change stays as it is).
 fn decode_fields(
-    raw: Vec<(Vec<u8>, Vec<u8>)>,
+    raw: Vec<Option<Vec<u8>>>,
     key: &str,
     bad: &mut BadEntryLog,
 ) -> HashMap<String, String> {
     let mut fields = HashMap::new();
-    for (field, value) in raw {
-        let Some(name) = [LEVEL_FIELD, OUTPUT_FIELD]
-            .into_iter()
-            .find(|n| n.as_bytes() == field.as_slice())
-        else {
-            continue; // not ours: any bytes are fine
+    for (name, value) in [LEVEL_FIELD, OUTPUT_FIELD].into_iter().zip(raw) {
+        let Some(value) = value else {
+            continue;
         };
         match String::from_utf8(value) {
             Ok(v) => {
