@@ -488,3 +488,20 @@ fn every_bit_flip_of_every_captured_message() {
     }
     assert!(flips > 40_000, "{flips}");
 }
+
+/// Inputs AFL++ found crashing or hanging (`tools/afl/run.sh` keeps them in
+/// tests/fixtures/netlink/afl/): each must now parse within the bound, with the invariants.
+#[test]
+fn replays_the_inputs_kept_by_afl() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/netlink/afl");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return; // none kept
+    };
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_some_and(|e| e == "bin") {
+            let bytes = std::fs::read(&path).expect("read a kept input");
+            parse_checked(&bytes);
+        }
+    }
+}
