@@ -502,8 +502,18 @@ const ENV_VARS: &[(&str, &str)] = &[
 /// layout that never comes); a refused value exits at once.
 const VALID_RUN: Duration = Duration::from_millis(300);
 
+/// The binary-level test's config: each valid value costs a daemon start (~0.3 s), so a long run
+/// (`PROPTEST_CASES` set) runs a 200th of the cases, at least [`CI_BINARY_CASES`].
+fn binary_config() -> ProptestConfig {
+    let mut c = config(CI_BINARY_CASES);
+    if std::env::var_os("PROPTEST_CASES").is_some() {
+        c.cases = (c.cases / 200).max(CI_BINARY_CASES);
+    }
+    c
+}
+
 proptest! {
-    #![proptest_config(config(CI_BINARY_CASES))]
+    #![proptest_config(binary_config())]
 
     /// The built binary with one environment variable set to any value: it exits 2 at once, naming
     /// the option (or the variable) and the value, or it starts.
@@ -526,6 +536,16 @@ proptest! {
             .stderr(Stdio::piped());
         if var != "PORTSYNCD_LOG_OUTPUT" {
             cmd.args(["--log-output", "stderr"]);
+        }
+        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of the child process between fork and exec;
+        // it allocates nothing and touches no memory of the parent. A daemon left behind by a
+        // killed test run would otherwise wait for its database layout forever.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
         }
         let mut child = cmd.spawn().expect("spawn portsyncd");
         let end = Instant::now() + VALID_RUN;

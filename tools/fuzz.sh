@@ -21,7 +21,8 @@
 # regression there (a crash that kills the test binary, a hang stopped by the time limit) is
 # recorded with its seed in tests/fuzz-seeds/SUITE.seeds, to replay by hand.
 #
-# At the end it prints, per suite, the rounds, the failures and the cases run (rounds that
+# (tests/hostile_config.rs's binary-level environment test runs a 200th of the cases: each is a
+# daemon start.) At the end it prints, per suite, the rounds, the failures and the cases run (rounds that
 # completed × PROPTEST_CASES × generative tests; a suite whose generative tests are not named
 # gen_* is counted from the proptest! blocks in its source).
 # Needs what the suites need (root, redis-server for some); suites missing on this branch are skipped.
