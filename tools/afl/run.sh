@@ -30,7 +30,7 @@ if ! cargo afl --version >/dev/null 2>&1; then
     cargo install cargo-afl
 fi
 
-export CARGO_TARGET_DIR="$root/target/afl"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/afl}"
 (cd tools/afl && cargo afl build --release --bin netlink_parse)
 bin="$CARGO_TARGET_DIR/release/netlink_parse"
 
