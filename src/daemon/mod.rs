@@ -122,7 +122,8 @@ fn layout(cfg: &Config, stop: &AtomicBool) -> Result<Option<DbLayout>, DaemonErr
             Ok(l) => return Ok(Some(l)),
             Err(e @ DbConfigError::NamespaceNotFound { .. }) => {
                 let ns = cfg.namespace.clone().unwrap_or_default();
-                return Err(DaemonError::InvalidOption(format!("--namespace {ns}: {e}")));
+                let msg = format!("--namespace {ns}: {e}");
+                return Err(DaemonError::InvalidOption(crate::config::printable(&msg)));
             }
             Err(e @ DbConfigError::BadUrl { .. }) => {
                 return Err(DaemonError::InvalidOption(format!("--redis-url: {e}")));
