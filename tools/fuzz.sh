@@ -21,10 +21,10 @@
 # regression there (a crash that kills the test binary, a hang stopped by the time limit) is
 # recorded with its seed in tests/fuzz-seeds/SUITE.seeds, to replay by hand.
 #
-# (tests/hostile_config.rs's binary-level environment test runs a 200th of the cases: each is a
-# daemon start.) At the end it prints, per suite, the rounds, the failures and the cases run (rounds that
-# completed × PROPTEST_CASES × generative tests; a suite whose generative tests are not named
-# gen_* is counted from the proptest! blocks in its source).
+# At the end it prints, per suite, the rounds, the failures and the cases run in rounds that
+# completed: PROPTEST_CASES per gen_* test, but a 200th of it (at least 16) per gen_binary_* test
+# (one process start per case, e.g. tests/hostile_config.rs's environment test); a suite whose
+# generative tests are not named gen_* is counted from the fns of its proptest! blocks.
 # Needs what the suites need (root, redis-server for some); suites missing on this branch are skipped.
 set -euo pipefail
 
@@ -89,10 +89,11 @@ done
 
 # Generative tests of a suite: the gen_* test functions, else every fn declared in proptest! blocks.
 gen_count() {
-    local file="tests/$1.rs" n
+    local file="tests/$1.rs" n b
     n=$(grep -cE '^\s*fn gen_[a-z0-9_]+\s*\(' "$file" || true)
+    b=$(grep -cE '^\s*fn gen_binary_[a-z0-9_]+\s*\(' "$file" || true)
     if ((n > 0)); then
-        echo "$n gen"
+        echo "$((n - b)) gen $b"
         return
     fi
     n=$(awk '
@@ -105,7 +106,7 @@ gen_count() {
             if (depth <= 0 && opens + closes > 0) inside = 0
         }
         END { print n + 0 }' "$file")
-    echo "$n all"
+    echo "$n all 0"
 }
 
 echo "fuzz: building ${suites[*]} (release, fault-injection)"
@@ -114,10 +115,13 @@ for t in "${suites[@]}"; do
 done
 
 logdir=$(mktemp -d -t portsyncd-fuzz.XXXXXX)
-declare -A rounds=() fails=() done_cases=() ngen=() mode=()
+declare -A rounds=() fails=() done_cases=() ngen=() nbin=() mode=()
+binary_cases=$((cases / 200))
+((binary_cases >= 16)) || binary_cases=16
 for t in "${suites[@]}"; do
-    read -r n m < <(gen_count "$t")
+    read -r n m b < <(gen_count "$t")
     ngen[$t]=$n
+    nbin[$t]=$b
     mode[$t]=$m
     rounds[$t]=0
     fails[$t]=0
@@ -144,7 +148,7 @@ while ((SECONDS < deadline)); do
         cargo test --release --features fault-injection --test "$t" -- "${filter[@]}" >"$log" 2>&1 || status=$?
     rounds[$t]=$((rounds[$t] + 1))
     if ((status == 0)); then
-        done_cases[$t]=$((done_cases[$t] + cases * ngen[$t]))
+        done_cases[$t]=$((done_cases[$t] + cases * ngen[$t] + binary_cases * nbin[$t]))
         continue
     fi
     if ((status == 137)) && ((SECONDS >= deadline)); then
@@ -168,7 +172,7 @@ echo
 echo "fuzz: $((SECONDS - start)) s; logs in $logdir"
 total_fail=0
 for t in "${suites[@]}"; do
-    echo "fuzz: $t: ${rounds[$t]} rounds, ${fails[$t]} failed, ${done_cases[$t]} cases in passing rounds (${ngen[$t]} generative tests x $cases)"
+    echo "fuzz: $t: ${rounds[$t]} rounds, ${fails[$t]} failed, ${done_cases[$t]} cases in passing rounds (per round: ${ngen[$t]} tests x $cases, ${nbin[$t]} x $binary_cases)"
     total_fail=$((total_fail + fails[$t]))
 done
 ((total_fail == 0))
