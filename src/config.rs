@@ -1,10 +1,118 @@
 //! Options and environment variables, in one place (`docs/configuration.md` lists them).
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::Parser;
+
+/// Longest anti-entropy interval (a year): larger values would overflow a deadline.
+pub const MAX_RESYNC_INTERVAL_SECS: u64 = 365 * 86_400;
+/// Most generations kept.
+pub const MAX_GENERATIONS: usize = 1000;
+
+/// A value parser over `&str` that refuses a value that is not UTF-8 the way it refuses a bad one:
+/// exit status 2, naming the option and the value (its bytes escaped). clap's own refusal of such a
+/// value names neither.
+#[derive(Clone)]
+struct Utf8<F>(F);
+
+impl<T, F> TypedValueParser for Utf8<F>
+where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        match value.to_str() {
+            Some(text) => (self.0)(text).map_err(|why| invalid(cmd, arg, text, &why)),
+            None => Err(invalid(
+                cmd,
+                arg,
+                &escaped(value),
+                "not UTF-8 (bytes shown escaped)",
+            )),
+        }
+    }
+}
+
+/// An option value's bytes, printable (`\xff` for a byte that is not ASCII).
+fn escaped(value: &OsStr) -> String {
+    value.as_encoded_bytes().escape_ascii().to_string()
+}
+
+/// `text` with every control character escaped (`\u{1b}`): a value from outside must not reach
+/// the terminal as an escape sequence.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// clap's refusal of a value: "invalid value 'V' for '--option <N>': why" (exit status 2).
+fn invalid(cmd: &clap::Command, arg: Option<&clap::Arg>, shown: &str, why: &str) -> clap::Error {
+    let name = arg.map_or_else(|| "the value".to_string(), |a| a.to_string());
+    clap::Error::raw(
+        clap::error::ErrorKind::ValueValidation,
+        format!(
+            "invalid value '{}' for '{name}': {}\n",
+            printable(shown),
+            printable(why)
+        ),
+    )
+    .with_cmd(cmd)
+}
+
+fn parse_text(s: &str) -> Result<String, String> {
+    Ok(s.to_string())
+}
+
+fn parse_secs(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("expected a whole number of seconds, got '{s}'"))
+}
+
+fn parse_resync_secs(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= MAX_RESYNC_INTERVAL_SECS => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of seconds from 0 to {MAX_RESYNC_INTERVAL_SECS}, got '{s}'"
+        )),
+    }
+}
+
+fn parse_days(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("expected a whole number of days, got '{s}'"))
+}
+
+fn parse_generations(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_GENERATIONS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 1 to {MAX_GENERATIONS}, got '{s}'"
+        )),
+    }
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|e| format!("expected an address such as 127.0.0.1:9810, got '{s}': {e}"))
+}
 
 /// Parses the interface's BOOL: `true`/`false`/`1`/`0`.
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -19,13 +127,6 @@ fn parse_redis_url(s: &str) -> Result<String, String> {
     crate::sonic::parse_redis_url(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
-}
-
-fn parse_positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("expected a whole number of at least 1, got '{s}'")),
-    }
 }
 
 fn parse_log_level(s: &str) -> Result<String, String> {
@@ -71,11 +172,31 @@ pub enum JsonExport {
     Path(PathBuf),
 }
 
-fn parse_json_export(s: &str) -> Result<JsonExport, String> {
-    match s {
-        "" => Err("expected a path or 'off', got an empty value".to_string()),
-        "off" => Ok(JsonExport::Off),
-        p => Ok(JsonExport::Path(PathBuf::from(p))),
+/// A path (any bytes: Linux paths need not be UTF-8) or `off`.
+#[derive(Clone)]
+struct JsonExportParser;
+
+impl TypedValueParser for JsonExportParser {
+    type Value = JsonExport;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<JsonExport, clap::Error> {
+        if value.is_empty() {
+            return Err(invalid(
+                cmd,
+                arg,
+                "",
+                "expected a path or 'off', got an empty value",
+            ));
+        }
+        if value == "off" {
+            return Ok(JsonExport::Off);
+        }
+        Ok(JsonExport::Path(PathBuf::from(value)))
     }
 }
 
@@ -104,12 +225,12 @@ pub struct Config {
     pub db_config: PathBuf,
 
     /// Multi-ASIC namespace, resolved through database_global.json beside --db-config.
-    #[arg(long, env = "PORTSYNCD_NAMESPACE", value_name = "NAME")]
+    #[arg(long, env = "PORTSYNCD_NAMESPACE", value_name = "NAME", value_parser = Utf8(parse_text))]
     pub namespace: Option<String>,
 
     /// One Redis for every DB with SONiC's default ids (unix:///path/redis.sock or
     /// redis://host:port); overrides --db-config.
-    #[arg(long, env = "PORTSYNCD_REDIS_URL", value_name = "URL", value_parser = parse_redis_url)]
+    #[arg(long, env = "PORTSYNCD_REDIS_URL", value_name = "URL", value_parser = Utf8(parse_redis_url))]
     pub redis_url: Option<String>,
 
     /// Directory of the state store (sled) and of the JSON export.
@@ -123,7 +244,7 @@ pub struct Config {
 
     /// Longest wait for the end of the initial link dump, in seconds; 0 = do not wait.
     /// Default: CONFIG_DB `WARM_RESTART|swss portsyncd_timer`, else 10.
-    #[arg(long, env = "PORTSYNCD_EOIU_TIMEOUT_SECS", value_name = "N")]
+    #[arg(long, env = "PORTSYNCD_EOIU_TIMEOUT_SECS", value_name = "N", value_parser = Utf8(parse_secs))]
     pub eoiu_timeout_secs: Option<u64>,
 
     /// Anti-entropy: every N seconds, once no link message arrived for 2 s, compare a fresh link
@@ -132,7 +253,8 @@ pub struct Config {
         long,
         env = "PORTSYNCD_RESYNC_INTERVAL_SECS",
         value_name = "N",
-        default_value_t = 300
+        default_value = "300",
+        value_parser = Utf8(parse_resync_secs)
     )]
     pub resync_interval_secs: u64,
 
@@ -141,29 +263,30 @@ pub struct Config {
         long,
         env = "PORTSYNCD_STATE_MAX_AGE_DAYS",
         value_name = "N",
-        default_value_t = 7
+        default_value = "7",
+        value_parser = Utf8(parse_days)
     )]
     pub state_max_age_days: u64,
 
     /// Keep several generations of the saved state (false: keep one).
-    #[arg(long, env = "PORTSYNCD_STATE_ROTATION", value_name = "BOOL", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PORTSYNCD_STATE_ROTATION", value_name = "BOOL", default_value = "true", value_parser = Utf8(parse_bool), action = clap::ArgAction::Set)]
     pub state_rotation: bool,
 
     /// Generations kept when rotation is on.
-    #[arg(long, env = "PORTSYNCD_STATE_GENERATIONS", value_name = "N", default_value = "3", value_parser = parse_positive)]
+    #[arg(long, env = "PORTSYNCD_STATE_GENERATIONS", value_name = "N", default_value = "3", value_parser = Utf8(parse_generations))]
     pub state_generations: usize,
 
     /// Fall back to older generations / the JSON export on corruption (false: cold start).
-    #[arg(long, env = "PORTSYNCD_STATE_RECOVERY", value_name = "BOOL", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PORTSYNCD_STATE_RECOVERY", value_name = "BOOL", default_value = "true", value_parser = Utf8(parse_bool), action = clap::ArgAction::Set)]
     pub state_recovery: bool,
 
     /// Compatibility JSON rewritten after each commit: a path, or `off`.
     /// Default: <state-dir>/port_state.json.
-    #[arg(long, env = "PORTSYNCD_JSON_EXPORT", value_name = "PATH|off", value_parser = parse_json_export)]
+    #[arg(long, env = "PORTSYNCD_JSON_EXPORT", value_name = "PATH|off", value_parser = JsonExportParser)]
     pub json_export: Option<JsonExport>,
 
     /// Serve Prometheus metrics.
-    #[arg(long, env = "PORTSYNCD_METRICS_ENABLED", value_name = "BOOL", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PORTSYNCD_METRICS_ENABLED", value_name = "BOOL", default_value = "true", value_parser = Utf8(parse_bool), action = clap::ArgAction::Set)]
     pub metrics_enabled: bool,
 
     /// Address of the metrics endpoint (GET /metrics).
@@ -171,17 +294,18 @@ pub struct Config {
         long,
         env = "PORTSYNCD_METRICS_LISTEN",
         value_name = "ADDR",
-        default_value = "127.0.0.1:9810"
+        default_value = "127.0.0.1:9810",
+        value_parser = Utf8(parse_socket_addr)
     )]
     pub metrics_listen: SocketAddr,
 
     /// error, warn, info, debug or trace.
-    #[arg(long, env = "PORTSYNCD_LOG_LEVEL", value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
+    #[arg(long, env = "PORTSYNCD_LOG_LEVEL", value_name = "LEVEL", default_value = "info", value_parser = Utf8(parse_log_level))]
     pub log_level: String,
 
     /// Where log lines go: syslog (ident `portsyncd`), stdout or stderr.
     /// Default: CONFIG_DB `LOGGER|portsyncd LOGOUTPUT` (SYSLOG when unset); stderr until Redis answers.
-    #[arg(long, env = "PORTSYNCD_LOG_OUTPUT", value_name = "WHERE", value_parser = parse_log_output)]
+    #[arg(long, env = "PORTSYNCD_LOG_OUTPUT", value_name = "WHERE", value_parser = Utf8(parse_log_output))]
     pub log_output: Option<LogOutput>,
 
     /// Whether `--log-level` / `PORTSYNCD_LOG_LEVEL` was given (not its default): then it wins over

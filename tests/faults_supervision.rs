@@ -3,6 +3,10 @@
 //! within 1 s, so supervisord / SONiC's critical-process monitor restarts it. Real redis-server and
 //! netns. The time is measured from the panic's log timestamp to the moment the process became a
 //! zombie (polled every millisecond in /proc), and printed.
+//!
+//! The auxiliary threads (the metrics endpoint, the CONFIG_DB `LOGGER|portsyncd` follower) are not
+//! worth a restart of the whole daemon: a panic there is logged and the thread is restarted with
+//! backoff, while ports keep publishing (`..._is_restarted_...` below).
 
 #![cfg(feature = "fault-injection")]
 
@@ -141,4 +145,164 @@ fn a_panic_while_the_loop_is_stuck_exits_1_within_1s_by_the_watchdog() {
         |_, _| {},
     );
     assert!(log.contains("took too long: exiting now"), "{log}");
+}
+
+/// Starts a daemon with `PORTSYNCD_FAULT_PANIC=spec` and Ethernet0 published; returns both.
+fn started_with_panic(rig: &Rig, spec: &str) -> Daemon {
+    let d = rig.start_with_env(&[], &[("PORTSYNCD_FAULT_PANIC", spec)]);
+    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+    rig.add_port("Ethernet0");
+    assert!(
+        rig.wait_converged(&["Ethernet0".to_string()], T),
+        "{}",
+        d.log_text()
+    );
+    d
+}
+
+/// After an auxiliary thread's panic: the daemon still runs and still publishes a link change.
+fn still_publishing(rig: &Rig, d: &mut Daemon, mtu: u32) {
+    assert!(
+        d.wait(std::time::Duration::ZERO).is_none(),
+        "{}",
+        d.log_text()
+    );
+    rig.ns.set_mtu("Ethernet0", mtu);
+    assert!(
+        common::daemon::wait_until(T, || rig.state("Ethernet0").get("mtu")
+            == Some(&mtu.to_string())),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_panic_of_the_metrics_endpoint_is_restarted_and_ports_keep_publishing() {
+    let rig = Rig::new(&["Ethernet0"]);
+    // The first request panics the endpoint's thread; later ones must be served again.
+    let mut d = started_with_panic(&rig, "metrics:0:1");
+    let first = d.metrics();
+    assert!(!first.contains("portsyncd_starts_total"), "{first}");
+    assert!(
+        d.wait_log("thread panicked", T),
+        "the panic is logged: {}",
+        d.log_text()
+    );
+    assert!(
+        common::daemon::wait_until(T, || d.metrics().contains("portsyncd_starts_total")),
+        "/metrics is not served after the panic\n{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("restarting") && l.contains("thread=metrics")),
+        "{log}"
+    );
+    still_publishing(&rig, &mut d, 4000);
+    assert!(d.terminate().success(), "{}", d.log_text());
+}
+
+#[test]
+fn a_panic_of_the_logger_follower_is_restarted_and_follows_again() {
+    let rig = Rig::new(&["Ethernet0"]);
+    // Read 0 is the start's; read 1 (the first keyspace event below) panics.
+    let mut d = started_with_panic(&rig, "swss-logger:1:1");
+    rig.cli(
+        common::daemon::CONFIG_DB,
+        &["HSET", "LOGGER|portsyncd", "LOGLEVEL", "INFO"],
+    );
+    assert!(d.wait_log("thread panicked", T), "{}", d.log_text());
+    // The restarted follower re-reads the key and applies the level written while it was down.
+    assert!(
+        common::daemon::wait_until(T, || d
+            .log_text()
+            .lines()
+            .any(|l| l.contains("log level set from CONFIG_DB") && l.contains("loglevel=INFO"))),
+        "the follower did not come back\n{}",
+        d.log_text()
+    );
+    // And it keeps following.
+    rig.cli(
+        common::daemon::CONFIG_DB,
+        &["HSET", "LOGGER|portsyncd", "LOGLEVEL", "DEBUG"],
+    );
+    assert!(
+        common::daemon::wait_until(T, || {
+            d.log_text()
+                .lines()
+                .any(|l| l.contains("log level set from CONFIG_DB") && l.contains("loglevel=DEBUG"))
+        }),
+        "{}",
+        d.log_text()
+    );
+    still_publishing(&rig, &mut d, 4000);
+    assert!(d.terminate().success(), "{}", d.log_text());
+}
+
+#[test]
+fn the_logger_follower_survives_foreign_bytes_and_a_wrong_type() {
+    let rig = Rig::new(&["Ethernet0"]);
+    let mut d = rig.start(&[]);
+    assert!(
+        d.wait_log("registered with swss Logger", T),
+        "{}",
+        d.log_text()
+    );
+    let mut con = rig.redis.client(i64::from(common::daemon::CONFIG_DB));
+    let level_set = |d: &Daemon, level: &str| {
+        let needle = format!("loglevel={level}");
+        common::daemon::wait_until(T, || {
+            d.log_text()
+                .lines()
+                .any(|l| l.contains("log level set from CONFIG_DB") && l.contains(&needle))
+        })
+    };
+    // LOGOUTPUT in Latin-1 (not UTF-8): ignored and logged; LOGLEVEL still follows.
+    let _: () = redis::cmd("HSET")
+        .arg("LOGGER|portsyncd")
+        .arg("LOGOUTPUT")
+        .arg(&b"SYSLOG\xe9"[..])
+        .query(&mut con)
+        .expect("HSET bytes");
+    rig.cli(
+        common::daemon::CONFIG_DB,
+        &["HSET", "LOGGER|portsyncd", "LOGLEVEL", "INFO"],
+    );
+    assert!(level_set(&d, "INFO"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("SYSLOG\\xe9"),
+        "the bad value is logged escaped\n{}",
+        d.log_text()
+    );
+    // The key becomes a string (WRONGTYPE): ignored and logged, not a lost connection.
+    rig.cli(common::daemon::CONFIG_DB, &["DEL", "LOGGER|portsyncd"]);
+    rig.cli(
+        common::daemon::CONFIG_DB,
+        &["SET", "LOGGER|portsyncd", "garbage"],
+    );
+    assert!(
+        d.wait_log("CONFIG_DB log settings unusable", T),
+        "{}",
+        d.log_text()
+    );
+    // Fixed again: followed at once.
+    rig.cli(common::daemon::CONFIG_DB, &["DEL", "LOGGER|portsyncd"]);
+    rig.cli(
+        common::daemon::CONFIG_DB,
+        &["HSET", "LOGGER|portsyncd", "LOGLEVEL", "DEBUG"],
+    );
+    assert!(level_set(&d, "DEBUG"), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(
+        !log.contains("log settings unreachable"),
+        "a bad entry is not a lost connection\n{log}"
+    );
+    rig.add_port("Ethernet0");
+    assert!(
+        rig.wait_converged(&["Ethernet0".to_string()], T),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.terminate().success(), "{}", d.log_text());
 }

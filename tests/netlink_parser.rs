@@ -462,3 +462,51 @@ proptest! {
         let _ = parse_datagram(&bytes[..cut]);
     }
 }
+
+/// NEWLINK_UP with the 9 name bytes (`Ethernet0`, at offset 36) replaced.
+fn newlink_up_named(name: &[u8; 9]) -> Vec<u8> {
+    let mut bytes = hex(NEWLINK_UP);
+    bytes[36..45].copy_from_slice(name);
+    bytes
+}
+
+#[test]
+fn name_that_is_not_utf8_comes_escaped_and_marked() {
+    let items = parse_datagram(&newlink_up_named(b"Ethernet\xff"));
+    let (event, _, _) = link(&items[0]);
+    assert_eq!(event.link.name, "Ethernet\\xff (not UTF-8)");
+    assert!(portsyncd::netlink::is_escaped_name(&event.link.name));
+    assert_eq!(event.link.ifindex, 3);
+    assert_eq!(event.link.mtu, 1500);
+    // A backslash is escaped too: a real name that looks like an escape stays distinct.
+    let items = parse_datagram(&newlink_up_named(b"E\\xff\xfe\0\0\0"));
+    assert_eq!(link(&items[0]).0.link.name, "E\\\\xff\\xfe (not UTF-8)");
+    // A UTF-8 name is never marked.
+    let items = parse_datagram(&newlink_up_named(b"Ethern\xc3\xa9t"));
+    assert_eq!(link(&items[0]).0.link.name, "Ethernét");
+    assert!(!portsyncd::netlink::is_escaped_name("Ethernét"));
+}
+
+#[test]
+fn kind_that_is_not_utf8_does_not_drop_the_message() {
+    let mut bytes = hex(NEWLINK_UP);
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"veth")
+        .expect("INFO_KIND veth");
+    bytes[at] = 0xff;
+    let items = parse_datagram(&bytes);
+    let (event, _, _) = link(&items[0]);
+    assert_eq!(event.link.kind.as_deref(), Some("\\xffeth (not UTF-8)"));
+    assert_eq!(event.link.name, "Ethernet0");
+}
+
+#[test]
+fn ifindex_zero_is_malformed() {
+    let mut bytes = hex(NEWLINK_UP);
+    bytes[20..24].copy_from_slice(&0u32.to_ne_bytes()); // ifi_index
+    assert!(matches!(
+        parse_datagram(&bytes)[..],
+        [NetlinkItem::Malformed { .. }]
+    ));
+}

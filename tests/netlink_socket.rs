@@ -179,6 +179,57 @@ fn timeout_inner() {
 }
 
 #[test]
+fn a_datagram_from_another_process_is_not_believed() {
+    Netns::new().run_test_inside("foreign_sender_inner", &[]);
+}
+
+#[test]
+#[ignore]
+fn foreign_sender_inner() {
+    let Some(_ns) = Netns::inside() else { return };
+    let sock = LinkSocket::open().expect("open");
+    let port = sock.port_id().expect("port id");
+    assert_ne!(port, 0);
+    // A well-formed RTM_NEWLINK for "Ethernet0" (ifindex 77), sent by this process, not the kernel.
+    let mut msg = portsyncd_newlink(77, b"Ethernet0\0");
+    let len = u32::try_from(msg.len()).expect("fits");
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+    let mut other =
+        netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE).expect("socket");
+    other.bind_auto().expect("bind");
+    other
+        .send_to(&msg, &netlink_sys::SocketAddr::new(port, 0), 0)
+        .expect("send to the link socket");
+    let item = wait_for(&sock, |i| !matches!(i, NetlinkItem::Ignored));
+    match item {
+        NetlinkItem::Malformed { reason } => assert!(reason.contains("not the kernel"), "{reason}"),
+        other => panic!("a forged link message was believed: {other:?}"),
+    }
+}
+
+/// nlmsghdr (length filled in by the caller) + ifinfomsg + IFLA_IFNAME.
+fn portsyncd_newlink(ifindex: u32, name: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&16u16.to_ne_bytes()); // RTM_NEWLINK
+    m.extend_from_slice(&0u16.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes()); // seq 0, like a notification
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[0, 0, 1, 0]); // family, pad, ARPHRD_ETHER
+    m.extend_from_slice(&ifindex.to_ne_bytes());
+    m.extend_from_slice(&0x11043u32.to_ne_bytes()); // up, running
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    let alen = u16::try_from(4 + name.len()).expect("fits");
+    m.extend_from_slice(&alen.to_ne_bytes());
+    m.extend_from_slice(&3u16.to_ne_bytes()); // IFLA_IFNAME
+    m.extend_from_slice(name);
+    while !m.len().is_multiple_of(4) {
+        m.push(0);
+    }
+    m
+}
+
+#[test]
 fn admin_down_via_netlink() {
     Netns::new().run_test_inside("admin_down_inner", &[]);
 }

@@ -1,10 +1,12 @@
 //! Test-only fault hooks of the daemon's threads, compiled with the `fault-injection` feature only
 //! (no-ops otherwise):
 //!
-//! - `PORTSYNCD_FAULT_PANIC=<thread>[:<n>]` panics the thread named `netlink`, `redis` or `store`
-//!   at its `n+1`-th pass through [`panic_point`] (default `n` = 0: the first). The netlink reader
-//!   passes once per burst it hands to the loop, the Redis writer once per batch, the store
-//!   committer once per commit.
+//! - `PORTSYNCD_FAULT_PANIC=<thread>[:<n>[:<times>]]` panics the thread named `netlink`, `redis`,
+//!   `store`, `metrics` or `swss-logger` at its `n+1`-th pass through [`panic_point`] (default `n` =
+//!   0: the first) and at every later pass, or only at the `times` passes from there when `times` is
+//!   given (a thread that is restarted then runs on). The netlink reader passes once per burst it
+//!   hands to the loop, the Redis writer once per batch, the store committer once per commit, the
+//!   metrics endpoint once per request, the LOGGER follower once per read of `LOGGER|portsyncd`.
 //! - `PORTSYNCD_FAULT_LOOP_DELAY_MS=<ms>` makes the loop sleep that long per batch of inputs (a
 //!   slow core).
 //! - `PORTSYNCD_FAULT_ADMIN_DOWN_DELAY_MS=<ms>` makes each old-netdev admin-down that long.
@@ -15,15 +17,21 @@ mod imp {
     use std::sync::OnceLock;
     use std::time::Duration;
 
-    fn panic_spec() -> Option<&'static (String, u64)> {
-        static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    /// The thread, the first pass that panics, how many passes panic (None: all from there).
+    type Spec = (String, u64, Option<u64>);
+
+    fn panic_spec() -> Option<&'static Spec> {
+        static SPEC: OnceLock<Option<Spec>> = OnceLock::new();
         SPEC.get_or_init(|| {
             let v = std::env::var("PORTSYNCD_FAULT_PANIC").ok()?;
-            let (name, n) = match v.split_once(':') {
-                Some((name, n)) => (name.to_string(), n.parse().ok()?),
-                None => (v, 0),
+            let mut parts = v.split(':');
+            let name = parts.next()?.to_string();
+            let after = parts.next().map_or(Some(0), |n| n.parse().ok())?;
+            let times = match parts.next() {
+                Some(t) => Some(t.parse().ok()?),
+                None => None,
             };
-            Some((name, n))
+            Some((name, after, times))
         })
         .as_ref()
     }
@@ -31,9 +39,14 @@ mod imp {
     static PASSES: AtomicU64 = AtomicU64::new(0);
 
     pub fn panic_point(thread: &str) {
-        if let Some((name, after)) = panic_spec() {
-            if name == thread && PASSES.fetch_add(1, Ordering::SeqCst) >= *after {
-                panic!("fault injection: PORTSYNCD_FAULT_PANIC={name}:{after}");
+        if let Some((name, after, times)) = panic_spec() {
+            if name != thread {
+                return;
+            }
+            let pass = PASSES.fetch_add(1, Ordering::SeqCst);
+            let in_range = pass >= *after && times.is_none_or(|t| pass - after < t);
+            if in_range {
+                panic!("fault injection: PORTSYNCD_FAULT_PANIC={name}:{after} (pass {pass})");
             }
         }
     }

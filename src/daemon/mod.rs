@@ -8,11 +8,12 @@
 //! supervision ─────WorkerDied─────┘
 //! ```
 //!
-//! Every thread is supervised (supervise.rs): a death exits the process with status 1.
+//! Every thread is supervised (supervise.rs): a worker's death exits the process with status 1; the
+//! auxiliary threads (metrics endpoint, LOGGER follower) are restarted with backoff instead.
 
 mod admin_down;
 mod committer;
-mod faults;
+pub(crate) mod faults;
 mod handoff;
 mod inbox;
 mod input;
@@ -46,6 +47,7 @@ use committer::{CommitSlot, PortDelta, StoreStart};
 pub use input::Input;
 use saved::SavedPort;
 pub use supervise::install_panic_hook;
+pub(crate) use supervise::spawn_restarting;
 use supervise::Supervisor;
 
 /// Waits between reads of a database layout that is not there yet.
@@ -122,7 +124,8 @@ fn layout(cfg: &Config, stop: &AtomicBool) -> Result<Option<DbLayout>, DaemonErr
             Ok(l) => return Ok(Some(l)),
             Err(e @ DbConfigError::NamespaceNotFound { .. }) => {
                 let ns = cfg.namespace.clone().unwrap_or_default();
-                return Err(DaemonError::InvalidOption(format!("--namespace {ns}: {e}")));
+                let msg = format!("--namespace {ns}: {e}");
+                return Err(DaemonError::InvalidOption(crate::config::printable(&msg)));
             }
             Err(e @ DbConfigError::BadUrl { .. }) => {
                 return Err(DaemonError::InvalidOption(format!("--redis-url: {e}")));
@@ -285,6 +288,7 @@ pub fn run(
         baseline_source: startup.baseline_source,
         t_start,
         parse_warnings: RateLimit::new(Duration::from_secs(10)),
+        name_warnings: RateLimit::new(Duration::from_secs(10)),
         overrun_log: RateLimit::new(Duration::from_secs(10)),
         commit_log: RateLimit::new(Duration::from_secs(10)),
         died: None,
@@ -367,6 +371,8 @@ struct Loop {
     baseline_source: BaselineSource,
     t_start: Instant,
     parse_warnings: RateLimit,
+    /// Link names that are not UTF-8 (the kernel allows them; a flood of their messages is possible).
+    name_warnings: RateLimit,
     overrun_log: RateLimit,
     commit_log: RateLimit,
     /// The supervised thread whose death ended the loop.
@@ -470,6 +476,11 @@ impl Loop {
                 dump_intr,
                 event,
             } => {
+                if netlink::is_escaped_name(&event.link.name) {
+                    if let Some(suppressed) = self.name_warnings.allow(now) {
+                        warn!(ifindex = event.link.ifindex, ifname = %event.link.name, suppressed, "interface name is not UTF-8 (bytes shown escaped): never published; a port renamed to it is removed");
+                    }
+                }
                 self.core.on_link(seq, &event, dump_intr);
             }
             NetlinkItem::Done { seq, dump_intr } => {

@@ -8,14 +8,22 @@
 //! watchdog that calls `std::process::exit(1)` after [`EXIT_WATCHDOG`], whether or not the loop
 //! listens (it may be the thing that is stuck). [`install_panic_hook`] logs every panic through
 //! `tracing`, with the thread's name, where it happened and a backtrace when `RUST_BACKTRACE` asks.
+//!
+//! Auxiliary threads, whose loss does not stop ports from being published (the metrics endpoint,
+//! the CONFIG_DB `LOGGER|portsyncd` follower), are not worth restarting the whole daemon: they run
+//! under [`spawn_restarting`], which logs a death and runs the thread's body again after a backoff
+//! ([`RESTART_MIN`] doubling up to [`RESTART_MAX`]) until their stop flag is set.
 
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tracing::error;
+use tracing::{error, info};
+
+use crate::backoff::Backoff;
 
 /// Longest time between a worker's death and the process exit (the bound is 1 s).
 pub const EXIT_WATCHDOG: Duration = Duration::from_millis(500);
@@ -150,6 +158,55 @@ impl Supervisor {
     }
 }
 
+/// First wait before an auxiliary thread's body runs again after its death.
+pub const RESTART_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between restarts of an auxiliary thread that keeps dying.
+pub const RESTART_MAX: Duration = Duration::from_secs(30);
+/// A body that ran this long before dying starts its backoff afresh.
+const RESTART_HEALTHY: Duration = Duration::from_secs(60);
+
+/// Spawns `body` on a thread named `name` and runs it again whenever it panics or returns while
+/// `stop` is not set, after a backoff; each death is logged with the thread's name. The body must be
+/// able to run again after a panic (its state is what it captured, possibly half-updated).
+pub fn spawn_restarting(
+    name: &str,
+    stop: Arc<AtomicBool>,
+    mut body: impl FnMut() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let thread = name.to_string();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let mut backoff = Backoff::new(RESTART_MIN, RESTART_MAX);
+            let mut restarts: u64 = 0;
+            loop {
+                let started = Instant::now();
+                // The panic hook has logged the panic (thread, place, message) by the time this returns.
+                let how = match std::panic::catch_unwind(AssertUnwindSafe(&mut body)) {
+                    Ok(()) => "exited",
+                    Err(_) => "panicked",
+                };
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if started.elapsed() >= RESTART_HEALTHY {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                restarts = restarts.saturating_add(1);
+                error!(thread = %thread, how, restarts, retry_in = ?delay, "auxiliary thread died: restarting it; ports keep being published");
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20).min(delay));
+                }
+                info!(thread = %thread, restarts, "auxiliary thread restarted");
+            }
+        })
+}
+
 /// Logs every panic through `tracing` (thread, location, message; a backtrace if `RUST_BACKTRACE`
 /// enables it) instead of only printing it to stderr.
 pub fn install_panic_hook() {
@@ -235,6 +292,42 @@ mod tests {
             exits.recv_timeout(EXIT_WATCHDOG * 2).is_err(),
             "one watchdog"
         );
+    }
+
+    #[test]
+    fn an_auxiliary_thread_is_restarted_until_stopped() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<u32>();
+        let mut runs = 0u32;
+        let stop_in = Arc::clone(&stop);
+        let h = spawn_restarting("aux", Arc::clone(&stop), move || {
+            runs += 1;
+            let _ = tx.send(runs);
+            match runs {
+                1 => panic!("first run panics"),
+                2 => {} // the second returns early: a death too
+                _ => {
+                    stop_in.store(true, Ordering::SeqCst);
+                }
+            }
+        })
+        .expect("spawn");
+        h.join().expect("the restarting thread itself never panics");
+        let seen: Vec<u32> = rx.try_iter().collect();
+        assert_eq!(seen, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn an_auxiliary_thread_that_ends_while_stopping_is_not_restarted() {
+        let stop = Arc::new(AtomicBool::new(true));
+        let (tx, rx) = mpsc::channel::<()>();
+        spawn_restarting("aux", stop, move || {
+            let _ = tx.send(());
+        })
+        .expect("spawn")
+        .join()
+        .expect("join");
+        assert_eq!(rx.try_iter().count(), 1);
     }
 
     #[test]

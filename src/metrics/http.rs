@@ -1,6 +1,9 @@
-//! `GET /metrics` over HTTP, from a thread of its own.
+//! `GET /metrics` over HTTP, from a thread of its own. The thread is restarted with backoff when it
+//! dies (a panic while serving a request): the endpoint is worth neither a daemon restart nor its
+//! silent loss ([`crate::daemon::spawn_restarting`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -17,6 +20,8 @@ pub enum MetricsError {
 /// The HTTP endpoint; stops when dropped.
 pub struct MetricsServer {
     server: Arc<tiny_http::Server>,
+    /// Set when the server is dropped: the thread's end is then expected, not restarted.
+    closing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub addr: SocketAddr,
 }
@@ -31,37 +36,38 @@ impl MetricsServer {
         let bound = server.server_addr().to_ip().unwrap_or(addr);
         let server = Arc::new(server);
         let srv = Arc::clone(&server);
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for req in srv.incoming_requests() {
-                    let resp = if req.method() == &tiny_http::Method::Get
-                        && req.url().split('?').next() == Some("/metrics")
-                    {
-                        let header = tiny_http::Header::from_bytes(
-                            &b"Content-Type"[..],
-                            CONTENT_TYPE.as_bytes(),
-                        )
-                        .ok();
-                        let mut r = tiny_http::Response::from_string(metrics.render());
-                        if let Some(h) = header {
-                            r.add_header(h);
-                        }
-                        r
-                    } else {
-                        tiny_http::Response::from_string("not found\n").with_status_code(404)
-                    };
-                    if let Err(e) = req.respond(resp) {
-                        tracing::debug!(error = %e, "metrics response failed");
+        let closing = Arc::new(AtomicBool::new(false));
+        let thread = crate::daemon::spawn_restarting("metrics", Arc::clone(&closing), move || {
+            for req in srv.incoming_requests() {
+                crate::daemon::faults::panic_point("metrics");
+                let resp = if req.method() == &tiny_http::Method::Get
+                    && req.url().split('?').next() == Some("/metrics")
+                {
+                    let header = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        CONTENT_TYPE.as_bytes(),
+                    )
+                    .ok();
+                    let mut r = tiny_http::Response::from_string(metrics.render());
+                    if let Some(h) = header {
+                        r.add_header(h);
                     }
+                    r
+                } else {
+                    tiny_http::Response::from_string("not found\n").with_status_code(404)
+                };
+                if let Err(e) = req.respond(resp) {
+                    tracing::debug!(error = %e, "metrics response failed");
                 }
-            })
-            .map_err(|e| MetricsError::Bind {
-                addr,
-                reason: e.to_string(),
-            })?;
+            }
+        })
+        .map_err(|e| MetricsError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?;
         Ok(MetricsServer {
             server,
+            closing,
             thread: Some(thread),
             addr: bound,
         })
@@ -70,6 +76,7 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
         self.server.unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -9,5 +9,5 @@ pub mod parser;
 pub mod socket;
 mod sockopt;
 
-pub use parser::{parse_datagram, NetlinkItem};
+pub use parser::{is_escaped_name, parse_datagram, NetlinkItem, NOT_UTF8_MARK};
 pub use socket::{set_admin_down, LinkSocket, NetlinkError, RecvOutcome};

@@ -16,6 +16,18 @@
 //! 1.1-1.3 µs and 3 allocations (the item vector, the name, the kind); the full decode 6.2-8.7 µs and
 //! 26-32 allocations. The full decode also rejects a whole message when any single attribute it
 //! knows has an unexpected size; this path only fails on the attributes it needs.
+//!
+//! # Names that are not UTF-8
+//!
+//! Linux accepts any bytes but NUL, `/`, `:` and white space in an interface name, so `IFLA_IFNAME`
+//! may not be UTF-8. Such a link is not dropped (a rename of a published port to such a name would
+//! then be lost, leaving the old name's STATE_DB entry behind): its name is handed on escaped
+//! ([`<[u8]>::escape_ascii`], so `Ethernet0\xff`) followed by [`NOT_UTF8_MARK`]. The mark holds
+//! spaces, which no kernel name does, and which no SONiC port name does, so the escaped name can
+//! never be a configured port: the core treats the link like any other netdev with a name it does
+//! not publish, and a rename away from a port removes the port's entry as any rename does. The
+//! escape is one-to-one (a backslash is escaped too), so two such links never share a name.
+//! `IFLA_INFO_KIND` is decoded the same way.
 
 use netlink_packet_core::{NetlinkBuffer, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP_INTR};
 use netlink_packet_route::link::LinkHeader;
@@ -39,6 +51,15 @@ const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 /// `IFLA_INFO_KIND`, inside `IFLA_LINKINFO`.
 const IFLA_INFO_KIND: u16 = 1;
+
+/// Appended to the escaped form of a name that is not UTF-8 (see the module docs). It holds spaces,
+/// which no kernel interface name and no SONiC port name holds.
+pub const NOT_UTF8_MARK: &str = " (not UTF-8)";
+
+/// True for a name the parser escaped because the kernel's bytes were not UTF-8.
+pub fn is_escaped_name(name: &str) -> bool {
+    name.ends_with(NOT_UTF8_MARK)
+}
 
 /// `struct nlmsghdr` size.
 const NLMSG_HDRLEN: usize = 16;
@@ -74,7 +95,9 @@ pub fn parse_datagram(buf: &[u8]) -> Vec<NetlinkItem> {
     let mut items = Vec::with_capacity(buf.len() / 512 + 1);
     let mut offset = 0;
     while offset < buf.len() {
-        let rest = &buf[offset..];
+        let Some(rest) = buf.get(offset..) else {
+            break;
+        };
         let msg = match NetlinkBuffer::new_checked(rest) {
             Ok(msg) => msg,
             Err(e) => {
@@ -84,12 +107,26 @@ pub fn parse_datagram(buf: &[u8]) -> Vec<NetlinkItem> {
                 break;
             }
         };
-        // new_checked guarantees 16 <= length <= rest.len().
-        let len = msg.length() as usize;
-        items.push(parse_message(&rest[..len]));
-        offset += align4(len);
+        // new_checked guarantees 16 <= length <= rest.len(), so the slice and the sum stay in bounds.
+        let len = nlmsg_len(&msg);
+        let Some(this) = rest.get(..len) else {
+            break;
+        };
+        items.push(parse_message(this));
+        offset = next_offset(offset, len);
     }
     items
+}
+
+/// `nlmsg_len` as a `usize` (lossless: `usize` is at least 32 bits on every Linux target).
+fn nlmsg_len<T: AsRef<[u8]>>(msg: &NetlinkBuffer<T>) -> usize {
+    usize::try_from(msg.length()).unwrap_or(usize::MAX)
+}
+
+/// The offset of the message after one of `len` bytes at `offset` (messages are 4-byte aligned);
+/// saturates, which ends any walk.
+fn next_offset(offset: usize, len: usize) -> usize {
+    offset.saturating_add(align4(len))
 }
 
 /// The outcome of a request's acknowledgement (`NLMSG_ERROR`) found in a datagram.
@@ -105,13 +142,14 @@ pub enum Ack {
 pub fn find_ack(buf: &[u8], seq: u32) -> Option<Ack> {
     let mut offset = 0;
     while offset < buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[offset..]).ok()?;
-        let len = msg.length() as usize;
+        let rest = buf.get(offset..)?;
+        let msg = NetlinkBuffer::new_checked(rest).ok()?;
+        let len = nlmsg_len(&msg);
         if msg.message_type() == NLMSG_ERROR && msg.sequence_number() == seq {
-            let code = read_i32(&buf[offset + NLMSG_HDRLEN..offset + len])?;
+            let code = read_i32(rest.get(NLMSG_HDRLEN..len)?)?;
             return Some(if code == 0 { Ack::Ok } else { Ack::Err(code) });
         }
-        offset += align4(len);
+        offset = next_offset(offset, len);
     }
     None
 }
@@ -121,7 +159,7 @@ fn parse_message(msg: &[u8]) -> NetlinkItem {
     let nl = NetlinkBuffer::new(msg);
     let seq = nl.sequence_number();
     let dump_intr = nl.flags() & NLM_F_DUMP_INTR != 0;
-    let payload = &msg[NLMSG_HDRLEN..];
+    let payload = msg.get(NLMSG_HDRLEN..).unwrap_or_default();
     match nl.message_type() {
         NLMSG_DONE => NetlinkItem::Done { seq, dump_intr },
         NLMSG_ERROR => match read_i32(payload) {
@@ -156,6 +194,10 @@ fn parse_message(msg: &[u8]) -> NetlinkItem {
 fn parse_link(payload: &[u8]) -> Result<Link, String> {
     let header = LinkHeader::parse(payload).map_err(|e| format!("ifinfomsg: {e}"))?;
     let attrs = payload.get(IFINFOMSG_LEN..).unwrap_or_default();
+    if header.index == 0 {
+        // The kernel numbers links from 1; 0 would alias every absent ifindex in the core.
+        return Err("ifindex 0".to_string());
+    }
     let mut name: Option<String> = None;
     let mut mtu = 0;
     let mut master = 0;
@@ -164,7 +206,7 @@ fn parse_link(payload: &[u8]) -> Result<Link, String> {
         let nla = nla.map_err(|e| format!("attribute: {e}"))?;
         let value = nla.value();
         match nla.kind() {
-            IFLA_IFNAME => name = Some(c_string(value, "IFLA_IFNAME")?),
+            IFLA_IFNAME => name = Some(c_string(value)),
             IFLA_MTU => mtu = read_u32(value).ok_or("IFLA_MTU shorter than 4 bytes")?,
             IFLA_MASTER => master = read_u32(value).ok_or("IFLA_MASTER shorter than 4 bytes")?,
             IFLA_LINKINFO => kind = info_kind(value)?,
@@ -187,18 +229,20 @@ fn info_kind(linkinfo: &[u8]) -> Result<Option<String>, String> {
     for nla in NlasIterator::new(linkinfo) {
         let nla = nla.map_err(|e| format!("IFLA_LINKINFO attribute: {e}"))?;
         if nla.kind() == IFLA_INFO_KIND {
-            return c_string(nla.value(), "IFLA_INFO_KIND").map(Some);
+            return Ok(Some(c_string(nla.value())));
         }
     }
     Ok(None)
 }
 
-/// A NUL-terminated (or unterminated) UTF-8 string attribute.
-fn c_string(value: &[u8], what: &str) -> Result<String, String> {
-    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
-    std::str::from_utf8(&value[..end])
-        .map(str::to_owned)
-        .map_err(|_| format!("{what} is not UTF-8"))
+/// A NUL-terminated (or unterminated) string attribute; bytes that are not UTF-8 come back escaped
+/// and marked (module docs, "Names that are not UTF-8").
+fn c_string(value: &[u8]) -> String {
+    let bytes = value.split(|&b| b == 0).next().unwrap_or_default();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => format!("{}{NOT_UTF8_MARK}", bytes.escape_ascii()),
+    }
 }
 
 fn read_u32(value: &[u8]) -> Option<u32> {
@@ -210,7 +254,7 @@ fn read_i32(value: &[u8]) -> Option<i32> {
 }
 
 fn align4(len: usize) -> usize {
-    (len + 3) & !3
+    len.saturating_add(3) & !3
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub enum NetlinkError {
         source: io::Error,
     },
     /// The kernel answered a request with a negative errno.
-    #[error("netlink {op} on ifindex {ifindex} rejected by the kernel: {}", io::Error::from_raw_os_error(-errno))]
+    #[error("netlink {op} on ifindex {ifindex} rejected by the kernel: {}", io::Error::from_raw_os_error(errno.saturating_neg()))]
     Kernel {
         op: &'static str,
         ifindex: u32,
@@ -73,7 +73,7 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NetlinkError::Io { source, .. } => source.raw_os_error(),
-            NetlinkError::Kernel { errno, .. } => Some(-errno),
+            NetlinkError::Kernel { errno, .. } => Some(errno.saturating_neg()),
             NetlinkError::NoAck { .. } => None,
         }
     }
@@ -142,6 +142,15 @@ impl LinkSocket {
         })
     }
 
+    /// The socket's netlink port id (what another process would send to).
+    pub fn port_id(&self) -> Result<u32, NetlinkError> {
+        let mut addr = SocketAddr::new(0, 0);
+        self.socket
+            .get_address(&mut addr)
+            .map_err(NetlinkError::io("getsockname"))?;
+        Ok(addr.port_number())
+    }
+
     /// The effective receive buffer size, as read back from the kernel (which doubles the request).
     pub fn rcvbuf_bytes(&self) -> usize {
         self.rcvbuf.load(Ordering::Relaxed)
@@ -201,8 +210,8 @@ impl LinkSocket {
         buf.reserve(RECV_BUF_LEN);
         let room = buf.capacity();
         // MSG_TRUNC: the return value is the datagram's real length even when it did not fit.
-        let len = match self.socket.recv(buf, libc::MSG_TRUNC | flags) {
-            Ok(len) => len,
+        let (len, from) = match self.socket.recv_from(buf, libc::MSG_TRUNC | flags) {
+            Ok(got) => got,
             Err(e) => {
                 return match e.raw_os_error() {
                     Some(libc::ENOBUFS) => Ok(RecvOutcome::Overrun),
@@ -222,6 +231,16 @@ impl LinkSocket {
             buf.clear();
             buf.reserve(len);
             return Ok(RecvOutcome::Overrun);
+        }
+        if from.port_number() != 0 {
+            // Only the kernel (port id 0) speaks for the links; another process (root may send to
+            // any port id) is not believed.
+            return Ok(RecvOutcome::Items(vec![NetlinkItem::Malformed {
+                reason: format!(
+                    "datagram of {len} bytes from port id {} (not the kernel) dropped",
+                    from.port_number()
+                ),
+            }]));
         }
         #[allow(unused_mut)]
         let mut items = parse_datagram(buf);
@@ -311,4 +330,22 @@ fn link_request(payload: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
     let mut bytes = vec![0; msg.buffer_len()];
     msg.serialize(&mut bytes);
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_errno_from_the_wire_displays_without_overflow() {
+        for errno in [i32::MIN, -1, 0, 1, i32::MAX] {
+            let e = NetlinkError::Kernel {
+                op: "set admin down",
+                ifindex: 3,
+                errno,
+            };
+            assert!(e.to_string().contains("ifindex 3"));
+            assert_eq!(e.errno(), Some(errno.saturating_neg()));
+        }
+    }
 }

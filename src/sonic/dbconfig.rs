@@ -3,9 +3,15 @@
 //! Read from SONiC's `database_config.json` (`INSTANCES.<name>.{hostname, port, unix_socket_path}`,
 //! `DATABASES.<NAME>.{id, separator, instance}`), optionally through `database_global.json` for a
 //! multi-ASIC namespace, or built from a single `--redis-url` with SONiC's default ids.
+//!
+//! The files come from outside: they are read up to [`MAX_FILE_BYTES`], and every value portsyncd
+//! uses is checked before it is used (a database id that Redis can select, a separator that is not
+//! empty, a socket path or host name without NUL, a port that is not 0). A bad value is an error
+//! that names the file, the database or instance, and the value.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -102,11 +108,38 @@ struct IncludeJson {
     include: String,
 }
 
+/// The largest `database_config.json` / `database_global.json` read (SONiC's are a few KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Highest database id accepted (Redis numbers its databases with a C `int`).
+pub const MAX_DB_ID: i64 = i32::MAX as i64;
+
 fn read(path: &Path) -> Result<String, DbConfigError> {
-    std::fs::read_to_string(path).map_err(|source| DbConfigError::Read {
+    let err = |source| DbConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let file = std::fs::File::open(path).map_err(err)?;
+    let mut text = String::new();
+    // One byte more than allowed tells a file that is too large (or a device that never ends).
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(err)?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        )));
+    }
+    Ok(text)
+}
+
+/// A value of the file that portsyncd cannot use, as a JSON error of that file.
+fn bad_value(path: &Path, what: String) -> DbConfigError {
+    DbConfigError::Json {
+        path: path.to_path_buf(),
+        source: serde::de::Error::custom(what),
+    }
 }
 
 impl DbLayout {
@@ -150,8 +183,38 @@ impl DbLayout {
                         db,
                         instance: d.instance.clone(),
                     })?;
+            if !(0..=MAX_DB_ID).contains(&d.id) {
+                return Err(bad_value(
+                    path,
+                    format!("database {db}: id {} is not from 0 to {MAX_DB_ID}", d.id),
+                ));
+            }
+            if d.separator.is_empty() || d.separator.contains('\0') {
+                return Err(bad_value(
+                    path,
+                    format!(
+                        "database {db}: separator {:?} is empty or holds NUL",
+                        d.separator
+                    ),
+                ));
+            }
             let addr = match (&inst.unix_socket_path, &inst.hostname, inst.port) {
+                (Some(sock), _, _) if sock.contains('\0') => {
+                    return Err(bad_value(
+                        path,
+                        format!("instance {:?}: unix_socket_path {sock:?} holds NUL", d.instance),
+                    ))
+                }
                 (Some(sock), _, _) if !sock.is_empty() => RedisAddr::Unix(PathBuf::from(sock)),
+                (_, Some(host), Some(port)) if host.contains('\0') || port == 0 => {
+                    return Err(bad_value(
+                        path,
+                        format!(
+                            "instance {:?}: hostname {host:?} port {port} (NUL in the name or port 0)",
+                            d.instance
+                        ),
+                    ))
+                }
                 (_, Some(host), Some(port)) if !host.is_empty() => RedisAddr::Tcp {
                     host: host.clone(),
                     port,

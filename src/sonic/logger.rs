@@ -4,12 +4,15 @@
 //! - At start, CONFIG_DB `LOGGER|portsyncd` gets `LOGLEVEL` `NOTICE` and `LOGOUTPUT` `SYSLOG` unless
 //!   the field is already there (`HSETNX`: an operator's values are kept).
 //! - Changes are followed the way swss-common's `SubscriberStateTable` does: a subscription to the
-//!   key's keyspace channel (`__keyspace@<CONFIG_DB id>__:LOGGER|portsyncd`), each event followed by an
-//!   `HGETALL`. Like swss-common this relies on the server's `notify-keyspace-events` (SONiC's
+//!   key's keyspace channel (`__keyspace@<CONFIG_DB id>__:LOGGER|portsyncd`), each event followed by a
+//!   read of the two fields (`HMGET`). Like swss-common this relies on the server's `notify-keyspace-events` (SONiC's
 //!   redis.conf sets `AKE`); portsyncd never changes server configuration. As a safety net (an event
 //!   missed during a reconnect, notifications switched off) the key is also re-read every [`POLL`].
 //! - Precedence: a level or output given as an option wins at start; any later write to the key
 //!   applies (see [`Follower`]).
+//! - Another client may write anything there. A value that is not UTF-8 is ignored (that field
+//!   keeps its setting), a key of another type (WRONGTYPE) is ignored until it is a hash again; both
+//!   are logged (rate-limited) and neither costs the connection: only a broken connection does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,9 +26,11 @@ use tracing::{debug, info, warn};
 
 use super::conn::open_connection;
 use super::dbconfig::DbEndpoint;
+use super::error::breaks_connection;
 use crate::backoff::Backoff;
 use crate::config::LogOutput;
 use crate::logging::level::from_swss;
+use crate::logging::RateLimit;
 
 /// The component name (the key under `LOGGER`).
 pub const COMPONENT: &str = "portsyncd";
@@ -40,6 +45,25 @@ pub const POLL: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one wait for a keyspace event lasts (the stop flag is checked in between).
 const WAIT: Duration = Duration::from_millis(500);
+/// At most one warning per this interval about an unusable `LOGGER|portsyncd`.
+const BAD_ENTRY_LOG: Duration = Duration::from_secs(60);
+
+/// The rate limits of the warnings about what another client wrote into `LOGGER|portsyncd`.
+struct BadEntryLog {
+    /// The key is not usable as a hash (WRONGTYPE and the like).
+    key: RateLimit,
+    /// A value portsyncd reads is not UTF-8.
+    value: RateLimit,
+}
+
+impl BadEntryLog {
+    fn new() -> Self {
+        BadEntryLog {
+            key: RateLimit::new(BAD_ENTRY_LOG),
+            value: RateLimit::new(BAD_ENTRY_LOG),
+        }
+    }
+}
 
 /// A setting to apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,19 +200,25 @@ pub fn spawn(endpoint: DbEndpoint, stop: Arc<AtomicBool>) -> std::io::Result<Joi
     let (keep_level, keep_output) =
         crate::logging::control().map_or((false, false), |c| (c.level_explicit, c.output_explicit));
     let follower = Follower::new(keep_level, keep_output);
-    std::thread::Builder::new()
-        .name("swss-logger".into())
-        .spawn(move || follow(&endpoint, follower, &stop))
+    let mut follower = follower;
+    // True until the first read: a restarted thread goes on from where the dead one was (what it
+    // read and applied), so a write made while it was down applies as a change.
+    let mut first = true;
+    // Restarted with backoff if it dies: losing it must neither stop the daemon nor go unnoticed.
+    let stop_flag = Arc::clone(&stop);
+    crate::daemon::spawn_restarting("swss-logger", stop_flag, move || {
+        follow(&endpoint, &mut follower, &mut first, &stop)
+    })
 }
 
-fn follow(endpoint: &DbEndpoint, mut follower: Follower, stop: &AtomicBool) {
+fn follow(endpoint: &DbEndpoint, follower: &mut Follower, first: &mut bool, stop: &AtomicBool) {
     let key = key(endpoint);
     let channel = format!("__keyspace@{}__:{key}", endpoint.id);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut first = true;
     let mut logged = false;
+    let mut bad = BadEntryLog::new();
     while !stop.load(Ordering::Relaxed) {
-        match session(endpoint, &key, &channel, &mut follower, &mut first, stop) {
+        match session(endpoint, &key, &channel, follower, first, stop, &mut bad) {
             Ok(()) => return,
             Err(e) => {
                 if !logged {
@@ -209,13 +239,62 @@ fn read_apply(
     key: &str,
     follower: &mut Follower,
     why: Read,
+    bad: &mut BadEntryLog,
 ) -> RedisResult<()> {
-    let fields: HashMap<String, String> = redis::cmd("HGETALL").arg(key).query(con)?;
+    crate::daemon::faults::panic_point("swss-logger");
+    // Only the two fields portsyncd reads (a foreign field of any size is never fetched), as bytes:
+    // a value another client wrote need not be text.
+    let raw: Vec<Option<Vec<u8>>> = match redis::cmd("HMGET")
+        .arg(key)
+        .arg(LEVEL_FIELD)
+        .arg(OUTPUT_FIELD)
+        .query(con)
+    {
+        Ok(raw) => raw,
+        Err(e) if breaks_connection(&e) => return Err(e),
+        Err(e) => {
+            // WRONGTYPE and the like: this key, not the connection. Read again at the next event
+            // or poll.
+            if let Some(suppressed) = bad.key.allow(Instant::now()) {
+                warn!(key, error = %e, suppressed, "CONFIG_DB log settings unusable (not a hash?): ignored until fixed");
+            }
+            return Ok(());
+        }
+    };
+    let fields = decode_fields(raw, key, bad);
     debug!(key, ?fields, ?why, "CONFIG_DB log settings read");
     for c in follower.on_read(&fields, why) {
         apply(&c);
     }
     Ok(())
+}
+
+/// The fields portsyncd reads (`LOGLEVEL`, `LOGOUTPUT`, in that order as HMGET returned them) whose
+/// values are UTF-8; a value that is not is logged with its bytes escaped and left out (the setting
+/// it would change stays as it is).
+fn decode_fields(
+    raw: Vec<Option<Vec<u8>>>,
+    key: &str,
+    bad: &mut BadEntryLog,
+) -> HashMap<String, String> {
+    let mut fields = HashMap::new();
+    for (name, value) in [LEVEL_FIELD, OUTPUT_FIELD].into_iter().zip(raw) {
+        let Some(value) = value else {
+            continue;
+        };
+        match String::from_utf8(value) {
+            Ok(v) => {
+                fields.insert(name.to_string(), v);
+            }
+            Err(e) => {
+                if let Some(suppressed) = bad.value.allow(Instant::now()) {
+                    let bytes = e.as_bytes().escape_ascii().to_string();
+                    warn!(key, field = name, value = %bytes, suppressed, "CONFIG_DB log setting is not UTF-8: ignored");
+                }
+            }
+        }
+    }
+    fields
 }
 
 /// One connection's life: register, subscribe, read, then wait for events. Ok when stopped.
@@ -226,16 +305,28 @@ fn session(
     follower: &mut Follower,
     first: &mut bool,
     stop: &AtomicBool,
+    bad: &mut BadEntryLog,
 ) -> RedisResult<()> {
     let mut con = open_connection(endpoint, IO_TIMEOUT)?;
-    let (level_new, output_new) = register(&mut con, key)?;
+    let registered = match register(&mut con, key) {
+        Ok(r) => Some(r),
+        Err(e) if breaks_connection(&e) => return Err(e),
+        Err(e) => {
+            if let Some(suppressed) = bad.key.allow(Instant::now()) {
+                warn!(key, error = %e, suppressed, "cannot register with swss Logger (the key is not a hash?): following it anyway");
+            }
+            None
+        }
+    };
     if *first {
-        info!(
-            key,
-            level_defaulted = level_new,
-            output_defaulted = output_new,
-            "registered with swss Logger"
-        );
+        if let Some((level_new, output_new)) = registered {
+            info!(
+                key,
+                level_defaulted = level_new,
+                output_defaulted = output_new,
+                "registered with swss Logger"
+            );
+        }
         match keyspace_events(&mut con) {
             Some(flags) if !covers_hash_events(&flags) => warn!(
                 notify_keyspace_events = %flags,
@@ -254,7 +345,7 @@ fn session(
     } else {
         Read::Poll
     };
-    read_apply(&mut con, key, follower, why)?;
+    read_apply(&mut con, key, follower, why, bad)?;
     let mut next_poll = Instant::now() + POLL;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -266,13 +357,13 @@ fn session(
                 pubsub.set_read_timeout(Some(Duration::from_millis(10)))?;
                 while pubsub.get_message().is_ok() {}
                 pubsub.set_read_timeout(Some(WAIT))?;
-                read_apply(&mut con, key, follower, Read::Event)?;
+                read_apply(&mut con, key, follower, Read::Event, bad)?;
             }
             Err(e) if e.is_timeout() => {}
             Err(e) => return Err(e),
         }
         if Instant::now() >= next_poll {
-            read_apply(&mut con, key, follower, Read::Poll)?;
+            read_apply(&mut con, key, follower, Read::Poll, bad)?;
             next_poll = Instant::now() + POLL;
         }
     }
