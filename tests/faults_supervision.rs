@@ -298,6 +298,16 @@ fn the_logger_follower_survives_foreign_bytes_and_a_wrong_type() {
         !log.contains("log settings unreachable"),
         "a bad entry is not a lost connection\n{log}"
     );
+    // Both kinds were counted as CONFIG_DB entry errors.
+    let m = d.metrics();
+    for reason in ["not_utf8", "wrong_type"] {
+        let series =
+            format!("portsyncd_redis_entry_errors_total{{db=\"CONFIG_DB\",reason=\"{reason}\"}}");
+        assert!(
+            common::daemon::parse_metric(&m, &series) >= 1.0,
+            "{series}\n{m}"
+        );
+    }
     rig.add_port("Ethernet0");
     assert!(
         rig.wait_converged(&["Ethernet0".to_string()], T),

@@ -314,6 +314,7 @@ impl Core {
         self.stats.link_events += 1;
         let name = &ev.link.name;
         if !qualifying_name(name) {
+            self.renamed_away(ev);
             return;
         }
         if ev.link.kind.as_deref() == Some("team") {
@@ -376,6 +377,18 @@ impl Core {
                 }
                 self.remove(name);
             }
+        }
+    }
+
+    /// A message about a name portsyncd never publishes (`foo`, a name that is not UTF-8, escaped
+    /// by the parser): if its ifindex carried a port, that port was renamed away and is gone under
+    /// its old name without a DELLINK of it. A bridge member's DELLINK (with a master) is not that.
+    fn renamed_away(&mut self, ev: &LinkEvent) {
+        if ev.op == LinkOp::Del && ev.link.master != 0 {
+            return;
+        }
+        if let Some(old) = self.by_ifindex.get(&ev.link.ifindex).cloned() {
+            self.remove(&old);
         }
     }
 

@@ -477,6 +477,35 @@ fn warm_start_skips_old_netdev_handling() {
         .any(|n| matches!(n, Notice::SetAdminDown { .. })));
 }
 
+/// A port renamed to a name portsyncd never publishes (`foo`, or a name that is not UTF-8, which the
+/// parser hands on escaped and marked): the port is gone under its old name at once, not only at the
+/// next dump. Only that ifindex's entry goes; a DELLINK of a bridge member (with a master) does not
+/// count.
+#[test]
+fn rename_to_a_name_that_is_not_a_port_removes_the_old_name() {
+    let (mut core, t0) = synced(
+        cfg(
+            StartMode::Cold { old_netdev: false },
+            &["Ethernet0", "Ethernet4"],
+        ),
+        &[up(2, "Ethernet0"), up(3, "Ethernet4")],
+    );
+    flush(&mut core, t0, &[]);
+    core.on_link(0, &up(2, "foo"), false);
+    assert_eq!(
+        writes(&flush(&mut core, t0, &[])),
+        vec![("Ethernet0".into(), None)]
+    );
+    core.on_link(0, &up(3, "\\xffeth (not UTF-8)"), false);
+    assert_eq!(
+        writes(&flush(&mut core, t0, &[])),
+        vec![("Ethernet4".into(), None)]
+    );
+    // Unrelated names and ifindexes change nothing.
+    core.on_link(0, &up(9, "bar"), false);
+    assert!(writes(&flush(&mut core, t0, &[])).is_empty());
+}
+
 #[test]
 fn rename_removes_the_old_name() {
     let (mut core, t0) = synced(

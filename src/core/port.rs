@@ -8,9 +8,11 @@ use super::link::Link;
 /// Name prefixes of the netdevs portsyncd publishes (front-panel ports and LAGs).
 const PORT_PREFIXES: [&str; 2] = ["Ethernet", "PortChannel"];
 
-/// True for names portsyncd may publish (`Ethernet*`, `PortChannel*`).
+/// True for names portsyncd may publish (`Ethernet*`, `PortChannel*`). A name holding white space
+/// never does: the kernel refuses such names, and the netlink parser marks a name that is not UTF-8
+/// with one (`Ethernet0\xff (not UTF-8)`), so a port renamed to such a name is a port renamed away.
 pub fn qualifying_name(name: &str) -> bool {
-    PORT_PREFIXES.iter().any(|p| name.starts_with(p))
+    PORT_PREFIXES.iter().any(|p| name.starts_with(p)) && !name.contains(char::is_whitespace)
 }
 
 /// True for front-panel port names (`Ethernet*`), the ones SONiC's old-netdev handling touches.
@@ -117,6 +119,7 @@ mod tests {
         assert!(!qualifying_name("eth0"));
         assert!(!qualifying_name("Bridge"));
         assert!(!qualifying_name("ethernet0"));
+        assert!(!qualifying_name("Ethernet0\\xff (not UTF-8)"));
         assert!(front_panel_name("Ethernet8"));
         assert!(!front_panel_name("PortChannel1"));
     }

@@ -217,7 +217,11 @@ pub fn run(
     };
     // swss-common's Logger table: registered and followed on a thread of its own (never joined: it
     // holds no state and sees `stop` within half a second).
-    if let Err(e) = crate::sonic::logger::spawn(layout.config.clone(), Arc::clone(&stop)) {
+    if let Err(e) = crate::sonic::logger::spawn(
+        layout.config.clone(),
+        Arc::clone(&stop),
+        Some(Arc::clone(&metrics)),
+    ) {
         warn!(error = %e, "cannot follow CONFIG_DB LOGGER|portsyncd");
     }
     let mut db = SonicDb::new(layout);

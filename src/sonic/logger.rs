@@ -26,11 +26,12 @@ use tracing::{debug, info, warn};
 
 use super::conn::open_connection;
 use super::dbconfig::DbEndpoint;
-use super::error::breaks_connection;
+use super::error::{breaks_connection, EntryErrorReason};
 use crate::backoff::Backoff;
 use crate::config::LogOutput;
 use crate::logging::level::from_swss;
 use crate::logging::RateLimit;
+use crate::metrics::Metrics;
 
 /// The component name (the key under `LOGGER`).
 pub const COMPONENT: &str = "portsyncd";
@@ -48,19 +49,29 @@ const WAIT: Duration = Duration::from_millis(500);
 /// At most one warning per this interval about an unusable `LOGGER|portsyncd`.
 const BAD_ENTRY_LOG: Duration = Duration::from_secs(60);
 
-/// The rate limits of the warnings about what another client wrote into `LOGGER|portsyncd`.
+/// The rate limits of the warnings about what another client wrote into `LOGGER|portsyncd`, and the
+/// counter of such entries (`portsyncd_redis_entry_errors_total{db="CONFIG_DB"}`, when the daemon
+/// has metrics).
 struct BadEntryLog {
     /// The key is not usable as a hash (WRONGTYPE and the like).
     key: RateLimit,
     /// A value portsyncd reads is not UTF-8.
     value: RateLimit,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl BadEntryLog {
-    fn new() -> Self {
+    fn new(metrics: Option<Arc<Metrics>>) -> Self {
         BadEntryLog {
             key: RateLimit::new(BAD_ENTRY_LOG),
             value: RateLimit::new(BAD_ENTRY_LOG),
+            metrics,
+        }
+    }
+
+    fn count(&self, reason: EntryErrorReason) {
+        if let Some(m) = &self.metrics {
+            m.redis_entry_errors.add("CONFIG_DB", reason, 1);
         }
     }
 }
@@ -195,8 +206,13 @@ pub fn register(con: &mut redis::Connection, key: &str) -> RedisResult<(bool, bo
 }
 
 /// Starts the thread that registers the key and follows it until `stop` is set. The options' say
-/// over the start comes from [`crate::logging::control`].
-pub fn spawn(endpoint: DbEndpoint, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+/// over the start comes from [`crate::logging::control`]. Entries it cannot use are counted in
+/// `metrics`, if given.
+pub fn spawn(
+    endpoint: DbEndpoint,
+    stop: Arc<AtomicBool>,
+    metrics: Option<Arc<Metrics>>,
+) -> std::io::Result<JoinHandle<()>> {
     let (keep_level, keep_output) =
         crate::logging::control().map_or((false, false), |c| (c.level_explicit, c.output_explicit));
     let follower = Follower::new(keep_level, keep_output);
@@ -207,16 +223,22 @@ pub fn spawn(endpoint: DbEndpoint, stop: Arc<AtomicBool>) -> std::io::Result<Joi
     // Restarted with backoff if it dies: losing it must neither stop the daemon nor go unnoticed.
     let stop_flag = Arc::clone(&stop);
     crate::daemon::spawn_restarting("swss-logger", stop_flag, move || {
-        follow(&endpoint, &mut follower, &mut first, &stop)
+        follow(&endpoint, &mut follower, &mut first, &stop, metrics.clone())
     })
 }
 
-fn follow(endpoint: &DbEndpoint, follower: &mut Follower, first: &mut bool, stop: &AtomicBool) {
+fn follow(
+    endpoint: &DbEndpoint,
+    follower: &mut Follower,
+    first: &mut bool,
+    stop: &AtomicBool,
+    metrics: Option<Arc<Metrics>>,
+) {
     let key = key(endpoint);
     let channel = format!("__keyspace@{}__:{key}", endpoint.id);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut logged = false;
-    let mut bad = BadEntryLog::new();
+    let mut bad = BadEntryLog::new(metrics);
     while !stop.load(Ordering::Relaxed) {
         match session(endpoint, &key, &channel, follower, first, stop, &mut bad) {
             Ok(()) => return,
@@ -255,6 +277,10 @@ fn read_apply(
         Err(e) => {
             // WRONGTYPE and the like: this key, not the connection. Read again at the next event
             // or poll.
+            bad.count(e.code().map_or(
+                EntryErrorReason::BadReply,
+                EntryErrorReason::of_server_error,
+            ));
             if let Some(suppressed) = bad.key.allow(Instant::now()) {
                 warn!(key, error = %e, suppressed, "CONFIG_DB log settings unusable (not a hash?): ignored until fixed");
             }
@@ -287,6 +313,7 @@ fn decode_fields(
                 fields.insert(name.to_string(), v);
             }
             Err(e) => {
+                bad.count(EntryErrorReason::NotUtf8);
                 if let Some(suppressed) = bad.value.allow(Instant::now()) {
                     let bytes = e.as_bytes().escape_ascii().to_string();
                     warn!(key, field = name, value = %bytes, suppressed, "CONFIG_DB log setting is not UTF-8: ignored");
