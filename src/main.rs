@@ -98,6 +98,8 @@ fn main() -> ExitCode {
         }
     };
     let flag = Arc::clone(&stop);
+    // Not supervised itself, but watched: should it die, `sig_rx` disconnects, the supervised
+    // "signals" thread of `daemon::run` ends, and an ended supervised thread exits with status 1.
     let spawned = std::thread::Builder::new()
         .name("sigwait".into())
         .spawn(move || {

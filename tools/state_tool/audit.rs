@@ -142,7 +142,10 @@ fn kernel_links() -> Result<BTreeMap<String, PortStatus>, Fail> {
                         return Ok(links);
                     }
                     NetlinkItem::Error { seq: s, code } if s == seq => {
-                        return Err(Fail(2, format!("link dump refused: errno {}", -code)));
+                        return Err(Fail(
+                            2,
+                            format!("link dump refused: errno {}", code.saturating_neg()),
+                        ));
                     }
                     _ => {}
                 }
