@@ -16,8 +16,9 @@
 # --test SUITE` replays the round exactly). Only the suite's `gen_*` tests run when it has any
 # (the deterministic tests do not change between rounds); a suite without that naming runs whole.
 #
-# A failing case is shrunk by proptest and appended to tests/SUITE.proptest-regressions, which
-# every later `cargo test` replays first: commit that file. A round that fails without leaving a
+# A failing case is shrunk by proptest and appended to the suite's regression file under tests/
+# (tests/SUITE.proptest-regressions, or tests/proptest-regressions/SUITE.txt), which every later
+# `cargo test` replays first: commit that file. A round that fails without leaving a
 # regression there (a crash that kills the test binary, a hang stopped by the time limit) is
 # recorded with its seed in tests/fuzz-seeds/SUITE.seeds, to replay by hand.
 #
@@ -137,8 +138,9 @@ while ((SECONDS < deadline)); do
     seed=$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')
     left=$((deadline - SECONDS))
     ((left > 0)) || break
-    reg="tests/$t.proptest-regressions"
-    before=$(cat "$reg" 2>/dev/null | wc -l)
+    # Where the suite's proptest config keeps failing cases (either file, by suite).
+    regs=("tests/$t.proptest-regressions" "tests/proptest-regressions/$t.txt")
+    before=$(cat "${regs[@]}" 2>/dev/null | wc -l)
     filter=()
     [[ ${mode[$t]} == gen ]] && filter=(gen_)
     log="$logdir/$t.$seed.log"
@@ -157,10 +159,10 @@ while ((SECONDS < deadline)); do
         break
     fi
     fails[$t]=$((fails[$t] + 1))
-    after=$(cat "$reg" 2>/dev/null | wc -l)
+    after=$(cat "${regs[@]}" 2>/dev/null | wc -l)
     grep -E '^(test .* FAILED|Test failed|minimal failing input)' "$log" | head -n 6 || true
     if ((after > before)); then
-        echo "fuzz: $t: FAILED; the shrunk case is in $reg (log: $log)"
+        echo "fuzz: $t: FAILED; the shrunk case is in $(ls "${regs[@]}" 2>/dev/null | tr '\n' ' ')(log: $log)"
     else
         mkdir -p tests/fuzz-seeds
         echo "$seed $cases exit=$status $(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"tests/fuzz-seeds/$t.seeds"
