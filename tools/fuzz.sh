@@ -98,10 +98,10 @@ gen_count() {
         return
     fi
     n=$(awk '
-        /proptest!\s*\{/ { inside = 1; depth = 0 }
+        /proptest![[:space:]]*\{/ { inside = 1; depth = 0 }
         inside {
             line = $0
-            if (depth == 1 && line ~ /^\s*(pub\s+)?fn [a-z0-9_]+\s*\(/) n++
+            if (depth == 1 && line ~ /^[[:space:]]*(pub[[:space:]]+)?fn [a-z0-9_]+[[:space:]]*\(/) n++
             opens = gsub(/\{/, "{", line); closes = gsub(/\}/, "}", line)
             depth += opens - closes
             if (depth <= 0 && opens + closes > 0) inside = 0
@@ -129,6 +129,15 @@ for t in "${suites[@]}"; do
     done_cases[$t]=0
 done
 
+# Lines in the regression files that exist among the arguments.
+reg_lines() {
+    local n=0 f
+    for f in "$@"; do
+        if [[ -f $f ]]; then n=$((n + $(wc -l <"$f"))); fi
+    done
+    echo "$n"
+}
+
 deadline=$((SECONDS + minutes * 60))
 start=$SECONDS
 i=0
@@ -140,7 +149,7 @@ while ((SECONDS < deadline)); do
     ((left > 0)) || break
     # Where the suite's proptest config keeps failing cases (either file, by suite).
     regs=("tests/$t.proptest-regressions" "tests/proptest-regressions/$t.txt")
-    before=$(cat "${regs[@]}" 2>/dev/null | wc -l)
+    before=$(reg_lines "${regs[@]}")
     filter=()
     [[ ${mode[$t]} == gen ]] && filter=(gen_)
     log="$logdir/$t.$seed.log"
@@ -159,7 +168,7 @@ while ((SECONDS < deadline)); do
         break
     fi
     fails[$t]=$((fails[$t] + 1))
-    after=$(cat "${regs[@]}" 2>/dev/null | wc -l)
+    after=$(reg_lines "${regs[@]}")
     grep -E '^(test .* FAILED|Test failed|minimal failing input)' "$log" | head -n 6 || true
     if ((after > before)); then
         echo "fuzz: $t: FAILED; the shrunk case is in $(ls "${regs[@]}" 2>/dev/null | tr '\n' ' ')(log: $log)"
