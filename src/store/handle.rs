@@ -208,9 +208,11 @@ impl Store {
         let mut backend = match reader::open_sled(&sled_dir, cfg.cache_capacity_bytes, true) {
             Ok(b) => Some(b),
             Err(reason) => {
-                // sled failed on a full, read-only or failing disk: the store is kept, the caller
-                // retries. (Any other failure is quarantined, if the disk takes writes.)
+                // sled failed on a full, read-only or failing disk, or its file lock stayed busy:
+                // the store is kept, the caller retries. (Any other failure is quarantined, if the
+                // disk takes writes.)
                 if super::health::errno_in(&reason).is_some_and(super::health::environmental_errno)
+                    || reader::lock_busy(&reason)
                 {
                     return Err(StoreError::Open {
                         dir: sled_dir.clone(),

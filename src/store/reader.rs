@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::backend::{panic_message, Backend, SledBackend};
 use super::generation::{self, Invalid, Manifest, SCHEMA_VERSION};
@@ -53,7 +54,33 @@ pub fn describe(b: &dyn Backend) -> Result<Vec<GenerationInfo>, StoreError> {
         .collect())
 }
 
+/// How long an open waits for sled's file lock on `db` to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// True when sled could not take its file lock on `db`: it is held by the threads of a sled instance
+/// of this process that is still being dropped (a reopen right after a close: sled's flusher lets go
+/// of the database a moment after the last handle), or by another process. Either way the store is
+/// not damaged, and it must never be quarantined for it. (Another portsyncd is kept out by the pid
+/// lock before sled is opened.)
+pub fn lock_busy(reason: &str) -> bool {
+    reason.contains("could not acquire lock")
+        || super::health::errno_in(reason) == Some(libc::EWOULDBLOCK)
+}
+
+/// [`try_open_once`], waiting up to [`LOCK_WAIT`] while sled's file lock is busy.
 fn try_open(dir: &Path, cache: u64) -> Result<SledBackend, String> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match try_open_once(dir, cache) {
+            Err(e) if lock_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_open_once(dir: &Path, cache: u64) -> Result<SledBackend, String> {
     match catch_unwind(AssertUnwindSafe(|| SledBackend::open(dir, cache))) {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => Err(e.to_string()),
