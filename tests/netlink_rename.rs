@@ -35,18 +35,8 @@ fn rename(rig: &Rig, dev: &[u8], new: &[u8]) {
 #[test]
 fn rename_to_a_non_utf8_name_deletes_the_old_entry() {
     let rig = Rig::new(&["Ethernet0", "Ethernet4"]);
-    let mut d = rig.start(&[]);
-    // Netdevs created before a cold start are SONiC's "old netdevs" (set down, ignored): add them after.
-    assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
-    rig.add_port("Ethernet0");
-    rig.add_port("Ethernet4");
     let ports = ["Ethernet0".to_string(), "Ethernet4".to_string()];
-    assert!(
-        rig.wait_converged(&ports, T),
-        "{:?}\n{}",
-        rig.mismatches(&ports),
-        d.log_text()
-    );
+    let mut d = rig.start_with_ports(&ports, &[]);
     // A netdev must be down to be renamed.
     rig.ns.set_down("Ethernet0");
     assert!(

@@ -159,6 +159,21 @@ pub fn rig_with(n: usize) -> (Rig, Vec<String>) {
 }
 
 impl Rig {
+    /// Starts the daemon (cold: the ports are created after its initial dump, so they are not
+    /// SONiC's "old netdevs"), creates `names` and waits until STATE_DB matches the kernel for them.
+    pub fn start_with_ports(&self, names: &[String], extra: &[&str]) -> Daemon {
+        let d = self.start(extra);
+        assert!(d.wait_log("initial sync complete", T), "{}", d.log_text());
+        self.add_ports(names);
+        assert!(
+            self.wait_converged(names, T),
+            "{:?}\n{}",
+            self.mismatches(names),
+            d.log_text()
+        );
+        d
+    }
+
     /// A first, cold run: `names` created (all at once, or one at a time so that each lands in a
     /// generation of its own), converged, and a clean stop with the final commit.
     pub fn first_run(&self, names: &[String], extra: &[&str], one_at_a_time: bool) {
