@@ -129,10 +129,10 @@ pub enum ErrorClass {
     /// The connection is gone or cannot be trusted (I/O error, timeout, dropped, an unparsable
     /// stream), or was never made: reconnect, retry later.
     ConnectionLost,
-    /// The server answers but cannot serve yet (loading its dataset, a failover): retry later on the
-    /// same connection.
+    /// The server answers but cannot serve now (loading its dataset, a failover, read-only, out of
+    /// memory, ...: [`server_state_code`]): retry later on the same connection.
     Busy,
-    /// The server refused this command (WRONGTYPE, a script error, OOM, READONLY, ...): the
+    /// The server refused this command for what it names (WRONGTYPE, a script error, ...): the
     /// connection is fine; retrying the same command soon is unlikely to help.
     Command,
     /// The reply had an unexpected shape: the connection is fine.
@@ -174,6 +174,29 @@ fn server_busy(err: &redis::RedisError) -> bool {
         ErrorKind::Server(
             ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
         )
+    ) || err.code().is_some_and(server_state_code)
+}
+
+/// True for the code of an error reply about the server's state rather than about the entry the
+/// command named: loading, busy with a script, a failover, read-only, out of memory, no permission,
+/// a failed save, an aborted transaction. Such a reply concerns every command alike, so it fails the
+/// whole batch (retried later) and is never an entry error of the key it happened to name; only
+/// the other codes (WRONGTYPE, a script's ERR about its data, ...) are.
+pub fn server_state_code(code: &str) -> bool {
+    matches!(
+        code,
+        "LOADING"
+            | "BUSY"
+            | "MASTERDOWN"
+            | "TRYAGAIN"
+            | "READONLY"
+            | "OOM"
+            | "NOPERM"
+            | "NOAUTH"
+            | "MISCONF"
+            | "NOREPLICAS"
+            | "CLUSTERDOWN"
+            | "EXECABORT"
     )
 }
 
@@ -344,13 +367,20 @@ mod tests {
         for reply in [
             b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".as_slice(),
             b"-ERR Error running script (call to f_x): @user_script:3: oops\r\n",
-            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
-            b"-READONLY You can't write against a read only replica.\r\n",
-            b"-NOPERM this user has no permissions\r\n",
         ] {
             let e = command(server(reply));
             assert_eq!(e.class(), ErrorClass::Command, "{e}");
             assert!(!e.is_transient(), "{e}");
+        }
+        // The server's state, not the command's: retried later, never a reconnect.
+        for reply in [
+            b"-OOM command not allowed when used memory > 'maxmemory'.\r\n".as_slice(),
+            b"-READONLY You can't write against a read only replica.\r\n",
+            b"-NOPERM this user has no permissions\r\n",
+        ] {
+            let e = command(server(reply));
+            assert_eq!(e.class(), ErrorClass::Busy, "{e}");
+            assert!(e.is_transient(), "{e}");
         }
         let loading = command(server(
             b"-LOADING Redis is loading the dataset in memory\r\n",

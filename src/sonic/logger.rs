@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::conn::open_connection;
 use super::dbconfig::DbEndpoint;
-use super::error::{breaks_connection, EntryErrorReason};
+use super::error::{breaks_connection, server_state_code, EntryErrorReason};
 use crate::backoff::Backoff;
 use crate::config::LogOutput;
 use crate::logging::level::from_swss;
@@ -273,7 +273,10 @@ fn read_apply(
         .query(con)
     {
         Ok(raw) => raw,
-        Err(e) if breaks_connection(&e) => return Err(e),
+        // A lost connection, or a server that cannot serve now (LOADING, ...): not this key's fault.
+        Err(e) if breaks_connection(&e) || e.code().is_some_and(server_state_code) => {
+            return Err(e)
+        }
         Err(e) => {
             // WRONGTYPE and the like: this key, not the connection. Read again at the next event
             // or poll.
@@ -337,7 +340,10 @@ fn session(
     let mut con = open_connection(endpoint, IO_TIMEOUT)?;
     let registered = match register(&mut con, key) {
         Ok(r) => Some(r),
-        Err(e) if breaks_connection(&e) => return Err(e),
+        // A lost connection, or a server that cannot serve now (LOADING, ...): not this key's fault.
+        Err(e) if breaks_connection(&e) || e.code().is_some_and(server_state_code) => {
+            return Err(e)
+        }
         Err(e) => {
             if let Some(suppressed) = bad.key.allow(Instant::now()) {
                 warn!(key, error = %e, suppressed, "cannot register with swss Logger (the key is not a hash?): following it anyway");

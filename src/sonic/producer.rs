@@ -213,12 +213,12 @@ fn with_script_reload(
 ) -> RedisResult<Value> {
     let v = f(con)?;
     if !no_script(&v) {
-        return Ok(v);
+        return reply::server_state(v);
     }
     tracing::debug!("lua script not cached on the server; loading it");
     match con.req_command(redis::cmd("SCRIPT").arg("LOAD").arg(code))? {
         Value::ServerError(e) => Err(e.into()),
-        _ => f(con),
+        _ => reply::server_state(f(con)?),
     }
 }
 

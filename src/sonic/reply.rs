@@ -16,6 +16,25 @@ use super::error::EntryErrorReason;
 /// A Redis hash as read: field to value, both raw bytes.
 pub type RawHash = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// `v` (one reply, or the replies of a pipeline) unless it holds an error reply about the server's
+/// state (LOADING, READONLY, OOM, ...: [`super::error::server_state_code`]): that fails the whole
+/// command or batch, as a server error the caller's error class sees, instead of passing for an
+/// error of the entry it happened to name.
+pub fn server_state(v: Value) -> redis::RedisResult<Value> {
+    let state = |e: &Value| match e {
+        Value::ServerError(se) if super::error::server_state_code(se.code()) => Some(se.clone()),
+        _ => None,
+    };
+    let found = match &v {
+        Value::Array(items) => items.iter().find_map(state),
+        other => state(other),
+    };
+    match found {
+        Some(e) => Err(e.into()),
+        None => Ok(v),
+    }
+}
+
 /// The reason for an error reply, or None if `v` is no error.
 pub fn error_reason(v: &Value) -> Option<EntryErrorReason> {
     match v {
@@ -261,6 +280,37 @@ mod tests {
             prop_assert_eq!(hash(resp2), Ok(h.clone()));
             let resp3 = Value::Map(h.iter().map(|(f, v)| (bulk(f), bulk(v))).collect());
             prop_assert_eq!(hash(resp3), Ok(h));
+        }
+    }
+
+    /// An error about the server's state fails the whole command or pipeline (as Busy, retried),
+    /// wherever it stands; an error about one entry stays in place for that entry.
+    #[test]
+    fn server_state_errors_fail_the_batch_entry_errors_stay() {
+        let parse = |b: &[u8]| redis::parse_redis_value(b).unwrap_or(Value::Nil);
+        let loading = parse(b"-LOADING Redis is loading the dataset in memory\r\n");
+        let wrongtype =
+            parse(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+        let batch = Value::Array(vec![Value::Int(1), wrongtype.clone(), Value::Int(0)]);
+        assert_eq!(server_state(batch.clone()).ok(), Some(batch));
+        assert_eq!(
+            server_state(wrongtype.clone()).ok(),
+            Some(wrongtype.clone())
+        );
+        for v in [
+            loading.clone(),
+            Value::Array(vec![Value::Int(1), wrongtype, loading]),
+            parse(b"-OOM command not allowed when used memory > 'maxmemory'\r\n"),
+            parse(b"-READONLY You can't write against a read only replica.\r\n"),
+        ] {
+            let err = server_state(v).expect_err("a server-state error");
+            let db = crate::sonic::DbError::Command {
+                db: "STATE_DB",
+                op: "test".into(),
+                source: err,
+            };
+            assert_eq!(db.class(), crate::sonic::ErrorClass::Busy, "{db}");
+            assert!(db.is_transient());
         }
     }
 }

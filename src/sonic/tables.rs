@@ -181,7 +181,10 @@ impl SonicDb {
                 for n in names {
                     pipe.cmd("HGETALL").arg(db_key(&ep, PORT_TABLE, n));
                 }
-                Ok(reply::list(pipe.query::<Value>(con)?, names.len()))
+                Ok(reply::list(
+                    reply::server_state(pipe.query::<Value>(con)?)?,
+                    names.len(),
+                ))
             })?;
         Ok(names
             .iter()
@@ -305,7 +308,10 @@ impl SonicDb {
                         c.arg(f);
                     }
                 }
-                Ok(reply::list(pipe.query::<Value>(con)?, names.len()))
+                Ok(reply::list(
+                    reply::server_state(pipe.query::<Value>(con)?)?,
+                    names.len(),
+                ))
             })?;
         let mut out = BTreeSet::new();
         for (n, v) in names.iter().zip(answers) {
@@ -359,7 +365,10 @@ impl SonicDb {
         }
         let op = format!("apply {} STATE_DB PORT_TABLE writes", writes.len());
         let replies = self.state.run_decode(&op, |con| {
-            Ok(reply::list(pipe.query::<Value>(con)?, writes.len()))
+            Ok(reply::list(
+                reply::server_state(pipe.query::<Value>(con)?)?,
+                writes.len(),
+            ))
         })?;
         let mut rejected = Vec::new();
         for (w, v) in writes.iter().zip(replies) {
@@ -422,7 +431,7 @@ pub(super) fn hget(
     field: &str,
 ) -> Result<Option<Vec<u8>>, DbError> {
     let v = conn.run(&format!("HGET {key} {field}"), |con| {
-        con.req_command(redis::cmd("HGET").arg(key).arg(field))
+        reply::server_state(con.req_command(redis::cmd("HGET").arg(key).arg(field))?)
     })?;
     match reply::opt_bytes(v) {
         Ok(v) => Ok(v),
@@ -443,7 +452,7 @@ pub(super) fn hset(
     value: &str,
 ) -> Result<bool, DbError> {
     let v = conn.run(&format!("HSET {key} {field}"), |con| {
-        con.req_command(redis::cmd("HSET").arg(key).arg(field).arg(value))
+        reply::server_state(con.req_command(redis::cmd("HSET").arg(key).arg(field).arg(value))?)
     })?;
     match reply::int(v) {
         Ok(_) => Ok(true),
@@ -500,7 +509,10 @@ fn read_table(
         for k in &keys {
             pipe.cmd("HGETALL").arg(k.as_slice());
         }
-        Ok(reply::list(pipe.query::<Value>(con)?, keys.len()).map(|r| (keys, r)))
+        Ok(
+            reply::list(reply::server_state(pipe.query::<Value>(con)?)?, keys.len())
+                .map(|r| (keys, r)),
+        )
     })?;
     let mut out = BTreeMap::new();
     for (k, v) in keys.into_iter().zip(replies) {
