@@ -159,7 +159,8 @@ fn initialise(
             reason: e.to_string(),
         }));
         if let Some((path, st)) = legacy.chosen {
-            // The parser bounds the generation (limits::MAX_GENERATION): this cannot saturate.
+            // The parser bounds a file's generation (limits::MAX_FILE_GENERATION): this cannot saturate,
+            // and the store's numbers have room to grow from it.
             let gen = st.generation.unwrap_or(0).saturating_add(1);
             batch = generation::build(gen, &st.snapshot, st.saved_at, &generation::NothingStored).0;
             tracing::info!(file = %path.display(), generation = gen, ports = st.snapshot.ports.len(), "importing legacy state");

@@ -244,7 +244,12 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
     let saved_at = get_bounded(doc, "saved_at", "", limits::MAX_SAVED_AT)?;
     let generation = match doc.get("generation") {
         None | Some(Value::Null) => None,
-        Some(_) => Some(get_bounded(doc, "generation", "", limits::MAX_GENERATION)?),
+        Some(_) => Some(get_bounded(
+            doc,
+            "generation",
+            "",
+            limits::MAX_FILE_GENERATION,
+        )?),
     };
     let ports = match doc.get("ports") {
         Some(Value::Object(o)) => o,

@@ -133,8 +133,12 @@ pub enum StoreError {
 /// value beyond one makes that file or generation unusable: it is damage or hostile input, never a
 /// panic, an overflow, or a generation number that can no longer grow.
 pub mod limits {
-    /// Highest generation number accepted (2^53: a commit every microsecond for 285 years).
+    /// Highest generation number a commit may take (2^53: a commit every microsecond for 285 years).
     pub const MAX_GENERATION: u64 = 1 << 53;
+    /// Highest generation number accepted from a file (the export, a legacy file or its backups):
+    /// half of [`MAX_GENERATION`], so that the store's numbers, which continue from a file's, keep
+    /// 2^52 commits of room (a file at the limit must not stop every later commit).
+    pub const MAX_FILE_GENERATION: u64 = MAX_GENERATION / 2;
     /// Latest `saved_at` accepted: 9999-12-31T23:59:59Z.
     pub const MAX_SAVED_AT: u64 = 253_402_300_799;
     /// Highest lifetime counter value accepted (2^53, exact in a Prometheus float).

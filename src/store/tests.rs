@@ -650,3 +650,41 @@ fn a_busy_sled_lock_is_waited_for_and_never_quarantined() {
     let (_s, r) = Store::open(cfg(t.path())).unwrap();
     assert_eq!((r.source, r.snapshot), (RecoverySource::Newest, Some(a)));
 }
+
+/// A legacy file's generation at the limit of what a file may say is imported and commits go on
+/// after it; one beyond is rejected as that file's damage, by name. Before, a file at the store's
+/// own limit (2^53) was accepted and imported as 2^53 + 1, a generation no reader lists: the import
+/// was silently lost.
+#[test]
+fn a_file_generation_at_its_limit_leaves_room_for_commits() {
+    for (gen, imported) in [
+        (limits::MAX_FILE_GENERATION, true),
+        (limits::MAX_GENERATION, false),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        let doc = format!(
+            r#"{{"ports": {{"Ethernet0": {{"name": "Ethernet0", "admin_state": 1, "oper_state": 1, "flags": 69699, "mtu": 9100}}}}, "saved_at": 1700000000, "generation": {gen}, "version": 1}}"#
+        );
+        fs::write(state.join("port_state.json"), doc).unwrap();
+        let (mut s, r) = Store::open(cfg(t.path())).unwrap();
+        assert_eq!(r.snapshot.is_some(), imported, "{gen}: {:?}", r.steps);
+        let next = s
+            .commit(&snap(4, 1))
+            .unwrap_or_else(|e| panic!("{gen}: {e}"));
+        if imported {
+            assert_eq!(next, gen + 2, "imported as gen + 1, then this commit");
+        } else {
+            // Rejected by name, not imported and then silently lost.
+            assert!(
+                r.steps
+                    .iter()
+                    .any(|st| st.from.contains("port_state.json")
+                        && st.reason.contains("generation")),
+                "{:?}",
+                r.steps
+            );
+        }
+    }
+}
