@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod netlink;
 pub mod sonic;
 pub mod store;
+pub mod unwind;

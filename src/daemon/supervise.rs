@@ -220,6 +220,12 @@ pub fn install_panic_hook() {
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("<non-string panic payload>");
         let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        if crate::unwind::expected() {
+            // Caught by the caller (a storage-engine panic the store turns into an error): not a
+            // death of the thread.
+            error!(thread = %thread, %location, message, "thread panicked; caught and handled as an error");
+            return;
+        }
         error!(thread = %thread, %location, message, "thread panicked");
         // The exit is under way before a backtrace is resolved (that can take a second).
         report_current("panicked");
@@ -250,6 +256,34 @@ mod tests {
             },
         );
         (sup, death_rx, exit_rx)
+    }
+
+    /// A panic caught where it is expected (`crate::unwind::catch`, as the store runs every sled
+    /// call) is no death of a supervised thread, although the process's hook sees it first; an
+    /// uncaught one still is.
+    #[test]
+    fn a_caught_panic_is_not_a_death_even_with_the_hook() {
+        install_panic_hook();
+        let (sup, deaths, _exits) = probe(false);
+        let (tx, rx) = mpsc::channel::<bool>();
+        let (go_on, wait) = mpsc::channel::<()>();
+        let h = sup
+            .spawn("store", move || {
+                let caught = crate::unwind::catch(|| panic!("sled: damaged page")).is_err();
+                let _ = tx.send(caught);
+                let _ = wait.recv();
+                panic!("uncaught");
+            })
+            .expect("spawn");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+        // The hook runs on the panicking thread before it unwinds: a report would be here by now.
+        assert!(deaths.try_recv().is_err(), "a caught panic was reported");
+        go_on.send(()).unwrap();
+        assert!(h.join().is_err());
+        assert_eq!(
+            deaths.recv_timeout(Duration::from_secs(5)).as_deref(),
+            Ok("store")
+        );
     }
 
     #[test]

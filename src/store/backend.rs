@@ -78,7 +78,7 @@ pub fn guard<T>(
     op: &'static str,
     f: impl FnOnce() -> Result<T, BackendError>,
 ) -> Result<T, BackendError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    match crate::unwind::catch(f) {
         Ok(r) => r,
         Err(p) => {
             let msg = panic_message(p.as_ref());

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -81,7 +80,7 @@ fn try_open(dir: &Path, cache: u64) -> Result<SledBackend, String> {
 }
 
 fn try_open_once(dir: &Path, cache: u64) -> Result<SledBackend, String> {
-    match catch_unwind(AssertUnwindSafe(|| SledBackend::open(dir, cache))) {
+    match crate::unwind::catch(|| SledBackend::open(dir, cache)) {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => Err(e.to_string()),
         Err(p) => Err(format!(
