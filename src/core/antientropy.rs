@@ -84,10 +84,16 @@ impl Core {
         match self.check.phase {
             Phase::Ended => {
                 self.check.phase = Phase::Idle;
-                self.check.next = Some(now + interval);
+                // None: beyond the clock's range, i.e. never (the option is bounded too).
+                self.check.next = now.checked_add(interval);
             }
             Phase::Idle if !self.sync.waiting() && self.first_dump_complete => {
-                let next = *self.check.next.get_or_insert(now + interval);
+                if self.check.next.is_none() {
+                    self.check.next = now.checked_add(interval);
+                }
+                let Some(next) = self.check.next else {
+                    return; // an interval beyond the clock's range: never due
+                };
                 let quiet = self
                     .check
                     .last_activity

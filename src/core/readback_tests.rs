@@ -437,3 +437,16 @@ fn foreign_bytes_never_break_a_read_back_and_undecodable_own_fields_are_rewritte
         [Notice::ReadBack { ports: 3, rewrite, .. }] if rewrite == &["Ethernet4", "Ethernet8"]
     ));
 }
+
+/// An interval beyond the clock's range (the core's API takes any `Duration`) means "never": the
+/// check is not due and nothing overflows.
+#[test]
+fn an_interval_beyond_the_clock_never_falls_due_and_never_overflows() {
+    let (mut core, mut redis, t0) = running(Some(Duration::MAX));
+    for s in [1u64, 10, 1000] {
+        let at = t0 + Duration::from_secs(s);
+        core.on_tick(at);
+        assert!(!core.dump_due(at));
+        assert!(redis.flush(&mut core, at).is_empty());
+    }
+}
