@@ -619,7 +619,8 @@ impl Core {
         if !self.sync.waiting() {
             let dirty = std::mem::take(&mut self.dirty);
             for name in dirty {
-                if self.held.get(&name).is_some_and(|h| now < h.until) {
+                // (`held` is empty unless Redis rejected a write: no hashing on the common path.)
+                if !self.held.is_empty() && self.held.get(&name).is_some_and(|h| now < h.until) {
                     self.dirty.insert(name); // rejected lately: its turn comes later
                     continue;
                 }
@@ -631,7 +632,7 @@ impl Core {
                 }
                 let before = work.writes.len();
                 self.due_changes(&name, &mut work.writes);
-                if work.writes.len() == before {
+                if work.writes.len() == before && !self.held.is_empty() {
                     self.held.remove(&name); // nothing due any more: no hold to keep
                 }
             }
@@ -736,7 +737,9 @@ impl Core {
                 self.dirty.insert(name);
                 continue;
             }
-            self.held.remove(&name);
+            if !self.held.is_empty() {
+                self.held.remove(&name);
+            }
             if value.is_none() {
                 self.must_delete.remove(&name);
             }
