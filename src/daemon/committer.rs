@@ -253,7 +253,15 @@ pub fn spawn(
         None => c.metrics.store_health.set_up(),
     }
     sup.spawn("store", move || loop {
-        let (delta, reply) = slot.take(c.next_open);
+        let export_due = c.store.as_ref().and_then(Store::export_retry_at);
+        let wake = match (c.next_open, export_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (delta, reply) = slot.take(wake);
+        if let Some(s) = c.store.as_mut() {
+            s.retry_export(Instant::now());
+        }
         let fresh = delta.is_some();
         if let Some(d) = delta {
             c.table.absorb(d);

@@ -77,8 +77,24 @@ pub struct Store {
     export_failures: u64,
     /// JSON export failures repeat with every commit on a full disk: logged at most once a minute.
     export_log: crate::logging::RateLimit,
+    /// The last commit's JSON export failed: it is written again when due (see [`Store::retry_export`]),
+    /// so that the file does not stay behind the store on a switch where nothing changes any more.
+    export_retry: Option<ExportRetry>,
     _lock: Option<PidLock>,
 }
+
+/// A JSON export to write again: what the failed one would have held, and when to try.
+struct ExportRetry {
+    counters: BTreeMap<String, u64>,
+    saved_at: u64,
+    generation: u64,
+    due: std::time::Instant,
+    backoff: crate::backoff::Backoff,
+}
+
+/// First delay before a failed JSON export is written again; it doubles up to [`EXPORT_RETRY_MAX`].
+const EXPORT_RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const EXPORT_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn lock_err(e: LockError) -> StoreError {
     match e {
@@ -348,6 +364,7 @@ impl Store {
             poisoned: None,
             export_failures: 0,
             export_log: crate::logging::RateLimit::new(std::time::Duration::from_secs(60)),
+            export_retry: None,
             _lock: lock,
         })
     }
@@ -513,14 +530,8 @@ impl Store {
         }
         self.prune(gen)?;
         crash_point(CrashPoint::AfterPrune);
-        if let Some(path) = &self.cfg.json_export {
-            if let Err(e) = self.export.write_atomic(path, counters, saved_at, gen) {
-                self.export_failures += 1;
-                if let Some(suppressed) = self.export_log.allow(std::time::Instant::now()) {
-                    tracing::warn!(path = %path.display(), error = %e, generation = gen, suppressed, "JSON export failed (the commit stands)");
-                }
-            }
-        }
+        self.export_retry = None;
+        self.write_export(counters, saved_at, gen);
         crash_point(CrashPoint::AfterExport);
         tracing::debug!(
             generation = gen,
@@ -610,6 +621,54 @@ impl Store {
     /// JSON export failures since open.
     pub fn export_failures(&self) -> u64 {
         self.export_failures
+    }
+
+    /// Writes the JSON export of generation `gen`; on failure (a full disk, say) it is counted, logged
+    /// at most once a minute and scheduled to be written again ([`Store::retry_export`]).
+    fn write_export(&mut self, counters: &BTreeMap<String, u64>, saved_at: u64, gen: u64) {
+        let Some(path) = &self.cfg.json_export else {
+            return;
+        };
+        let Err(e) = self.export.write_atomic(path, counters, saved_at, gen) else {
+            if self.export_retry.take().is_some() {
+                tracing::info!(path = %path.display(), generation = gen, "JSON export written again");
+            }
+            return;
+        };
+        self.export_failures += 1;
+        if let Some(suppressed) = self.export_log.allow(std::time::Instant::now()) {
+            tracing::warn!(path = %path.display(), error = %e, generation = gen, suppressed, "JSON export failed (the commit stands); it is written again later");
+        }
+        let mut backoff = match self.export_retry.take() {
+            Some(r) => r.backoff,
+            None => crate::backoff::Backoff::new(EXPORT_RETRY_MIN, EXPORT_RETRY_MAX),
+        };
+        self.export_retry = Some(ExportRetry {
+            counters: counters.clone(),
+            saved_at,
+            generation: gen,
+            due: std::time::Instant::now() + backoff.next_delay(),
+            backoff,
+        });
+    }
+
+    /// When a failed JSON export is due to be written again (None: the export is current).
+    pub fn export_retry_at(&self) -> Option<std::time::Instant> {
+        self.export_retry.as_ref().map(|r| r.due)
+    }
+
+    /// Writes the JSON export of the last commit again if an earlier write failed and the retry is
+    /// due at `now` (1 s doubling to 60 s). A commit rewrites it anyway; this is for a switch where
+    /// nothing changes after the disk came back.
+    pub fn retry_export(&mut self, now: std::time::Instant) {
+        let Some(r) = self.export_retry.as_ref().filter(|r| r.due <= now) else {
+            return;
+        };
+        if self.poisoned.is_some() || self.base != Some(r.generation) {
+            return;
+        }
+        let (counters, saved_at, gen) = (r.counters.clone(), r.saved_at, r.generation);
+        self.write_export(&counters, saved_at, gen);
     }
 
     /// Why commits are refused, if they are.

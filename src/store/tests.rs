@@ -382,6 +382,31 @@ fn an_export_failure_is_counted_not_fatal() {
 }
 
 #[test]
+fn a_failed_export_is_written_again_once_due_without_another_commit() {
+    let t = tempfile::tempdir().unwrap();
+    let export = t.path().join("export-dir/port_state.json");
+    let c = StoreConfig {
+        json_export: Some(export.clone()),
+        ..cfg(t.path())
+    };
+    let (mut s, _) = Store::open(c).unwrap();
+    assert_eq!(s.commit(&snap(2, 0)).unwrap(), 1);
+    assert_eq!(s.commit(&snap(3, 1)).unwrap(), 2);
+    assert_eq!(s.export_failures(), 2);
+    let due = s.export_retry_at().expect("a retry is scheduled");
+    // Not before it is due; then the disk is back (the directory exists) and nothing is committed.
+    fs::create_dir_all(export.parent().unwrap()).unwrap();
+    s.retry_export(due - Duration::from_millis(1));
+    assert!(!export.exists());
+    s.retry_export(due);
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&export).unwrap()).unwrap();
+    assert_eq!(doc["generation"], 2, "the last commit's export");
+    assert_eq!(doc["ports"].as_object().unwrap().len(), 3);
+    assert_eq!(s.export_retry_at(), None);
+    assert_eq!(s.export_failures(), 2);
+}
+
+#[test]
 fn an_interrupted_creation_reads_as_empty_and_is_completed_at_the_next_open() {
     let t = tempfile::tempdir().unwrap();
     let state = t.path().join("state");

@@ -11,6 +11,8 @@
 //! `unmount` lines on stdin, and the end of stdin unmounts (a crashed harness leaves no mount).
 //! The fault hook `hang-fsync` makes every `fsync` block (a hung disk; the whole filesystem stalls
 //! behind it) until `release-fsync`; each is acknowledged on stdout. An unmount releases it first.
+//! The fault hooks `full` (changes that need space fail with `ENOSPC`) and `read-only` (every change
+//! fails with `EROFS`) last until `writable`; each is acknowledged on stdout with its own name.
 //!
 //! - A cut drops the power: everything not fsynced is dropped, the durable state replaces `DIR`,
 //!   `cut` is printed, and every further operation fails with `EIO`.
@@ -38,7 +40,7 @@ use fuser::{Config, MountOption, Session, SessionUnmounter};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use crate::model::Model;
+use crate::model::{Model, Refusal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,6 +91,7 @@ enum Control {
     Unmount,
     HangFsync,
     ReleaseFsync,
+    Refuse(Option<Refusal>),
 }
 
 fn say(line: &str) {
@@ -194,6 +197,9 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Ok("unmount") => Control::Unmount,
                     Ok("hang-fsync") => Control::HangFsync,
                     Ok("release-fsync") => Control::ReleaseFsync,
+                    Ok("full") => Control::Refuse(Some(Refusal::Full)),
+                    Ok("read-only") => Control::Refuse(Some(Refusal::ReadOnly)),
+                    Ok("writable") => Control::Refuse(None),
                     Ok(other) => {
                         tracing::warn!(line = other, "unknown control line");
                         continue;
@@ -215,6 +221,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     let control_thread = std::thread::spawn(move || {
         for ctl in rx {
             match ctl {
+                Control::Refuse(r) => {
+                    ctl_model
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_refusal(r);
+                    say(match r {
+                        Some(Refusal::Full) => "full",
+                        Some(Refusal::ReadOnly) => "read-only",
+                        None => "writable",
+                    });
+                    continue;
+                }
                 Control::HangFsync | Control::ReleaseFsync => {
                     let hang = ctl == Control::HangFsync;
                     gate.set(hang);

@@ -102,7 +102,19 @@ pub struct Model {
     /// such a disk must see no loss even from the negative control, which shows the control's losses
     /// come from the dropped cache.
     write_through: bool,
+    /// Fault hook: the disk refuses changes (full, or remounted read-only) until cleared.
+    refusal: Option<Refusal>,
     pub stats: Stats,
+}
+
+/// Why the disk refuses a change (fault hooks `full` and `read-only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No free space: anything that needs a new block or inode fails with `ENOSPC`; overwrites
+    /// inside a file's current size, removals, renames and syncs still work.
+    Full,
+    /// Remounted read-only: every change fails with `EROFS`; reads and syncs still work.
+    ReadOnly,
 }
 
 impl Model {
@@ -113,6 +125,7 @@ impl Model {
             next_ino: ROOT_INO + 1,
             cut: false,
             write_through,
+            refusal: None,
             stats: Stats::default(),
         };
         let perm = match tree {
@@ -160,6 +173,20 @@ impl Model {
             Err(libc::EIO)
         } else {
             Ok(())
+        }
+    }
+
+    /// Sets or clears the refusal fault hook.
+    pub fn set_refusal(&mut self, refusal: Option<Refusal>) {
+        self.refusal = refusal;
+    }
+
+    /// Whether a change may go ahead under the refusal hook; `grows` when it needs new space.
+    fn may_change(&self, grows: bool) -> Result<(), Errno> {
+        match self.refusal {
+            Some(Refusal::ReadOnly) => Err(libc::EROFS),
+            Some(Refusal::Full) if grows => Err(libc::ENOSPC),
+            _ => Ok(()),
         }
     }
 
@@ -225,6 +252,7 @@ impl Model {
         perm: u16,
     ) -> Result<u64, Errno> {
         self.alive()?;
+        self.may_change(true)?;
         if self.dir_mut(parent)?.entries.contains_key(name) {
             return Err(libc::EEXIST);
         }
@@ -240,6 +268,7 @@ impl Model {
     /// Remove `name` from `parent`; `want_dir` selects rmdir semantics.
     pub fn remove(&mut self, parent: u64, name: &OsStr, want_dir: bool) -> Result<(), Errno> {
         let ino = self.lookup(parent, name)?;
+        self.may_change(false)?;
         let node = self.node(ino)?;
         match (node.kind, want_dir) {
             (Kind::Dir, false) => return Err(libc::EISDIR),
@@ -264,6 +293,7 @@ impl Model {
         no_replace: bool,
     ) -> Result<(), Errno> {
         let ino = self.lookup(parent, name)?;
+        self.may_change(false)?;
         let kind = self.node(ino)?.kind;
         if let Ok(target) = self.lookup(new_parent, new_name) {
             if target == ino {
@@ -302,6 +332,9 @@ impl Model {
         }
         let start = usize::try_from(offset).map_err(|_| libc::EFBIG)?;
         let end = start.checked_add(data.len()).ok_or(libc::EFBIG)?;
+        let grows = node.data.len() < end;
+        self.may_change(grows)?;
+        let node = self.node_mut(ino)?;
         if node.data.len() < end {
             node.data.resize(end, 0);
         }
@@ -333,6 +366,8 @@ impl Model {
         perm: Option<u16>,
     ) -> Result<(), Errno> {
         self.alive()?;
+        let grows = size.is_some_and(|n| self.node(ino).is_ok_and(|node| n > node.size()));
+        self.may_change(grows)?;
         let node = self.node_mut(ino)?;
         if let Some(size) = size {
             if node.kind != Kind::File {
@@ -529,6 +564,31 @@ mod tests {
         m.sync(ROOT_INO).unwrap();
         let after: Vec<_> = entries(&m.durable_tree()).keys().cloned().collect();
         assert_eq!(after, vec![OsString::from("final")]);
+    }
+
+    #[test]
+    fn a_full_disk_refuses_growth_and_a_read_only_one_every_change() {
+        let mut m = empty();
+        let f = m
+            .create(ROOT_INO, OsStr::new("a"), Kind::File, 0o644)
+            .unwrap();
+        m.write(f, 0, b"abcd").unwrap();
+        m.set_refusal(Some(Refusal::Full));
+        assert_eq!(m.write(f, 2, b"xyz"), Err(libc::ENOSPC));
+        assert_eq!(m.write(f, 0, b"xy"), Ok(2), "an overwrite needs no space");
+        assert_eq!(m.set_attr(f, Some(10), None), Err(libc::ENOSPC));
+        assert_eq!(
+            m.create(ROOT_INO, OsStr::new("b"), Kind::File, 0o644),
+            Err(libc::ENOSPC)
+        );
+        assert_eq!(m.sync(f), Ok(()));
+        m.set_refusal(Some(Refusal::ReadOnly));
+        assert_eq!(m.write(f, 0, b"x"), Err(libc::EROFS));
+        assert_eq!(m.set_attr(f, Some(1), None), Err(libc::EROFS));
+        assert_eq!(m.remove(ROOT_INO, OsStr::new("a"), false), Err(libc::EROFS));
+        assert_eq!(m.read(f, 0, 4), Ok(&b"xycd"[..]));
+        m.set_refusal(None);
+        assert_eq!(m.write(f, 4, b"e"), Ok(1));
     }
 
     #[test]
