@@ -82,7 +82,7 @@ fn a_short_soak_with_every_fault_breaks_no_invariant() {
     assert!(stdout.contains("invariant violations: 0"), "{out}");
 }
 
-/// The soak catches a daemon that dies: the Redis writer panics at its 40th batch and every later
+/// The soak catches a daemon that dies: the Redis writer panics at its third batch and every later
 /// one, so each start ends with exit status 1 (a planted bug; `PORTSYNCD_FAULT_PANIC` exists only in
 /// `fault-injection` builds, which the tests use).
 #[test]
@@ -101,7 +101,7 @@ fn the_soak_reports_a_daemon_that_dies() {
             "--converge-timeout-secs",
             "10",
         ],
-        &[("PORTSYNCD_FAULT_PANIC", "redis:40")],
+        &[("PORTSYNCD_FAULT_PANIC", "redis:2")],
     );
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
