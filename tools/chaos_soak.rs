@@ -67,6 +67,9 @@ struct Args {
     /// `random` (weighted draws) or `cycle` (every fault in turn: a short run still sees each one).
     #[arg(long, default_value = "random")]
     order: String,
+    /// Only these faults, comma-separated (names as in the report, e.g. `disk-full,power-cut`).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
     /// The longest wait for a quiet point after a fault before it counts as a violation.
     #[arg(long, default_value_t = 120)]
     converge_timeout_secs: u64,
@@ -178,6 +181,8 @@ struct Episode {
 
 struct Soak {
     w: World,
+    /// The faults drawn from, with their weights.
+    faults: Vec<(Fault, u64)>,
     rng: Rng,
     report: Report,
     started: Instant,
@@ -279,7 +284,23 @@ fn run(args: &Args) -> Result<usize> {
         duration,
         dir.display()
     );
+    let faults: Vec<(Fault, u64)> = if args.faults.is_empty() {
+        FAULTS.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for name in &args.faults {
+            match FAULTS.iter().find(|f| f.0.name() == name.trim()) {
+                Some(f) => v.push(*f),
+                None => bail!(
+                    "--faults: unknown fault {name:?}; known: {}",
+                    FAULTS.map(|f| f.0.name()).join(", ")
+                ),
+            }
+        }
+        v
+    };
     let mut soak = Soak {
+        faults,
         w: World::new(setup, dir.clone())?,
         rng: Rng::new(args.seed),
         report: Report::default(),
@@ -318,6 +339,12 @@ fn run(args: &Args) -> Result<usize> {
         for f in ["daemon.log", "redis.log", "standin.log"] {
             let _ = std::fs::copy(dir.join(f), kept.join(f));
         }
+        // The state directory as it is at the end (quarantined stores included).
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(dir.join("mnt/state"))
+            .arg(kept.join("state"))
+            .status();
         println!("  logs kept in {}", kept.display());
     }
     result?;
@@ -344,7 +371,7 @@ impl Soak {
         while self.started.elapsed() < duration {
             check_stop()?;
             let fault = if cycle {
-                FAULTS[n % FAULTS.len()].0
+                self.faults[n % self.faults.len()].0
             } else {
                 self.draw()
             };
@@ -360,9 +387,9 @@ impl Soak {
     }
 
     fn draw(&mut self) -> Fault {
-        let total: u64 = FAULTS.iter().map(|f| f.1).sum();
-        let mut x = self.rng.next() % total;
-        for (f, weight) in FAULTS {
+        let total: u64 = self.faults.iter().map(|f| f.1).sum();
+        let mut x = self.rng.next() % total.max(1);
+        for &(f, weight) in &self.faults {
             if x < weight {
                 return f;
             }
