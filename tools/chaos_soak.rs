@@ -599,7 +599,8 @@ impl Soak {
             check::mismatches(&kernel, &state).into_iter().collect();
         allowed.extend(self.touched.iter().cloned());
         self.w.set_warm(true)?;
-        self.w.watch.as_ref().map(watch::Watch::take);
+        // Writes of the daemon that just stopped are not the new one's.
+        self.drain_monitor()?;
         self.w.start_daemon()?;
         ep.lifted = Some(Instant::now());
         let start = Instant::now();
@@ -838,14 +839,7 @@ impl Soak {
         }
 
         // What Redis received during the episode.
-        let writes = match &self.w.watch {
-            Some(watch) => {
-                let mut con = self.w.con(STATE_DB)?;
-                watch.sync(&mut con, "chaos-soak-marker")?;
-                watch.take()
-            }
-            None => Vec::new(),
-        };
+        let writes = self.drain_monitor()?;
         let bad = check::bad_deletes(&writes, &ep.deleted);
         if bad.is_empty() {
             self.report.pass("no DEL for a port that exists");
@@ -930,6 +924,18 @@ impl Soak {
             let _ = writeln!(f, "{line}");
         }
         Ok(())
+    }
+
+    /// Every port write MONITOR showed up to now (a marker makes sure nothing is still in transit).
+    fn drain_monitor(&mut self) -> Result<Vec<watch::PortWrite>> {
+        match &self.w.watch {
+            Some(watch) => {
+                let mut con = self.w.con(STATE_DB)?;
+                watch.sync(&mut con)?;
+                Ok(watch.take())
+            }
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The soak's foreign fields are still there, byte for byte.

@@ -23,8 +23,12 @@ pub enum PortWrite {
 #[derive(Debug, Default)]
 struct Seen {
     writes: Vec<PortWrite>,
-    lines: u64,
+    /// The key of the last `EXISTS` whose key starts with [`MARKER`] (see [`Watch::sync`]).
+    last_marker: Vec<u8>,
 }
+
+/// Keys the soak itself asks `EXISTS` of, to know that MONITOR has shown everything before them.
+const MARKER: &[u8] = b"chaos-soak-marker-";
 
 /// A running MONITOR; stopped on drop. Restart it after redis-server restarts.
 pub struct Watch {
@@ -64,8 +68,11 @@ impl Watch {
                     }
                 }
                 let parsed = parse_line(&line);
+                let marker = marker_of(&line);
                 let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                s.lines += 1;
+                if let Some(m) = marker {
+                    s.last_marker = m;
+                }
                 if let Some(w) = parsed {
                     s.writes.push(w);
                 }
@@ -83,26 +90,31 @@ impl Watch {
         std::mem::take(&mut self.seen.lock().unwrap_or_else(|p| p.into_inner()).writes)
     }
 
-    /// Waits until MONITOR printed `marker` as a key of a command (a command the caller sent), so
-    /// that everything Redis executed before it has been read.
-    pub fn sync(&self, con: &mut redis::Connection, marker: &str) -> Result<()> {
-        let start = Instant::now();
-        let before = self.lines();
+    /// Waits until MONITOR has shown a marker command sent now, so that everything Redis executed
+    /// before it has been read (MONITOR's stream lags behind Redis, the more so after a storm).
+    pub fn sync(&self, con: &mut redis::Connection) -> Result<()> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut marker = MARKER.to_vec();
+        marker.extend_from_slice(n.to_string().as_bytes());
         redis::cmd("EXISTS")
-            .arg(marker)
+            .arg(&marker)
             .query::<i64>(con)
             .context("MONITOR marker")?;
-        while self.lines() == before {
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("MONITOR did not show the marker {marker}");
+        let start = Instant::now();
+        while self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_marker
+            != marker
+        {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("MONITOR did not show the marker within 30 s");
             }
             thread::sleep(Duration::from_millis(2));
         }
         Ok(())
-    }
-
-    fn lines(&self) -> u64 {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).lines
     }
 }
 
@@ -110,6 +122,18 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The key of a marker command (`EXISTS chaos-soak-marker-<n>`), if the line is one.
+fn marker_of(line: &[u8]) -> Option<Vec<u8>> {
+    let close = line.iter().position(|&b| b == b']')?;
+    let args = parse_args(&line[close + 1..]);
+    match args.as_slice() {
+        [cmd, key] if cmd.eq_ignore_ascii_case(b"EXISTS") && key.starts_with(MARKER) => {
+            Some(key.clone())
+        }
+        _ => None,
     }
 }
 
@@ -231,6 +255,17 @@ mod tests {
             None
         );
         assert_eq!(parse_line(b"OK"), None);
+    }
+
+    #[test]
+    fn markers_are_recognised() {
+        let l = br#"1.0 [6 unix:/s] "EXISTS" "chaos-soak-marker-12""#;
+        assert_eq!(marker_of(l), Some(b"chaos-soak-marker-12".to_vec()));
+        assert_eq!(
+            marker_of(br#"1.0 [6 unix:/s] "EXISTS" "PORT_TABLE|E0""#),
+            None
+        );
+        assert_eq!(parse_line(l), None);
     }
 
     #[test]
