@@ -175,6 +175,8 @@ struct Episode {
     deleted: BTreeSet<String>,
     /// After a warm restart: the ports it may write (their state differs from the saved one).
     warm_allowed: Option<BTreeSet<String>>,
+    /// The kernel and STATE_DB just before that start (to explain a violation).
+    before: Option<(BTreeMap<String, check::Link>, check::StateView)>,
     /// When the fault ended; convergence is timed from here.
     lifted: Option<Instant>,
 }
@@ -598,6 +600,7 @@ impl Soak {
         let mut allowed: BTreeSet<String> =
             check::mismatches(&kernel, &state).into_iter().collect();
         allowed.extend(self.touched.iter().cloned());
+        ep.before = Some((kernel, state));
         self.w.set_warm(true)?;
         // Writes of the daemon that just stopped are not the new one's.
         self.drain_monitor()?;
@@ -858,6 +861,17 @@ impl Soak {
             } else {
                 let n = churn.len();
                 let few: Vec<&String> = churn.iter().take(5).collect();
+                let after = check::state_db(&self.w)?;
+                if let Some((k, st)) = &ep.before {
+                    for p in churn.iter().take(3) {
+                        eprintln!(
+                            "chaos-soak: {p}: kernel before {:?}, STATE_DB before {:?}, after {:?}",
+                            k.get(p),
+                            st.get(p),
+                            after.get(p)
+                        );
+                    }
+                }
                 self.violation(format!(
                     "{fault}: warm restart wrote {n} unchanged ports, e.g. {few:?}"
                 ));
