@@ -193,6 +193,9 @@ struct Soak {
     foreign: BTreeMap<String, Vec<u8>>,
     /// Ports changed since the store last caught up: a restart may legitimately rewrite them.
     touched: BTreeSet<String>,
+    /// Those of the episode before: the kernel applies operstate changes up to a second late
+    /// (linkwatch), so a peer's carrier change can land after that episode's quiet point.
+    touched_before: BTreeSet<String>,
     /// The generation of the last export seen caught up: acknowledged, so it must load after a crash.
     acked: Option<u64>,
     log: Option<std::fs::File>,
@@ -310,6 +313,7 @@ fn run(args: &Args) -> Result<usize> {
         timeout: Duration::from_secs(args.converge_timeout_secs),
         foreign: BTreeMap::new(),
         touched: BTreeSet::new(),
+        touched_before: BTreeSet::new(),
         acked: None,
         log,
     };
@@ -442,6 +446,7 @@ impl Soak {
             return Ok(());
         }
         let mut cmds = String::new();
+        let mut touched = Vec::new();
         for _ in 0..n {
             let i = (self.rng.next() % sim.len() as u64) as usize;
             let (name, up, mtu) = &mut sim[i];
@@ -453,9 +458,28 @@ impl Soak {
                 *mtu = *self.rng.pick(&choices).unwrap_or(&1500);
                 let _ = writeln!(cmds, "link set {name} mtu {mtu}");
             }
-            self.touched.insert(name.clone());
+            touched.push(name.clone());
+        }
+        for p in touched {
+            self.touch(&p);
         }
         self.w.ip_batch(&cmds)
+    }
+
+    /// Notes that a port changed, and so its veth peer: an admin change of one end changes the
+    /// other end's carrier (and the kernel applies operstate changes later, through linkwatch).
+    fn touch(&mut self, port: &str) {
+        self.touched.insert(port.to_string());
+        let peer = self
+            .w
+            .ports
+            .iter()
+            .position(|p| p == port)
+            .and_then(|i| self.w.ports.get(i ^ 1))
+            .cloned();
+        if let Some(peer) = peer {
+            self.touched.insert(peer);
+        }
     }
 
     /// Deletes 1-4 veth pairs, sometimes waits for their STATE_DB entries to go, and re-creates them.
@@ -600,6 +624,7 @@ impl Soak {
         let mut allowed: BTreeSet<String> =
             check::mismatches(&kernel, &state).into_iter().collect();
         allowed.extend(self.touched.iter().cloned());
+        allowed.extend(self.touched_before.iter().cloned());
         ep.before = Some((kernel, state));
         self.w.set_warm(true)?;
         // Writes of the daemon that just stopped are not the new one's.
@@ -740,7 +765,7 @@ impl Soak {
             9000
         };
         self.w.ip_batch(&format!("link set {p} mtu {mtu}\n"))?;
-        self.touched.insert(p);
+        self.touch(&p);
         let n = self.rng.range(10, 200);
         self.storm(n)?;
         thread::sleep(Duration::from_millis(self.rng.range(500, 4000)));
@@ -907,7 +932,7 @@ impl Soak {
         match store_ms {
             Some(_) => {
                 self.report.pass("the store catches up");
-                self.touched.clear();
+                self.touched_before = std::mem::take(&mut self.touched);
             }
             None => self.violation(format!("{fault}: the store did not catch up: {last_err}")),
         }
