@@ -120,6 +120,8 @@ pub struct SledBackend {
     dir: PathBuf,
     /// Blob files already fsynced (sled never rewrites a blob in place: a new value is a new file).
     synced_blobs: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
+    /// The first `apply` of a commit fsyncs sled's directory first (see `apply_unguarded`).
+    dir_sync_due: std::sync::atomic::AtomicBool,
 }
 
 fn sled_err(e: sled::Error) -> BackendError {
@@ -156,6 +158,7 @@ impl SledBackend {
             db,
             dir: dir.to_path_buf(),
             synced_blobs: Default::default(),
+            dir_sync_due: std::sync::atomic::AtomicBool::new(true),
         })
     }
 }
@@ -255,6 +258,14 @@ impl Backend for SledBackend {
 
 impl SledBackend {
     fn apply_unguarded(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        // A snapshot sled renamed in since the last commit must be durable before this commit's
+        // writes may reuse log segments that only the old snapshot still pointed at.
+        if self
+            .dir_sync_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            File::open(&self.dir)?.sync_all()?;
+        }
         let mut b = sled::Batch::default();
         for (k, v) in batch.ops {
             match v {
@@ -285,6 +296,8 @@ impl SledBackend {
         // that had moved on, and sled opened empty (seen in the chaos soak). A directory fsync per
         // commit makes the listing as durable as the log it describes.
         File::open(&self.dir)?.sync_all()?;
+        self.dir_sync_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
