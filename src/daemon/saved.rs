@@ -134,6 +134,8 @@ impl SavedTable {
     pub fn absorb(&mut self, d: PortDelta) {
         self.counters = d.counters;
         if d.full {
+            // Drop the old table before building the new one: never two whole tables at once.
+            self.table = BTreeMap::new();
             self.table = d
                 .ports
                 .into_iter()

@@ -177,3 +177,64 @@ fn delta_commits_on_sled_export_what_a_full_rendering_gives() {
     let (_, r) = Store::open(cfg).unwrap();
     assert_eq!(r.snapshot, Some(want));
 }
+
+#[test]
+fn a_full_commit_writes_each_record_batch_before_encoding_the_next() {
+    let b = MemBackend::new();
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), mem_cfg()).unwrap();
+    let (_, before) = b.put_counts();
+    let big = snap(600, 1);
+    // For each record handed to the store: how many batches it had applied by then.
+    let seen = std::cell::RefCell::new(Vec::new());
+    let ports = big.ports.iter().map(|(n, r)| {
+        seen.borrow_mut()
+            .push(b.put_counts().1.len() - before.len());
+        (n.as_str(), Some(r))
+    });
+    let gen = s.commit_changes(true, ports, &big.counters).unwrap();
+    let per = delta::RECORDS_PER_BATCH;
+    // Record i is encoded after the batches before its own went out: never all of them in memory.
+    let want: Vec<usize> = (0..600).map(|i| i / per).collect();
+    assert_eq!(*seen.borrow(), want);
+    assert_eq!(s.load(gen).unwrap().1, big);
+}
+
+#[test]
+fn a_failed_full_commit_leaves_the_export_of_the_last_good_one_and_a_full_set_after_deltas_matches_render(
+) {
+    let t = tempfile::tempdir().unwrap();
+    let export = t.path().join("port_state.json");
+    let cfg = StoreConfig {
+        json_export: Some(export.clone()),
+        ..StoreConfig::new("/nonexistent")
+    };
+    let b = MemBackend::new();
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), cfg.clone()).unwrap();
+    let first = snap(600, 1);
+    let gen = s.commit_at(&first, 7).unwrap();
+    assert_eq!(
+        std::fs::read(&export).unwrap(),
+        json_export::render(&first, 7, gen)
+    );
+    // A delta, then a full set that drops ports and changes others: the export is the full set's.
+    let e4 = changed(&first, "Ethernet4", 3);
+    s.commit_changes_at(false, [("Ethernet4", Some(e4))], &first.counters, 8)
+        .unwrap();
+    let mut second = snap(400, 2);
+    second.ports.remove("Ethernet8");
+    let gen = s.commit_at(&second, 9).unwrap();
+    assert_eq!(
+        std::fs::read(&export).unwrap(),
+        json_export::render(&second, 9, gen)
+    );
+    // A full set whose second batch fails: the store is poisoned and the file stays the last good one.
+    let good = std::fs::read(&export).unwrap();
+    b.set_faults(Faults {
+        fail_apply: true,
+        ..Faults::default()
+    });
+    assert!(s.commit_at(&snap(600, 3), 10).is_err());
+    b.set_faults(Faults::default());
+    assert!(s.commit_at(&snap(600, 4), 11).is_err(), "poisoned");
+    assert_eq!(std::fs::read(&export).unwrap(), good);
+}

@@ -14,20 +14,27 @@ use std::path::Path;
 use super::json_export::{self, PortOut, FORMAT_VERSION};
 use super::record::PortRecord;
 
-/// One port's entries in the three per-port sections, each `"<name>":<value>` exactly as written.
+/// One port's entries in the three per-port sections, each `"<name>":<value>` exactly as written, kept
+/// end to end in one allocation (a port costs one heap block here, not three).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortFragments {
-    ifindex: Box<str>,
-    port: Box<str>,
-    published: Box<str>,
+    /// The `ifindex`, `ports` and `published` entries, one after the other.
+    text: Box<str>,
+    /// Where the `ports` entry starts, then where the `published` entry starts.
+    split: [u32; 2],
 }
 
-fn entry<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Box<str> {
+fn entry<T: serde::Serialize + ?Sized>(out: &mut String, key: &str, value: &T) {
     // Serialising strings, integers and string maps cannot fail.
-    let mut s = serde_json::to_string(key).unwrap_or_default();
-    s.push(':');
-    s.push_str(&serde_json::to_string(value).unwrap_or_default());
-    s.into_boxed_str()
+    out.push_str(&serde_json::to_string(key).unwrap_or_default());
+    out.push(':');
+    out.push_str(&serde_json::to_string(value).unwrap_or_default());
+}
+
+/// A byte offset into one port's fragments as stored; beyond `u32` (a record of 4 GiB, which no
+/// store limit allows) it saturates, and the section boundaries are then merely wrong, never unsafe.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl PortFragments {
@@ -40,11 +47,24 @@ impl PortFragments {
             name: &rec.name,
             oper_state: u8::from(rec.oper_up),
         };
+        let mut text = String::new();
+        entry(&mut text, key, &rec.ifindex);
+        let port = offset(text.len());
+        entry(&mut text, key, &out);
+        let published = offset(text.len());
+        entry(&mut text, key, &rec.published);
         PortFragments {
-            ifindex: entry(key, &rec.ifindex),
-            port: entry(key, &out),
-            published: entry(key, &rec.published),
+            text: text.into_boxed_str(),
+            split: [port, published],
         }
+    }
+
+    /// The entry of section `i` (0: `ifindex`, 1: `ports`, 2: `published`).
+    fn section(&self, i: usize) -> &str {
+        let len = self.text.len();
+        let at = |k: usize| self.split.get(k).map_or(len, |&o| (o as usize).min(len));
+        let from = if i == 0 { 0 } else { at(i - 1) };
+        self.text.get(from..at(i).max(from)).unwrap_or_default()
     }
 }
 
@@ -71,6 +91,26 @@ impl ExportCache {
     /// Replace everything with `ports` (a full set).
     pub fn replace(&mut self, ports: BTreeMap<String, PortFragments>) {
         self.ports = ports;
+    }
+
+    /// Forget every port (a full set is about to be inserted).
+    pub fn clear(&mut self) {
+        self.ports.clear();
+    }
+
+    /// Set one port's fragments; its name is allocated only when the port is new.
+    pub fn insert(&mut self, name: &str, f: PortFragments) {
+        match self.ports.get_mut(name) {
+            Some(slot) => *slot = f,
+            None => {
+                self.ports.insert(name.to_string(), f);
+            }
+        }
+    }
+
+    /// Forget one port.
+    pub fn remove(&mut self, name: &str) {
+        self.ports.remove(name);
     }
 
     /// Apply one commit's changes (`None`: the port is gone).
@@ -112,11 +152,11 @@ impl ExportCache {
         w.put(b"{\"counters\":")?;
         w.put(&serde_json::to_vec(counters).map_err(io::Error::other)?)?;
         w.put(format!(",\"generation\":{generation},\"ifindex\":{{").as_bytes())?;
-        self.section(&mut w, |f| &f.ifindex)?;
+        self.section(&mut w, 0)?;
         w.put(b"},\"ports\":{")?;
-        self.section(&mut w, |f| &f.port)?;
+        self.section(&mut w, 1)?;
         w.put(b"},\"published\":{")?;
-        self.section(&mut w, |f| &f.published)?;
+        self.section(&mut w, 2)?;
         w.put(format!("}},\"saved_at\":{saved_at},\"version\":{FORMAT_VERSION}").as_bytes())?;
         // The checksum covers the document with its closing brace, which the checksum field replaces.
         w.crc.update(b"}");
@@ -125,16 +165,12 @@ impl ExportCache {
             .write_all(format!(",\"checksum\":\"{sum:08x}\"}}\n").as_bytes())
     }
 
-    fn section<W: Write>(
-        &self,
-        w: &mut Crc<W>,
-        pick: impl Fn(&PortFragments) -> &str,
-    ) -> io::Result<()> {
+    fn section<W: Write>(&self, w: &mut Crc<W>, which: usize) -> io::Result<()> {
         for (i, f) in self.ports.values().enumerate() {
             if i > 0 {
                 w.put(b",")?;
             }
-            w.put(pick(f).as_bytes())?;
+            w.put(f.section(which).as_bytes())?;
         }
         Ok(())
     }

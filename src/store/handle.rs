@@ -476,58 +476,44 @@ impl Store {
         }
         let refs = &self.refs;
         let stored = |name: &str, hash: u64| refs.values().any(|p| p.get(name) == Some(&hash));
-        let built = delta::build(
-            gen,
-            base,
-            ports,
-            counters,
-            saved_at,
-            &stored,
-            self.cfg.json_export.is_some(),
-        );
-        crash_point(CrashPoint::BeforeApply);
-        let mut written = Ok(());
-        let last = built.batches.len().saturating_sub(1);
-        for (i, batch) in built.batches.into_iter().enumerate() {
-            if !self.orphans.is_empty() {
+        let backend = &self.backend;
+        let orphans = &mut self.orphans;
+        let mut first = true;
+        let mut sink = |batch: WriteBatch, last: bool| -> Result<(), super::BackendError> {
+            if first {
+                crash_point(CrashPoint::BeforeApply);
+                first = false;
+            }
+            if !orphans.is_empty() {
                 // Rewritten now: referenced by this generation, no longer an orphan.
                 for (key, _) in &batch.ops {
-                    self.orphans.remove(key);
+                    orphans.remove(key);
                 }
             }
-            written = self.backend.apply(batch);
-            if written.is_err() {
-                break;
-            }
-            if i < last {
+            backend.apply(batch)?;
+            if !last {
                 crash_point(CrashPoint::BetweenBatches);
             }
-        }
-        let written = written.and_then(|()| {
+            Ok(())
+        };
+        let export = self.cfg.json_export.is_some().then_some(&mut self.export);
+        let built = delta::build(
+            gen, base, ports, counters, saved_at, &stored, export, &mut sink,
+        )
+        .and_then(|built| {
             crash_point(CrashPoint::AfterApply);
-            self.backend.sync()
+            self.backend.sync().map(|()| built)
         });
-        if let Err(source) = written {
-            return Err(self.poison("commit", source));
-        }
+        let built = match built {
+            Ok(b) => b,
+            Err(source) => return Err(self.poison("commit", source)),
+        };
         crash_point(CrashPoint::AfterSync);
         self.next_gen = gen.saturating_add(1);
         self.gens.insert(gen);
         self.base = Some(gen);
         let port_count = built.manifest.ports.len();
         self.refs.insert(gen, built.manifest.ports);
-        if let Some(frags) = built.fragments {
-            if full {
-                self.export.replace(
-                    frags
-                        .into_iter()
-                        .filter_map(|(n, f)| Some((n, f?)))
-                        .collect(),
-                );
-            } else {
-                self.export.apply(frags);
-            }
-        }
         self.prune(gen)?;
         crash_point(CrashPoint::AfterPrune);
         self.export_retry = None;
