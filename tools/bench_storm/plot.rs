@@ -29,12 +29,20 @@ pub fn daemons(given: &[String], plot: bool, portsyncd: &str) -> Vec<(String, St
     if given.is_empty() || plot {
         cmds.push(portsyncd.to_string());
     }
-    cmds.extend(given.iter().cloned());
+    // `builtin` names the sibling portsyncd (so that it can be compared with others in one run).
+    cmds.extend(given.iter().map(|c| {
+        if c == "builtin" {
+            portsyncd.to_string()
+        } else {
+            c.clone()
+        }
+    }));
     let mut out: Vec<(String, String)> = Vec::new();
     for cmd in cmds {
+        // The program's name, past `env` and `VAR=value` words.
         let base = cmd
             .split_whitespace()
-            .next()
+            .find(|w| *w != "env" && !w.contains('='))
             .and_then(|p| Path::new(p).file_name())
             .map_or_else(
                 || "daemon".to_string(),
