@@ -56,7 +56,9 @@ pub fn thread_cpu_ns(pid: u32) -> BTreeMap<String, (u64, u64)> {
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
-        let name = comm.trim();
+        // The main thread (the core loop) is named after the binary: a renamed copy is still it.
+        let main = t.file_name().to_str() == Some(pid.to_string().as_str());
+        let name = if main { "portsyncd" } else { comm.trim() };
         let key = if THREADS.contains(&name) {
             name
         } else {
@@ -111,6 +113,8 @@ struct Row {
     threads: BTreeMap<String, f64>,
     /// Thread name -> median voluntary context switches per kernel change.
     wakeups: BTreeMap<String, f64>,
+    /// Median wall time of the storm's `ip -batch` (the kernel's pace sets the batches per storm).
+    storm_s: f64,
     /// Median MULTI/EXEC transactions per storm: portsyncd's STATE_DB write batches (Redis
     /// round trips), counted by redis-server itself.
     exec_batches: f64,
@@ -181,6 +185,7 @@ fn measure(args: &Args, ports: usize, label: &str, template: &str) -> Result<Row
         rss_kib: status_kib(pid, "VmHWM:"),
         commits: commits.len(),
         exec_batches: median(&mut execs),
+        storm_s: med(&|r| r.batch_ms / 1e3),
         commit_p99_ms: percentile(&mut commits, 99.0) / 1e3,
         threads: per_thread
             .into_iter()
@@ -209,7 +214,8 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
     }
     println!();
     println!(
-        "scale: {} change(s) per storm, medians over {} storm(s) per size; batches: MULTI/EXEC \
+        "scale: {} change(s) per storm, medians over {} storm(s) per size; storm: wall time of the \
+         storm's `ip -batch` (the kernel's pace: a slower storm means more batches); batches: MULTI/EXEC \
          transactions per storm (portsyncd's STATE_DB write batches); per-thread columns are µs of \
          CPU per kernel change",
         args.flaps, args.repeat
@@ -217,9 +223,10 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
     let names: Vec<&str> = THREADS.iter().copied().chain(["other"]).collect();
     let width = rows.iter().map(|r| r.label.len()).max().unwrap_or(6).max(6);
     print!(
-        "{:<width$} {:>6} {:>7} {:>10} {:>11} {:>9} {:>8} {:>10} {:>7}",
+        "{:<width$} {:>6} {:>7} {:>7} {:>10} {:>11} {:>9} {:>8} {:>10} {:>7}",
         "daemon",
         "ports",
+        "storm",
         "changes",
         "CPU/change",
         "converge",
@@ -242,9 +249,17 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
             format!("{:.2}ms", r.commit_p99_ms)
         };
         print!(
-            "{:<width$} {:>6} {:>7.0} {:>8.1}µs {:>9.1}ms {:>9} {:>8} {:>10} {:>7.0}",
+            "{:<width$} {:>6} {:>6.1}s {:>7.0} {:>8.1}µs {:>9.1}ms {:>9} {:>8} {:>10} {:>7.0}",
             r.label,
-            r.ports, r.notifications, r.cpu_us, r.converge_ms, rss, r.commits, p99, r.exec_batches
+            r.ports,
+            r.storm_s,
+            r.notifications,
+            r.cpu_us,
+            r.converge_ms,
+            rss,
+            r.commits,
+            p99,
+            r.exec_batches
         );
         for n in &names {
             print!(" {:>9.2}", r.threads.get(*n).copied().unwrap_or(0.0));
