@@ -462,6 +462,7 @@ impl Bench {
                 &self.cmdline,
                 &self.ctx.daemon_log,
                 &mut self.ctx.state,
+                &self.dir,
                 Self::timeout(args),
             )?;
             warm::print(k, &r);
