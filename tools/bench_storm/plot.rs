@@ -48,7 +48,11 @@ pub fn daemons(given: &[String], plot: bool, portsyncd: &str) -> Vec<(String, St
                 || "daemon".to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
-        let same = out.iter().filter(|(l, _)| l.starts_with(&base)).count();
+        let again = format!("{base} #");
+        let same = out
+            .iter()
+            .filter(|(l, _)| *l == base || l.starts_with(&again))
+            .count();
         let label = if same == 0 {
             base
         } else {
@@ -261,6 +265,19 @@ mod tests {
         // Without --plot a --daemon replaces portsyncd, as before.
         assert_eq!(daemons(&given[1..], false, "/t/portsyncd").len(), 1);
         assert_eq!(daemons(&[], false, "/t/portsyncd")[0].0, "portsyncd");
+    }
+
+    #[test]
+    fn builtin_names_portsyncd_and_labels_skip_env_and_tell_copies_apart() {
+        let given = vec![
+            "env RUST_LOG=debug /tmp/portsyncd.old --x".to_string(),
+            "builtin".into(),
+            "/tmp/portsyncd.old --y".into(),
+        ];
+        let d = daemons(&given, false, "/t/portsyncd --redis-url {url}");
+        let labels: Vec<&str> = d.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["portsyncd.old", "portsyncd", "portsyncd.old #2"]);
+        assert_eq!(d[1].1, "/t/portsyncd --redis-url {url}");
     }
 
     #[test]

@@ -28,8 +28,15 @@ pub struct WarmResult {
     pub state_port_writes: Option<usize>,
 }
 
-/// Write commands, as MONITOR quotes them.
-const WRITE_CMDS: [&str; 6] = ["\"HSET\"", "\"HMSET\"", "\"HDEL\"", "\"DEL\"", "\"UNLINK\"", "\"EVALSHA\""];
+/// Write commands, as MONITOR quotes them (in the client's spelling: compared in lower case).
+const WRITE_CMDS: [&str; 6] = [
+    "\"hset\"",
+    "\"hmset\"",
+    "\"hdel\"",
+    "\"del\"",
+    "\"unlink\"",
+    "\"evalsha\"",
+];
 
 /// `redis-cli MONITOR` into a file while it lives.
 struct RedisMonitor {
@@ -62,7 +69,10 @@ impl RedisMonitor {
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains("[6 ") && l.contains("\"PORT_TABLE|"))
-            .filter(|l| WRITE_CMDS.iter().any(|c| l.contains(c)))
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                WRITE_CMDS.iter().any(|c| l.contains(c))
+            })
             .count()
     }
 }
