@@ -354,18 +354,28 @@ impl Bench {
                 .spawn()
                 .context("starting the daemon")?,
         };
-        println!(
-            "bench-storm: {} ports ({} veth pairs), {} changes per storm, {} storm(s){}",
-            args.ports,
-            args.ports / 2,
-            args.flaps,
-            args.repeat,
-            if args.overrun {
-                ", daemon SIGSTOPped during each storm"
-            } else {
-                ""
-            }
-        );
+        if args.latency > 0 {
+            println!(
+                "bench-storm: {} ports ({} veth pairs), {} lone MTU changes {} ms apart",
+                args.ports,
+                args.ports / 2,
+                args.latency,
+                args.gap_ms
+            );
+        } else {
+            println!(
+                "bench-storm: {} ports ({} veth pairs), {} changes per storm, {} storm(s){}",
+                args.ports,
+                args.ports / 2,
+                args.flaps,
+                args.repeat,
+                if args.overrun {
+                    ", daemon SIGSTOPped during each storm"
+                } else {
+                    ""
+                }
+            );
+        }
         println!("  daemon:   {cmdline}");
         println!("  consumer: {consumer_desc}");
 

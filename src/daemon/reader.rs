@@ -52,6 +52,13 @@ impl LinkSource for LinkSocket {
 /// change waits up to this long; convergence after the kernel's last change stays at 10-30 ms, inside
 /// the 50 ms target. A change after a quiet period (none in the last gap) does not wait at all.
 pub const BURST_GAP: Duration = Duration::from_millis(20);
+/// Once a storm has gone on this long, the gap between bursts grows to [`LONG_GAP`]: a storm's cost is
+/// about one burst cycle (four thread wake-ups and a Redis round trip) per gap, and the storms that
+/// last are the ones of large port tables, where the kernel applies changes slowly (a 2688-command
+/// storm takes it 2-4 s at 2048 ports, 4-30 s at 4096 on the benchmark's VM; docs/performance.md).
+pub const LONG_STORM: Duration = Duration::from_secs(1);
+/// The gap between bursts in a storm that has lasted [`LONG_STORM`].
+pub const LONG_GAP: Duration = Duration::from_millis(40);
 /// Most messages handed to the loop at once.
 const BURST_ITEMS: usize = 4096;
 
@@ -83,10 +90,10 @@ impl Clock for SystemClock {
 /// Pacing: after a quiet period the reader blocks in `recv`, and the first message is handed over
 /// at once, with whatever else the socket already holds (read without blocking): a lone change
 /// waits for nothing. After a burst went out, the next one is collected by sleeping to the end of
-/// BURST_GAP and reading the queue empty (without blocking): changes that come faster than one
-/// burst per gap are coalesced. When that finds nothing the storm is over and the reader blocks in
-/// `recv` again. The socket's 16 MiB buffer holds what arrives during a sleep (thousands of
-/// messages).
+/// BURST_GAP (LONG_GAP once the storm has lasted LONG_STORM) and reading the queue empty (without
+/// blocking): changes that come faster than one burst per gap are coalesced. When that finds
+/// nothing the storm is over and the reader blocks in `recv` again. The socket's 16 MiB buffer holds
+/// what arrives during a sleep (thousands of messages).
 ///
 /// A loss is an `ENOBUFS` or a rise of the socket's drop counter: after reporting one overrun the
 /// kernel drops every further notification *silently* until the receive queue has been read empty
@@ -125,6 +132,8 @@ pub fn read_loop_with<S: LinkSource + ?Sized, C: Clock + ?Sized>(
     let mut drops = DropWatch::new(sock);
     // When the last burst went to the loop, while a storm may still be going on.
     let mut handed_at: Option<Instant> = None;
+    // When the storm under way began (its first burst went out).
+    let mut storm_since: Option<Instant> = None;
     // The size of the last burst: the next one is allocated at that size, so that it does not
     // grow (and reallocate) message by message (glibc's malloc showed in the reader's profile).
     let mut last_burst = 0usize;
@@ -139,12 +148,17 @@ pub fn read_loop_with<S: LinkSource + ?Sized, C: Clock + ?Sized>(
             overrun: &mut overrun,
             clock,
         };
-        match handed_at.map(|t| t + BURST_GAP) {
+        let gap_end = handed_at.map(|t| {
+            let long = storm_since.is_some_and(|s| t.saturating_duration_since(s) >= LONG_STORM);
+            t + if long { LONG_GAP } else { BURST_GAP }
+        });
+        match gap_end {
             Some(gap_end) => {
                 clock.sleep_until(gap_end);
                 rx.queued(&mut items);
                 if items.is_empty() {
                     handed_at = None; // quiet again: block in recv
+                    storm_since = None;
                 }
             }
             None => {
@@ -161,7 +175,9 @@ pub fn read_loop_with<S: LinkSource + ?Sized, C: Clock + ?Sized>(
             if tx.send(Input::Netlink(items)).is_err() {
                 break;
             }
-            handed_at = Some(clock.now());
+            let now = clock.now();
+            handed_at = Some(now);
+            storm_since.get_or_insert(now);
         }
         if let Some(dropped) = drops.rose(sock) {
             if !overrun {
@@ -464,6 +480,55 @@ mod tests {
 
         stop.store(true, Ordering::Relaxed);
         clock.advance_to(next_end + 100 * BURST_GAP);
+        reader.join().unwrap();
+    }
+
+    /// A storm that goes on: bursts every BURST_GAP during its first LONG_STORM, every LONG_GAP
+    /// after that; once quiet, the next change goes at once and the gap is short again.
+    #[test]
+    fn a_storm_that_lasts_is_coalesced_over_longer_gaps() {
+        let sock = Arc::new(Queue::default());
+        let clock = Arc::new(ManualClock::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let reader = {
+            let (sock, clock, stop) = (Arc::clone(&sock), Arc::clone(&clock), Arc::clone(&stop));
+            std::thread::spawn(move || read_loop_with(&*sock, &tx, &stop, &*clock))
+        };
+        let t0 = clock.t0;
+        sock.push(1);
+        assert_eq!(next_move(&rx, &clock), Ok(1));
+        // Messages keep coming: one burst per gap; record the gaps.
+        let mut gaps = Vec::new();
+        let mut last = t0;
+        while last < t0 + LONG_STORM + 3 * LONG_GAP {
+            let end = next_move(&rx, &clock).expect_err("asleep to the gap's end");
+            gaps.push(end - last);
+            sock.push(3);
+            clock.advance_to(end);
+            assert_eq!(next_move(&rx, &clock), Ok(3));
+            last = end;
+        }
+        let short = (LONG_STORM.as_millis() / BURST_GAP.as_millis()) as usize;
+        assert!(gaps[..short].iter().all(|g| *g == BURST_GAP), "{gaps:?}");
+        assert!(gaps[short..].iter().all(|g| *g == LONG_GAP), "{gaps:?}");
+        // Quiet: the gap's end finds nothing, the reader blocks in recv again.
+        let end = next_move(&rx, &clock).expect_err("asleep to the gap's end");
+        let blocking = sock.blocking.load(Ordering::SeqCst);
+        clock.advance_to(end + 10 * LONG_GAP);
+        while sock.blocking.load(Ordering::SeqCst) == blocking {
+            std::thread::yield_now();
+        }
+        sock.push(1);
+        assert_eq!(next_move(&rx, &clock), Ok(1), "after the storm, at once");
+        let again = next_move(&rx, &clock).expect_err("asleep to the gap's end");
+        assert_eq!(
+            again,
+            end + 10 * LONG_GAP + BURST_GAP,
+            "a new storm starts short"
+        );
+        stop.store(true, Ordering::Relaxed);
+        clock.advance_to(again + 100 * LONG_GAP);
         reader.join().unwrap();
     }
 }
