@@ -22,6 +22,8 @@
 
 #[path = "bench_storm/guards.rs"]
 mod guards;
+#[path = "bench_storm/latency.rs"]
+mod latency;
 #[path = "bench_storm/monitor.rs"]
 mod monitor;
 #[path = "bench_storm/observe.rs"]
@@ -79,10 +81,19 @@ struct Args {
     #[arg(long, default_value_t = 2688)]
     flaps: usize,
     /// The daemon's command line; default: the sibling `portsyncd` binary with
-    /// `--redis-url {url} --state-dir {state} --metrics-enabled false --log-output stderr`. Repeatable:
-    /// each daemon runs in turn, in a fresh namespace and Redis.
+    /// `--redis-url {url} --state-dir {state} --metrics-enabled false --log-output stderr` (also
+    /// spelled `builtin`). Repeatable: each daemon runs in turn, in a fresh namespace and Redis, in
+    /// every mode, and each one's rows are printed.
     #[arg(long)]
     daemon: Vec<String>,
+    /// Latency mode: N lone MTU changes, one port at a time, `--gap` ms apart; prints the median,
+    /// p90, p99 and max of kernel notification -> STATE_DB write seen by a keyspace subscriber,
+    /// per daemon (see tools/bench_storm/latency.rs). No storm is run.
+    #[arg(long, default_value_t = 0)]
+    latency: usize,
+    /// Quiet time after each change of `--latency`, in ms.
+    #[arg(long = "gap", default_value_t = 200)]
+    gap_ms: u64,
     /// Draw the first storm to this SVG file: the kernel's link notifications and the ports where
     /// STATE_DB disagrees with the kernel, over time. portsyncd runs first and every `--daemon` after it,
     /// all on the same axes.
@@ -147,19 +158,15 @@ fn run(args: &Args) -> Result<()> {
     if let Some(sizes) = &args.scale {
         return scale::run(args, &scale::parse_sizes(sizes)?);
     }
+    if args.latency > 0 {
+        return run_latency(args);
+    }
     if args.rep.cold_repeat > 0 {
         let tmp = TempDir(std::env::temp_dir().join(format!("bench-storm-{}", std::process::id())));
         fs::create_dir_all(&tmp.0)?;
         return repeat::run(args, &tmp.0);
     }
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| anyhow!("no directory for the current executable"))?;
-    let portsyncd = format!(
-        "{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false --log-output stderr",
-        exe_dir.join("portsyncd").display()
-    );
+    let portsyncd = builtin_cmdline("")?;
     let mut traces = Vec::new();
     for (i, (label, cmd)) in plot::daemons(&args.daemon, args.plot.is_some(), &portsyncd)
         .into_iter()
@@ -202,6 +209,55 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The sibling `portsyncd`'s command line for the benchmark (`extra`: more options).
+pub fn builtin_cmdline(env: &str) -> Result<String> {
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("no directory for the current executable"))?;
+    Ok(format!(
+        "{env}{} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false --log-output stderr",
+        exe_dir.join("portsyncd").display()
+    ))
+}
+
+/// `--latency`: every daemon in turn, each in a fresh namespace and Redis; one row each.
+fn run_latency(args: &Args) -> Result<()> {
+    let portsyncd = builtin_cmdline("")?;
+    let mut results = Vec::new();
+    for (i, (label, cmd)) in plot::daemons(&args.daemon, false, &portsyncd)
+        .into_iter()
+        .enumerate()
+    {
+        check_stop()?;
+        let tmp =
+            TempDir(std::env::temp_dir().join(format!("bench-storm-{}-{i}", std::process::id())));
+        fs::create_dir_all(&tmp.0)?;
+        let result = Bench::start(args, &cmd, &tmp.0).and_then(|mut bench| {
+            bench.ports_phase(args)?;
+            let url = bench.url.clone();
+            latency::run(args, &mut bench, &url, &label)
+        });
+        match result {
+            Ok(r) => {
+                latency::print(args, std::slice::from_ref(&r));
+                results.push(r);
+            }
+            Err(e) => {
+                let log = tail(&tmp.0.join("daemon.log"));
+                if !log.is_empty() {
+                    eprintln!("bench-storm: last lines of the daemon's log:\n{log}");
+                }
+                return Err(e);
+            }
+        }
+    }
+    if results.len() > 1 {
+        latency::print(args, &results);
+    }
+    Ok(())
+}
+
 /// Everything a run owns. Fields drop in declaration order: the daemon first, redis-server last.
 struct Bench {
     daemon: Proc,
@@ -213,6 +269,8 @@ struct Bench {
     ns: Netns,
     _redis: Proc,
     dir: PathBuf,
+    /// The private redis-server (`unix://…`).
+    url: String,
     monitor_pid: u32,
     /// The first storm, when `--plot` asks for it.
     trace: Option<plot::StormTrace>,
@@ -296,18 +354,28 @@ impl Bench {
                 .spawn()
                 .context("starting the daemon")?,
         };
-        println!(
-            "bench-storm: {} ports ({} veth pairs), {} changes per storm, {} storm(s){}",
-            args.ports,
-            args.ports / 2,
-            args.flaps,
-            args.repeat,
-            if args.overrun {
-                ", daemon SIGSTOPped during each storm"
-            } else {
-                ""
-            }
-        );
+        if args.latency > 0 {
+            println!(
+                "bench-storm: {} ports ({} veth pairs), {} lone MTU changes {} ms apart",
+                args.ports,
+                args.ports / 2,
+                args.latency,
+                args.gap_ms
+            );
+        } else {
+            println!(
+                "bench-storm: {} ports ({} veth pairs), {} changes per storm, {} storm(s){}",
+                args.ports,
+                args.ports / 2,
+                args.flaps,
+                args.repeat,
+                if args.overrun {
+                    ", daemon SIGSTOPped during each storm"
+                } else {
+                    ""
+                }
+            );
+        }
         println!("  daemon:   {cmdline}");
         println!("  consumer: {consumer_desc}");
 
@@ -327,6 +395,7 @@ impl Bench {
             ns,
             _redis: redis,
             dir: dir.to_path_buf(),
+            url: url.clone(),
             monitor_pid,
             trace: None,
         };
@@ -403,6 +472,7 @@ impl Bench {
                 &self.cmdline,
                 &self.ctx.daemon_log,
                 &mut self.ctx.state,
+                &self.dir,
                 Self::timeout(args),
             )?;
             warm::print(k, &r);

@@ -217,7 +217,7 @@ pub struct Core {
     dirty: BTreeSet<String>,
     /// Names whose saved record (published status, kernel ifindex and flags) may have changed since
     /// the store last got them ([`Core::drain_saved_changes`]).
-    saved_dirty: BTreeSet<String>,
+    saved_dirty: HashSet<String>,
     in_flight: Option<Work>,
     /// After a failed batch: no new batch before this instant.
     retry_at: Option<Instant>,
@@ -281,7 +281,7 @@ impl Core {
             must_delete: BTreeSet::new(),
             stale_candidates,
             dirty: BTreeSet::new(),
-            saved_dirty: BTreeSet::new(),
+            saved_dirty: HashSet::new(),
             in_flight: None,
             retry_at: None,
             retry_backoff: Backoff::new(REDIS_RETRY_MIN, REDIS_RETRY_MAX),
@@ -393,18 +393,28 @@ impl Core {
     }
 
     fn upsert(&mut self, name: &str, ifindex: u32, flags: u32, mtu: u32) {
+        // (The common case, a known port changing, allocates no string: a name is copied only into
+        // a map that does not hold it yet.)
         // A rename: the ifindex had another name, which is gone without a DELLINK.
-        if let Some(old) = self.by_ifindex.get(&ifindex).cloned() {
-            if old != name {
+        let known = match self.by_ifindex.get(&ifindex) {
+            Some(old) if old != name => {
+                let old = old.clone();
                 self.remove(&old);
+                false
             }
-        }
+            Some(_) => true,
+            None => false,
+        };
         let port = KernelPort {
             ifindex,
             flags,
             mtu,
         };
-        match self.kernel.insert(name.to_string(), port) {
+        let prev = match self.kernel.get_mut(name) {
+            Some(k) => Some(std::mem::replace(k, port)),
+            None => self.kernel.insert(name.to_string(), port),
+        };
+        match prev {
             Some(prev) if prev.ifindex == ifindex && prev.flags == flags => {}
             prev => {
                 if let Some(prev) = prev.filter(|p| p.ifindex != ifindex) {
@@ -413,7 +423,9 @@ impl Core {
                 self.note_saved_change(name);
             }
         }
-        self.by_ifindex.insert(ifindex, name.to_string());
+        if !known || !self.by_ifindex.contains_key(&ifindex) {
+            self.by_ifindex.insert(ifindex, name.to_string());
+        }
         // A DEL still owed for an earlier netdev of this name stays owed: it goes out first.
         if self.app_known.contains(name) {
             self.init_pending.remove(name);
@@ -421,7 +433,9 @@ impl Core {
             // A name not seen unknown before is looked up with the next batch, not a second later.
             self.next_recheck = None;
         }
-        self.dirty.insert(name.to_string());
+        if !self.dirty.contains(name) {
+            self.dirty.insert(name.to_string());
+        }
     }
 
     fn remove(&mut self, name: &str) {
@@ -743,7 +757,11 @@ impl Core {
             if value.is_none() {
                 self.must_delete.remove(&name);
             }
-            if self.published.insert(name.clone(), value) != Some(value) {
+            let before = match self.published.get_mut(&name) {
+                Some(v) => Some(std::mem::replace(v, value)),
+                None => self.published.insert(name.clone(), value),
+            };
+            if before != Some(value) {
                 self.saved_dirty.insert(name);
             }
             self.snapshot_due = true;
@@ -789,7 +807,9 @@ impl Core {
     /// [`Core::published_ports`] now gives for it (`None`: no published entry any more). Together with
     /// one full [`Core::published_ports`] before them, they reproduce the published table.
     pub fn drain_saved_changes(&mut self) -> Vec<(String, Option<SavedState>)> {
-        std::mem::take(&mut self.saved_dirty)
+        // A hash set while changes come (a storm touches most ports: no name comparisons per
+        // change), sorted by name once here.
+        let mut out: Vec<(String, Option<SavedState>)> = std::mem::take(&mut self.saved_dirty)
             .into_iter()
             .map(|n| {
                 let now = match self.published.get(&n) {
@@ -798,7 +818,9 @@ impl Core {
                 };
                 (n, now)
             })
-            .collect()
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Forget the pending saved changes (the store is about to get the full table).

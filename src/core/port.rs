@@ -65,6 +65,29 @@ impl PortStatus {
         ]
     }
 
+    /// The four fields as text without any allocation: the MTU is formatted into `mtu_text`.
+    /// Same names, values and order as [`PortStatus::field_values`].
+    pub fn field_strs<'a>(&self, mtu_text: &'a mut [u8; 10]) -> [(&'static str, &'a str); 4] {
+        // u32::MAX has 10 digits.
+        let mut n = self.mtu;
+        let mut i = mtu_text.len();
+        loop {
+            i -= 1;
+            mtu_text[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mtu = std::str::from_utf8(&mtu_text[i..]).unwrap_or("0");
+        [
+            ("state", "ok"),
+            ("netdev_oper_status", up_down(self.oper_up)),
+            ("admin_status", up_down(self.admin_up)),
+            ("mtu", mtu),
+        ]
+    }
+
     /// Reads the status back from a saved record's published fields (text).
     /// `None` unless all four fields are present and well-formed: a partial entry is not trusted.
     pub fn from_fields(fields: &BTreeMap<String, String>) -> Option<Self> {
@@ -213,6 +236,31 @@ mod tests {
             let mut f = extra.clone();
             f.extend(raw(s));
             proptest::prop_assert_eq!(PortStatus::from_raw(&f), Some(s));
+        }
+    }
+
+    #[test]
+    fn field_strs_are_the_field_values() {
+        for mtu in [0, 7, 9, 10, 68, 1500, 9100, 65535, 1_000_000_000, u32::MAX] {
+            for (admin_up, oper_up) in [(true, true), (true, false), (false, false)] {
+                let s = PortStatus {
+                    admin_up,
+                    oper_up,
+                    mtu,
+                };
+                let mut t = [0u8; 10];
+                let strs: Vec<(&str, String)> = s
+                    .field_strs(&mut t)
+                    .iter()
+                    .map(|(f, v)| (*f, v.to_string()))
+                    .collect();
+                let values: Vec<(&str, String)> = s
+                    .field_values()
+                    .into_iter()
+                    .map(|(f, v)| (f, v.into_owned()))
+                    .collect();
+                assert_eq!(strs, values);
+            }
         }
     }
 }

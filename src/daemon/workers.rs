@@ -9,7 +9,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::core::{ReadBack, StateRow, Work, WorkResult};
 use crate::metrics::Metrics;
-use crate::sonic::{DbError, ErrorClass, SonicDb, StateWrite};
+use crate::sonic::{DbError, ErrorClass, SonicDb};
 
 use super::faults;
 use super::input::Input;
@@ -126,18 +126,25 @@ fn execute(db: &mut SonicDb, work: &Work, metrics: &Metrics) -> Result<Answers, 
     };
     let mut rejected = Vec::new();
     if !work.writes.is_empty() {
-        let writes: Vec<StateWrite> = work
-            .writes
-            .iter()
-            .map(|(name, v)| match v {
-                Some(s) => StateWrite::SetFields {
-                    name: name.clone(),
-                    fields: s.field_values(),
-                },
-                None => StateWrite::Del { name: name.clone() },
-            })
-            .collect();
-        rejected = db.apply_state_writes(&writes)?;
+        // Encoded straight from the batch (no per-write command, key or field strings).
+        let refused = db.apply_state_batch(|b| {
+            for (name, v) in &work.writes {
+                match v {
+                    Some(s) => {
+                        let mut mtu = [0u8; 10];
+                        b.hset(name, s.field_strs(&mut mtu).into_iter());
+                    }
+                    None => b.del(name),
+                }
+            }
+        })?;
+        for i in refused {
+            if let Some((name, _)) = work.writes.get(i) {
+                if !rejected.contains(name) {
+                    rejected.push(name.clone());
+                }
+            }
+        }
         let landed = || work.writes.iter().filter(|(n, _)| !rejected.contains(n));
         let dels = landed().filter(|(_, v)| v.is_none()).count();
         let sets = landed().count().saturating_sub(dels);

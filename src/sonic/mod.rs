@@ -18,4 +18,4 @@ pub use dbconfig::{DbEndpoint, DbLayout, RedisAddr};
 pub use error::{DbConfigError, DbError, EntryErrorReason, ErrorClass, ENTRY_DBS};
 pub use producer::ProducerStateTable;
 pub use redis_url::parse_redis_url;
-pub use tables::{PortConfig, SonicDb, StateWrite};
+pub use tables::{PortConfig, SonicDb, StateBatch, StateWrite};

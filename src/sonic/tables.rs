@@ -67,6 +67,80 @@ pub struct SonicDb {
     port_producer: ProducerStateTable,
     /// Entries that could not be used, since the owner last took the counts.
     pub(super) entry_errors: EntryErrors,
+    /// The last STATE_DB batch's encoded commands and each write's key (its bytes in the buffer)
+    /// and kind (true: DEL), kept for the next batch.
+    state_buf: Vec<u8>,
+    state_keys: Vec<(std::ops::Range<usize>, bool)>,
+}
+
+/// `MULTI` and `EXEC`, encoded.
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+/// Largest STATE_DB batch buffer kept between batches (a storm's batches take a few KiB; a cold
+/// start's first batch, one write per port, is let go).
+const STATE_BUF_KEEP: usize = 64 << 10;
+
+/// The STATE_DB `PORT_TABLE` writes of one MULTI/EXEC, encoded as they are put (see
+/// [`SonicDb::apply_state_batch`]).
+pub struct StateBatch<'a> {
+    buf: &'a mut Vec<u8>,
+    /// `PORT_TABLE<sep>`.
+    prefix: &'a str,
+    keys: &'a mut Vec<(std::ops::Range<usize>, bool)>,
+    /// A `hset` without fields (the batch is refused).
+    empty: Option<String>,
+}
+
+impl StateBatch<'_> {
+    /// `HSET PORT_TABLE<sep><name> f v ...`: sets these fields, leaves every other field alone.
+    pub fn hset<'f>(
+        &mut self,
+        name: &str,
+        fields: impl ExactSizeIterator<Item = (&'f str, &'f str)>,
+    ) {
+        if fields.len() == 0 {
+            self.empty.get_or_insert_with(|| name.to_string());
+            return;
+        }
+        self.array(2 + 2 * fields.len());
+        self.bulk(b"HSET");
+        self.key(name, false);
+        for (f, v) in fields {
+            self.bulk(f.as_bytes());
+            self.bulk(v.as_bytes());
+        }
+    }
+
+    /// `DEL PORT_TABLE<sep><name>`.
+    pub fn del(&mut self, name: &str) {
+        self.array(2);
+        self.bulk(b"DEL");
+        self.key(name, true);
+    }
+
+    fn array(&mut self, n: usize) {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.buf, "*{n}\r\n");
+    }
+
+    fn bulk(&mut self, b: &[u8]) {
+        use std::io::Write as _;
+        let _ = write!(self.buf, "${}\r\n", b.len());
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    fn key(&mut self, name: &str, del: bool) {
+        use std::io::Write as _;
+        let len = self.prefix.len() + name.len();
+        let _ = write!(self.buf, "${len}\r\n");
+        let start = self.buf.len();
+        self.buf.extend_from_slice(self.prefix.as_bytes());
+        self.buf.extend_from_slice(name.as_bytes());
+        self.keys.push((start..self.buf.len(), del));
+        self.buf.extend_from_slice(b"\r\n");
+    }
 }
 
 /// `<table><sep><key>` in the given database.
@@ -93,6 +167,8 @@ impl SonicDb {
             ),
             layout,
             entry_errors: EntryErrors::default(),
+            state_buf: Vec::new(),
+            state_keys: Vec::new(),
         }
     }
 
@@ -342,46 +418,27 @@ impl SonicDb {
     /// transaction even if one fails: a write it refuses (the key holds another type, ...) is
     /// counted, logged and its port returned; every other write landed.
     pub fn apply_state_writes(&mut self, writes: &[StateWrite]) -> Result<Vec<String>, DbError> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors();
-        for w in writes {
-            match w {
-                StateWrite::Set { name, fields } => {
-                    let pairs = fields.iter().map(|(f, v)| (f.as_str(), v.as_str()));
-                    self.queue_hset(&mut pipe, name, pairs)?;
-                }
-                StateWrite::SetFields { name, fields } => {
-                    let pairs = fields.iter().map(|(f, v)| (*f, v.as_ref()));
-                    self.queue_hset(&mut pipe, name, pairs)?;
-                }
-                StateWrite::Del { name } => {
-                    pipe.cmd("DEL")
-                        .arg(db_key(&self.layout.state, PORT_TABLE, name));
+        let refused = self.apply_state_batch(|b| {
+            for w in writes {
+                match w {
+                    StateWrite::Set { name, fields } => {
+                        b.hset(name, fields.iter().map(|(f, v)| (f.as_str(), v.as_str())))
+                    }
+                    StateWrite::SetFields { name, fields } => {
+                        b.hset(name, fields.iter().map(|(f, v)| (*f, v.as_ref())))
+                    }
+                    StateWrite::Del { name } => b.del(name),
                 }
             }
-        }
-        let op = format!("apply {} STATE_DB PORT_TABLE writes", writes.len());
-        let replies = self.state.run_decode(&op, |con| {
-            Ok(reply::list(
-                reply::server_state(pipe.query::<Value>(con)?)?,
-                writes.len(),
-            ))
         })?;
-        let mut rejected = Vec::new();
-        for (w, v) in writes.iter().zip(replies) {
-            if let Some(reason) = reply::error_reason(&v) {
-                let (name, what) = match w {
-                    StateWrite::Set { name, .. } | StateWrite::SetFields { name, .. } => {
-                        (name, "HSET")
-                    }
-                    StateWrite::Del { name } => (name, "DEL"),
+        let mut rejected: Vec<String> = Vec::new();
+        for i in refused {
+            if let Some(w) = writes.get(i) {
+                let name = match w {
+                    StateWrite::Set { name, .. }
+                    | StateWrite::SetFields { name, .. }
+                    | StateWrite::Del { name } => name,
                 };
-                let key = db_key(&self.layout.state, PORT_TABLE, name);
-                self.entry_errors
-                    .record("STATE_DB", key.as_bytes(), reason, what);
                 if !rejected.contains(name) {
                     rejected.push(name.clone());
                 }
@@ -390,23 +447,75 @@ impl SonicDb {
         Ok(rejected)
     }
 
-    /// Adds `HSET PORT_TABLE|<name> f v ...` to `pipe`; refuses a write without fields.
-    fn queue_hset<'a>(
-        &self,
-        pipe: &mut redis::Pipeline,
-        name: &str,
-        fields: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<(), DbError> {
-        if fields.len() == 0 {
-            return Err(refused_empty(name));
+    /// Applies the STATE_DB `PORT_TABLE` writes `fill` puts into the batch, in one MULTI/EXEC (one
+    /// round trip), and returns the positions (in the order they were put) of the writes Redis
+    /// refused, each counted and logged. The commands are encoded straight into one buffer kept
+    /// across batches: no command object, key string or field pair is allocated per write (in a
+    /// storm, building a redis-rs `Cmd` per write was most of the writer's allocations). A `hset`
+    /// with no fields refuses the whole batch before anything is sent.
+    pub fn apply_state_batch(
+        &mut self,
+        fill: impl FnOnce(&mut StateBatch<'_>),
+    ) -> Result<Vec<usize>, DbError> {
+        let mut buf = std::mem::take(&mut self.state_buf);
+        let mut keys = std::mem::take(&mut self.state_keys);
+        buf.clear();
+        keys.clear();
+        buf.extend_from_slice(MULTI);
+        let prefix = db_key(&self.layout.state, PORT_TABLE, "");
+        let mut batch = StateBatch {
+            buf: &mut buf,
+            prefix: &prefix,
+            keys: &mut keys,
+            empty: None,
+        };
+        fill(&mut batch);
+        let empty = batch.empty.take();
+        let n = keys.len();
+        let res = match empty {
+            Some(name) => Err(refused_empty(&name)),
+            None if n == 0 => Ok(Vec::new()),
+            None => {
+                buf.extend_from_slice(EXEC);
+                let op = format!("apply {n} STATE_DB PORT_TABLE writes");
+                self.state
+                    .run_decode(&op, |con| {
+                        // MULTI's OK and the QUEUEDs are read and skipped; the last reply is EXEC's.
+                        let exec = match con.req_packed_commands(&buf, n + 1, 1)?.pop() {
+                            Some(v @ (Value::Array(_) | Value::Nil)) => v,
+                            _ => {
+                                return Err(redis::RedisError::from((
+                                    redis::ErrorKind::UnexpectedReturnType,
+                                    "Invalid response when parsing multi response",
+                                )))
+                            }
+                        };
+                        Ok(reply::list(reply::server_state(exec)?, n))
+                    })
+                    .map(|replies| {
+                        let mut refused = Vec::new();
+                        for (i, v) in replies.iter().enumerate() {
+                            let Some(reason) = reply::error_reason(v) else {
+                                continue;
+                            };
+                            let (range, del) = keys[i].clone();
+                            let key = buf.get(range).unwrap_or_default();
+                            let what = if del { "DEL" } else { "HSET" };
+                            self.entry_errors.record("STATE_DB", key, reason, what);
+                            refused.push(i);
+                        }
+                        refused
+                    })
+            }
+        };
+        // The buffers are kept for the next batch, unless a large one (a cold start's) made them big.
+        if buf.capacity() > STATE_BUF_KEEP {
+            buf = Vec::new();
+            keys = Vec::new();
         }
-        let cmd = pipe
-            .cmd("HSET")
-            .arg(db_key(&self.layout.state, PORT_TABLE, name));
-        for (f, v) in fields {
-            cmd.arg(f).arg(v);
-        }
-        Ok(())
+        self.state_buf = buf;
+        self.state_keys = keys;
+        res
     }
 
     /// CONFIG_DB `DEVICE_METADATA|localhost` `switch_type`, if set (raw bytes; a key that is not a

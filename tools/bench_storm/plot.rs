@@ -29,18 +29,30 @@ pub fn daemons(given: &[String], plot: bool, portsyncd: &str) -> Vec<(String, St
     if given.is_empty() || plot {
         cmds.push(portsyncd.to_string());
     }
-    cmds.extend(given.iter().cloned());
+    // `builtin` names the sibling portsyncd (so that it can be compared with others in one run).
+    cmds.extend(given.iter().map(|c| {
+        if c == "builtin" {
+            portsyncd.to_string()
+        } else {
+            c.clone()
+        }
+    }));
     let mut out: Vec<(String, String)> = Vec::new();
     for cmd in cmds {
+        // The program's name, past `env` and `VAR=value` words.
         let base = cmd
             .split_whitespace()
-            .next()
+            .find(|w| *w != "env" && !w.contains('='))
             .and_then(|p| Path::new(p).file_name())
             .map_or_else(
                 || "daemon".to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
-        let same = out.iter().filter(|(l, _)| l.starts_with(&base)).count();
+        let again = format!("{base} #");
+        let same = out
+            .iter()
+            .filter(|(l, _)| *l == base || l.starts_with(&again))
+            .count();
         let label = if same == 0 {
             base
         } else {
@@ -253,6 +265,19 @@ mod tests {
         // Without --plot a --daemon replaces portsyncd, as before.
         assert_eq!(daemons(&given[1..], false, "/t/portsyncd").len(), 1);
         assert_eq!(daemons(&[], false, "/t/portsyncd")[0].0, "portsyncd");
+    }
+
+    #[test]
+    fn builtin_names_portsyncd_and_labels_skip_env_and_tell_copies_apart() {
+        let given = vec![
+            "env RUST_LOG=debug /tmp/portsyncd.old --x".to_string(),
+            "builtin".into(),
+            "/tmp/portsyncd.old --y".into(),
+        ];
+        let d = daemons(&given, false, "/t/portsyncd --redis-url {url}");
+        let labels: Vec<&str> = d.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["portsyncd.old", "portsyncd", "portsyncd.old #2"]);
+        assert_eq!(d[1].1, "/t/portsyncd --redis-url {url}");
     }
 
     #[test]

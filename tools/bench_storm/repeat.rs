@@ -78,20 +78,33 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
     let evidence = args.rep.evidence_dir.clone().unwrap_or_else(|| {
         PathBuf::from(format!("/tmp/bench-storm-evidence-{}", std::process::id()))
     });
-    let mut per_run = args.clone();
-    let template = match args.daemon.first() {
-        Some(cmd) => cmd.clone(),
-        None => {
-            per_run.rep.own_daemon = true;
-            let exe = std::env::current_exe()?.with_file_name("portsyncd");
-            format!(
-                "{} --redis-url {{url}} --state-dir {{state}} --metrics-listen {METRICS_ADDR} --log-level {} --log-output stderr",
-                exe.display(),
-                args.rep.daemon_log_level
-            )
-        }
-    };
-    per_run.repeat = 1;
+    let exe = std::env::current_exe()?.with_file_name("portsyncd");
+    let builtin = format!(
+        "{} --redis-url {{url}} --state-dir {{state}} --metrics-listen {METRICS_ADDR} --log-level {} --log-output stderr",
+        exe.display(),
+        args.rep.daemon_log_level
+    );
+    // Every daemon in turn (`builtin`, or none given: this build's portsyncd).
+    for (label, template) in crate::plot::daemons(&args.daemon, false, &builtin) {
+        let mut per_run = args.clone();
+        per_run.rep.own_daemon = template == builtin;
+        per_run.repeat = 1;
+        println!("=== {label} ===");
+        run_one(&per_run, &template, tmp, n, limit, &evidence.join(&label))?;
+    }
+    Ok(())
+}
+
+/// The cold starts of one daemon.
+fn run_one(
+    per_run: &Args,
+    template: &str,
+    tmp: &Path,
+    n: usize,
+    limit: Duration,
+    evidence: &Path,
+) -> Result<()> {
+    let args = per_run;
     println!(
         "bench-storm: {n} cold starts of {} ports + one storm of {} changes each; limit {:?}",
         args.ports, args.flaps, limit
@@ -108,8 +121,8 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ");
         let r = match one_run(
-            &per_run,
-            &template,
+            args,
+            template,
             &dir.0,
             limit,
             &evidence.join(format!("run{k}")),
@@ -140,7 +153,7 @@ pub fn run(args: &Args, tmp: &Path) -> Result<()> {
         );
         results.push(r);
     }
-    summary(&results, limit, &evidence);
+    summary(&results, limit, evidence);
     Ok(())
 }
 

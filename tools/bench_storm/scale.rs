@@ -56,7 +56,9 @@ pub fn thread_cpu_ns(pid: u32) -> BTreeMap<String, (u64, u64)> {
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
-        let name = comm.trim();
+        // The main thread (the core loop) is named after the binary: a renamed copy is still it.
+        let main = t.file_name().to_str() == Some(pid.to_string().as_str());
+        let name = if main { "portsyncd" } else { comm.trim() };
         let key = if THREADS.contains(&name) {
             name
         } else {
@@ -99,6 +101,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 struct Row {
+    label: String,
     ports: usize,
     notifications: f64,
     cpu_us: f64,
@@ -110,6 +113,8 @@ struct Row {
     threads: BTreeMap<String, f64>,
     /// Thread name -> median voluntary context switches per kernel change.
     wakeups: BTreeMap<String, f64>,
+    /// Median wall time of the storm's `ip -batch` (the kernel's pace sets the batches per storm).
+    storm_s: f64,
     /// Median MULTI/EXEC transactions per storm: portsyncd's STATE_DB write batches (Redis
     /// round trips), counted by redis-server itself.
     exec_batches: f64,
@@ -129,29 +134,14 @@ fn redis_calls(con: &mut redis::Connection, cmd: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One size: a fresh bench, the ports phase, `repeat` storms.
-fn measure(args: &Args, ports: usize) -> Result<Row> {
+/// One size, one daemon: a fresh bench, the ports phase, `repeat` storms.
+fn measure(args: &Args, ports: usize, label: &str, template: &str) -> Result<Row> {
     let mut a = args.clone();
     a.ports = ports;
-    let builtin = a.daemon.is_empty();
-    let template = match a.daemon.first() {
-        Some(cmd) => cmd.clone(),
-        None => {
-            let exe = std::env::current_exe()?;
-            let dir = exe
-                .parent()
-                .map(|p| p.join("portsyncd"))
-                .unwrap_or_default();
-            format!(
-                "env RUST_LOG={COMMIT_LOG_FILTER} {} --redis-url {{url}} --state-dir {{state}} --metrics-enabled false --log-output stderr",
-                dir.display()
-            )
-        }
-    };
     let tmp =
         TempDir(std::env::temp_dir().join(format!("bench-storm-{}-{ports}", std::process::id())));
     fs::create_dir_all(&tmp.0)?;
-    let mut bench = Bench::start(&a, &template, &tmp.0)?;
+    let mut bench = Bench::start(&a, template, &tmp.0)?;
     bench.ports_phase(&a)?;
     let log_from = fs::metadata(&bench.ctx.daemon_log).map_or(0, |m| m.len() as usize);
     let pid = bench.daemon.pid();
@@ -181,15 +171,13 @@ fn measure(args: &Args, ports: usize) -> Result<Row> {
         results.push(r);
     }
     let log = fs::read_to_string(&bench.ctx.daemon_log).unwrap_or_default();
-    let mut commits = if builtin {
-        commit_durations_us(&log, log_from)
-    } else {
-        Vec::new()
-    };
+    // Another build of portsyncd run with the same log filter prints them too; others print none.
+    let mut commits = commit_durations_us(&log, log_from);
     let med = |f: &dyn Fn(&super::report::StormResult) -> f64| {
         median(&mut results.iter().map(f).collect::<Vec<_>>())
     };
     Ok(Row {
+        label: label.to_string(),
         ports,
         notifications: med(&|r| r.notifications as f64),
         cpu_us: med(&per_change_us),
@@ -197,6 +185,7 @@ fn measure(args: &Args, ports: usize) -> Result<Row> {
         rss_kib: status_kib(pid, "VmHWM:"),
         commits: commits.len(),
         exec_batches: median(&mut execs),
+        storm_s: med(&|r| r.batch_ms / 1e3),
         commit_p99_ms: percentile(&mut commits, 99.0) / 1e3,
         threads: per_thread
             .into_iter()
@@ -209,26 +198,35 @@ fn measure(args: &Args, ports: usize) -> Result<Row> {
     })
 }
 
-/// Runs every size, then prints the table.
+/// Runs every size with every daemon (interleaved: each size with each daemon in turn), then prints
+/// the table.
 pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
+    let builtin = super::builtin_cmdline(&format!("env RUST_LOG={COMMIT_LOG_FILTER} "))?;
+    let daemons = super::plot::daemons(&args.daemon, false, &builtin);
     let mut rows = Vec::new();
     for &n in sizes {
-        check_stop()?;
-        println!();
-        println!("=== {n} ports ===");
-        rows.push(measure(args, n)?);
+        for (label, template) in &daemons {
+            check_stop()?;
+            println!();
+            println!("=== {n} ports, {label} ===");
+            rows.push(measure(args, n, label, template)?);
+        }
     }
     println!();
     println!(
-        "scale: {} change(s) per storm, medians over {} storm(s) per size; batches: MULTI/EXEC \
+        "scale: {} change(s) per storm, medians over {} storm(s) per size; storm: wall time of the \
+         storm's `ip -batch` (the kernel's pace: a slower storm means more batches); batches: MULTI/EXEC \
          transactions per storm (portsyncd's STATE_DB write batches); per-thread columns are µs of \
          CPU per kernel change",
         args.flaps, args.repeat
     );
     let names: Vec<&str> = THREADS.iter().copied().chain(["other"]).collect();
+    let width = rows.iter().map(|r| r.label.len()).max().unwrap_or(6).max(6);
     print!(
-        "{:>6} {:>7} {:>10} {:>11} {:>9} {:>8} {:>10} {:>7}",
+        "{:<width$} {:>6} {:>7} {:>7} {:>10} {:>11} {:>9} {:>8} {:>10} {:>7}",
+        "daemon",
         "ports",
+        "storm",
         "changes",
         "CPU/change",
         "converge",
@@ -251,8 +249,17 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
             format!("{:.2}ms", r.commit_p99_ms)
         };
         print!(
-            "{:>6} {:>7.0} {:>8.1}µs {:>9.1}ms {:>9} {:>8} {:>10} {:>7.0}",
-            r.ports, r.notifications, r.cpu_us, r.converge_ms, rss, r.commits, p99, r.exec_batches
+            "{:<width$} {:>6} {:>6.1}s {:>7.0} {:>8.1}µs {:>9.1}ms {:>9} {:>8} {:>10} {:>7.0}",
+            r.label,
+            r.ports,
+            r.storm_s,
+            r.notifications,
+            r.cpu_us,
+            r.converge_ms,
+            rss,
+            r.commits,
+            p99,
+            r.exec_batches
         );
         for n in &names {
             print!(" {:>9.2}", r.threads.get(*n).copied().unwrap_or(0.0));
@@ -263,13 +270,13 @@ pub fn run(args: &Args, sizes: &[usize]) -> Result<()> {
     println!(
         "times each thread blocked and was woken (voluntary context switches), per kernel change:"
     );
-    print!("{:>6}", "ports");
+    print!("{:<width$} {:>6}", "daemon", "ports");
     for n in &names {
         print!(" {n:>9}");
     }
     println!();
     for r in &rows {
-        print!("{:>6}", r.ports);
+        print!("{:<width$} {:>6}", r.label, r.ports);
         for n in &names {
             print!(" {:>9.2}", r.wakeups.get(*n).copied().unwrap_or(0.0));
         }

@@ -1,6 +1,8 @@
 //! `--warm-restarts K`: SIGTERM the daemon and start it again with SONiC's warm-restart flag set,
 //! K times, timing process start -> `WARM_RESTART_TABLE|portsyncd state reconciled` and counting the
-//! writes Redis saw meanwhile.
+//! writes Redis saw meanwhile: per command (`INFO commandstats`, every database), and the STATE_DB
+//! `PORT_TABLE|*` writes alone, from `redis-cli MONITOR` (nothing changed in the kernel between the
+//! restarts, so a warm restart must make none).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +24,64 @@ pub struct WarmResult {
     pub sync_ms: f64,
     /// Redis command counts (commandstats deltas) during the restart.
     pub writes: BTreeMap<&'static str, u64>,
+    /// STATE_DB `PORT_TABLE|*` writes during the restart (MONITOR lines); None: MONITOR failed.
+    pub state_port_writes: Option<usize>,
+}
+
+/// Write commands, as MONITOR quotes them (in the client's spelling: compared in lower case).
+const WRITE_CMDS: [&str; 6] = [
+    "\"hset\"",
+    "\"hmset\"",
+    "\"hdel\"",
+    "\"del\"",
+    "\"unlink\"",
+    "\"evalsha\"",
+];
+
+/// `redis-cli MONITOR` into a file while it lives.
+struct RedisMonitor {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl RedisMonitor {
+    fn start(sock: &Path, file: std::path::PathBuf) -> Result<RedisMonitor> {
+        let out = fs::File::create(&file)?;
+        let child = Command::new("redis-cli")
+            .arg("-s")
+            .arg(sock)
+            .arg("monitor")
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("redis-cli monitor")?;
+        let m = RedisMonitor { child, file };
+        // MONITOR prints OK once it is attached.
+        wait_until("redis-cli MONITOR", Duration::from_secs(5), || {
+            Ok(fs::read_to_string(&m.file).is_ok_and(|t| t.starts_with("OK")))
+        })?;
+        Ok(m)
+    }
+
+    /// STATE_DB (database 6 in the benchmark's layout) writes of `PORT_TABLE|*` keys so far.
+    fn state_port_writes(&self) -> usize {
+        fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("[6 ") && l.contains("\"PORT_TABLE|"))
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                WRITE_CMDS.iter().any(|c| l.contains(c))
+            })
+            .count()
+    }
+}
+
+impl Drop for RedisMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 const COUNTED: [&str; 4] = ["hset", "del", "evalsha", "publish"];
@@ -59,6 +119,7 @@ pub fn restart(
     cmdline: &str,
     log: &Path,
     state: &mut redis::Connection,
+    dir: &Path,
     timeout: Duration,
 ) -> Result<WarmResult> {
     signal(daemon.pid(), "TERM")?;
@@ -74,6 +135,7 @@ pub fn restart(
         .arg("WARM_RESTART_TABLE|portsyncd")
         .arg("state")
         .query::<()>(state)?;
+    let monitor = RedisMonitor::start(&dir.join("redis.sock"), dir.join("warm-monitor.txt")).ok();
     let before = command_calls(state)?;
     let out = fs::File::create(log)?;
     let t0 = Instant::now();
@@ -113,6 +175,8 @@ pub fn restart(
     // Let anything after `reconciled` (PortInitDone, a commit) land before counting.
     std::thread::sleep(Duration::from_millis(300));
     let after = command_calls(state)?;
+    let state_port_writes = monitor.as_ref().map(RedisMonitor::state_port_writes);
+    drop(monitor);
     let writes = COUNTED
         .iter()
         .map(|n| (*n, after[n].saturating_sub(before[n])))
@@ -121,6 +185,7 @@ pub fn restart(
         to_reconciled_ms: to_reconciled.as_secs_f64() * 1e3,
         sync_ms: last_sync_ms(log).unwrap_or(f64::NAN),
         writes,
+        state_port_writes,
     })
 }
 
@@ -144,6 +209,12 @@ pub fn print(k: usize, r: &WarmResult) {
         "Redis calls during the restart",
         w.join(", ")
     );
+    println!(
+        "  {:<58} {:>9}",
+        "STATE_DB PORT_TABLE writes during the restart (MONITOR)",
+        r.state_port_writes
+            .map_or("?".to_string(), |n| n.to_string())
+    );
 }
 
 pub fn summary(results: &[WarmResult]) {
@@ -163,5 +234,11 @@ pub fn summary(results: &[WarmResult]) {
         "  excluding the EOIU wait",
         med(&|r| r.to_reconciled_ms - r.sync_ms),
         "ms",
+    );
+    let most = results.iter().filter_map(|r| r.state_port_writes).max();
+    println!(
+        "  {:<58} {:>9}",
+        "STATE_DB PORT_TABLE writes in a restart, most (MONITOR)",
+        most.map_or("?".to_string(), |n| n.to_string())
     );
 }
