@@ -17,10 +17,10 @@ pub(crate) mod faults;
 mod handoff;
 mod inbox;
 mod input;
-mod pacer;
+pub mod pacer; // public for tests/simulation.rs (the deterministic simulation drives it)
 pub mod reader;
 mod reconcile;
-mod saved;
+pub mod saved; // public for tests/simulation.rs
 mod startup;
 mod supervise;
 mod workers;
