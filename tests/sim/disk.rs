@@ -83,6 +83,10 @@ impl SimDisk {
         self.lock().armed = Some(c);
     }
 
+    pub fn disarm(&self) {
+        self.lock().armed = None;
+    }
+
     /// The armed crash fired during the last operations.
     pub fn crashed(&self) -> bool {
         self.lock().crashed

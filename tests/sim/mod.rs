@@ -408,15 +408,12 @@ impl Sim {
                 warm,
             } => {
                 if self.proc.is_some() {
-                    self.armed = Some((
-                        ArmedCrash {
-                            after_ops,
-                            completes,
-                        },
-                        keep,
-                        restart_ms,
-                        warm,
-                    ));
+                    let arm = ArmedCrash {
+                        after_ops,
+                        completes,
+                    };
+                    self.disk.arm(arm);
+                    self.armed = Some((arm, keep, restart_ms, warm));
                 }
             }
             Ev::Check => self.quiet_point(),
@@ -647,7 +644,7 @@ impl Sim {
         self.warm_watch = None;
         self.armed = None;
         self.kernel.close_socket();
-        self.disk.crash(keep);
+        self.disk.crash(keep); // also disarms
         if let Some(b) = self.batch.as_mut() {
             b.result = Some(WorkResult::Failed); // nobody waits for it; it still lands if sent
         }
@@ -998,7 +995,9 @@ impl Sim {
         if p.reopen_at.is_some_and(|r| t >= r) {
             self.reopen();
         }
-        let p = self.proc.as_mut().expect("running");
+        let Some(p) = self.proc.as_mut() else {
+            return; // it crashed in the reopen
+        };
         if p.pacer.due(now) {
             p.pacer.sent(now);
             let d = hand_over(p);
@@ -1010,7 +1009,12 @@ impl Sim {
         let t = self.t;
         let p = self.proc.as_mut().expect("running");
         p.reopen_at = None;
-        match Store::with_backend(Box::new(self.disk.clone()), store_cfg()) {
+        let opened = Store::with_backend(Box::new(self.disk.clone()), store_cfg());
+        if self.crashed_in_store() {
+            return;
+        }
+        let p = self.proc.as_mut().expect("running");
+        match opened {
             Ok((s, _)) => {
                 p.store = Some(s);
                 p.reopen_backoff_ms = 1_000;
@@ -1026,9 +1030,6 @@ impl Sim {
     fn commit(&mut self, d: PortDelta) {
         let t = self.t;
         let now = self.now();
-        if let Some((arm, ..)) = self.armed {
-            self.disk.arm(arm);
-        }
         let p = self.proc.as_mut().expect("running");
         p.table.absorb(d);
         p.retained = true;
@@ -1045,10 +1046,7 @@ impl Sim {
                 r.map_err(|e| e.to_string())
             }
         };
-        if self.disk.crashed() {
-            let (_, keep, restart_ms, warm) = self.armed.take().expect("armed");
-            self.kill(keep as usize);
-            self.start_at = Some((t + restart_ms, warm));
+        if self.crashed_in_store() {
             return;
         }
         let p = self.proc.as_mut().expect("running");
@@ -1076,6 +1074,17 @@ impl Sim {
         }
     }
 
+    /// The armed crash fired inside a store operation: the process is gone.
+    fn crashed_in_store(&mut self) -> bool {
+        if !self.disk.crashed() {
+            return false;
+        }
+        let (_, keep, restart_ms, warm) = self.armed.take().expect("a crash fires only when armed");
+        self.kill(keep as usize);
+        self.start_at = Some((self.t + restart_ms, warm));
+        true
+    }
+
     /// SIGTERM's end: the final commit, then the process exits.
     fn final_commit(&mut self) {
         let t = self.t;
@@ -1083,14 +1092,20 @@ impl Sim {
         if p.reopen_at.is_some() {
             self.reopen();
         }
-        let p = self.proc.as_mut().expect("running");
+        let Some(p) = self.proc.as_mut() else {
+            return;
+        };
         let d = hand_over(p);
         self.commit(d);
+        if self.proc.is_none() {
+            return; // it crashed in the final commit
+        }
         if let Some(p) = self.proc.take() {
             self.check_counters(&p);
         }
         self.warm_watch = None;
         self.armed = None;
+        self.disk.disarm();
         self.kernel.close_socket();
         let _ = t;
     }
