@@ -23,7 +23,8 @@ pub type Db = BTreeMap<String, Val>;
 /// One STATE_DB `PORT_TABLE` write that landed (what MONITOR would show).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Landed {
-    pub t_ms: u64,
+    /// When the daemon sent it.
+    pub sent_ms: u64,
     /// The daemon incarnation that sent it.
     pub incarnation: u64,
     pub name: String,
@@ -75,6 +76,22 @@ fn hget(db: &Db, key: &str, field: &str) -> Option<Vec<u8>> {
     match db.get(key) {
         Some(Val::Hash(h)) => h.get(field.as_bytes()).cloned(),
         _ => None,
+    }
+}
+
+/// A value, readable (bytes shown lossily).
+pub fn show(v: &Val) -> String {
+    let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match v {
+        Val::Hash(h) => format!(
+            "{{{}}}",
+            h.iter()
+                .map(|(f, x)| format!("{}={:?}", t(f), t(x)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Val::Str(s) => format!("string {:?}", t(s)),
+        Val::Set(s) => format!("set of {}", s.len()),
     }
 }
 
@@ -196,7 +213,7 @@ pub fn execute(
     work: &Work,
     stages: usize,
     bugs: EdgeBugs,
-    t_ms: u64,
+    sent_ms: u64,
     incarnation: u64,
 ) -> Answers {
     let known = work
@@ -230,7 +247,7 @@ pub fn execute(
                     if bugs.del_before_set {
                         r.state.remove(&key);
                         r.landed.push(Landed {
-                            t_ms,
+                            sent_ms,
                             incarnation,
                             name: name.clone(),
                             set: None,
@@ -243,7 +260,7 @@ pub fn execute(
                         .collect();
                     if hset(&mut r.state, &key, &fields) {
                         r.landed.push(Landed {
-                            t_ms,
+                            sent_ms,
                             incarnation,
                             name: name.clone(),
                             set: Some(*s),
@@ -255,7 +272,7 @@ pub fn execute(
                 None => {
                     r.state.remove(&key);
                     r.landed.push(Landed {
-                        t_ms,
+                        sent_ms,
                         incarnation,
                         name: name.clone(),
                         set: None,
