@@ -9,7 +9,7 @@
 //! - Cold: nothing is trusted; every entry either source knows is a candidate whose STATE_DB entry
 //!   is deleted once the first dump shows its port gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::port::{qualifying_name, PortStatus, RawFields};
 
@@ -53,6 +53,17 @@ pub fn state_db_statuses(rows: &BTreeMap<String, RawFields>) -> BTreeMap<String,
     rows.iter()
         .filter(|(n, _)| qualifying_name(n))
         .filter_map(|(n, f)| PortStatus::from_raw(f).map(|s| (n.clone(), s)))
+        .collect()
+}
+
+/// Qualifying names whose STATE_DB `PORT_TABLE` row holds no valid entry of portsyncd's (a field
+/// missing or garbled by another writer): [`state_db_statuses`] leaves them out, yet the key is
+/// there. Start-up hands them to the core as stale candidates ([`crate::core::Core::with_stale_candidates`]):
+/// the entry is deleted when the port is gone after the first dump, rewritten when it exists.
+pub fn state_db_unreadable(rows: &BTreeMap<String, RawFields>) -> BTreeSet<String> {
+    rows.iter()
+        .filter(|(n, f)| qualifying_name(n) && PortStatus::from_raw(f).is_none())
+        .map(|(n, _)| n.clone())
         .collect()
 }
 
@@ -247,6 +258,27 @@ mod tests {
         let none = decide(BaselineInputs::default());
         assert_eq!(none.source, BaselineSource::None);
         assert!(none.ports.is_empty());
+    }
+
+    #[test]
+    fn rows_of_ports_without_a_valid_entry_are_unreadable() {
+        let mut garbled: RawFields = st(true, 9100)
+            .fields()
+            .into_iter()
+            .map(|(f, v)| (f.into_bytes(), v.into_bytes()))
+            .collect();
+        let full = garbled.clone();
+        garbled.insert(b"mtu".to_vec(), b"\xff9100".to_vec());
+        let rows: BTreeMap<String, RawFields> = [
+            ("Ethernet0".to_string(), full),
+            ("Ethernet4".to_string(), garbled.clone()),
+            ("Ethernet8".to_string(), RawFields::new()),
+            ("eth0".to_string(), garbled),
+        ]
+        .into_iter()
+        .collect();
+        let names: Vec<String> = state_db_unreadable(&rows).into_iter().collect();
+        assert_eq!(names, ["Ethernet4", "Ethernet8"]);
     }
 
     #[test]

@@ -307,6 +307,15 @@ impl Core {
         }
     }
 
+    /// Names whose STATE_DB entry exists though the baseline does not hold it (it is not a valid
+    /// entry of portsyncd's: start-up reads it as no baseline at all). Like a cold start's
+    /// candidates, warm or cold: deleted if the port is absent once the first dump completed;
+    /// a port that exists is not in `published`, so its entry is rewritten.
+    pub fn with_stale_candidates(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.stale_candidates.extend(names);
+        self
+    }
+
     // ----- inputs -------------------------------------------------------------------------------
 
     /// A link message. `seq` is the netlink sequence number (dump replies carry the dump's).

@@ -281,7 +281,9 @@ pub fn run(
     drop(tx);
 
     let mut lp = Loop {
-        core: Core::new(startup.core, Instant::now()).with_resync_interval(cfg.resync_interval()),
+        core: Core::new(startup.core, Instant::now())
+            .with_resync_interval(cfg.resync_interval())
+            .with_stale_candidates(startup.unreadable),
         sock,
         metrics: Arc::clone(&metrics),
         work_tx,

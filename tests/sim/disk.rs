@@ -161,7 +161,11 @@ impl Backend for SimDisk {
     }
 
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
-        Ok(self.scan_prefix(prefix)?.into_iter().map(|(k, _)| k).collect())
+        Ok(self
+            .scan_prefix(prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {

@@ -180,8 +180,6 @@ pub struct Sim {
     configured: u32,
     pub stats: Stats,
     pub violation: Option<Violation>,
-    /// Known bugs are violations too (the regression tests of unfixed bugs set it).
-    pub strict: bool,
 }
 
 fn store_cfg() -> StoreConfig {
@@ -211,7 +209,9 @@ impl Sim {
                 (b"mtu".to_vec(), b"9100".to_vec()),
                 (b"lanes".to_vec(), format!("{}", i * 4).into_bytes()),
             ]);
-            redis.config.insert(format!("PORT|{name}"), Val::Hash(fields));
+            redis
+                .config
+                .insert(format!("PORT|{name}"), Val::Hash(fields));
         }
         // Netdevs portsyncd must never publish, and an unconfigured port.
         for (name, kind) in [
@@ -263,7 +263,6 @@ impl Sim {
             configured,
             stats: Stats::default(),
             violation: None,
-            strict: false,
         }
     }
 
@@ -301,7 +300,9 @@ impl Sim {
     }
 
     fn ignored(&self, ifindex: u32) -> bool {
-        self.proc.as_ref().is_some_and(|p| p.ignored.contains(&ifindex))
+        self.proc
+            .as_ref()
+            .is_some_and(|p| p.ignored.contains(&ifindex))
     }
 
     fn apply_event(&mut self, ev: &Ev) {
@@ -345,7 +346,7 @@ impl Sim {
                     self.touched(&name);
                 }
             }
-            Ev::Storm { n, sub, .. } => {
+            Ev::Storm { n, sub } => {
                 let mut r = Rng::new(sub);
                 let slots = u64::from(self.configured + 2);
                 for _ in 0..n {
@@ -360,7 +361,8 @@ impl Sim {
             Ev::DumpIntr => self.kernel.force_intr = true,
             Ev::RedisStall { ms } => {
                 let until = self.t + ms;
-                self.redis.stalled_until = Some(self.redis.stalled_until.map_or(until, |u| u.max(until)));
+                self.redis.stalled_until =
+                    Some(self.redis.stalled_until.map_or(until, |u| u.max(until)));
             }
             Ev::RedisDrop { cut } => {
                 self.redis.drop_connections();
@@ -592,7 +594,11 @@ impl Sim {
             match l.set {
                 Some(_) => {
                     // An HSET sent before the removal (landing late, after a stall) is no proof.
-                    if self.removed_since_set.get(&l.name).is_some_and(|&r| l.sent_ms >= r) {
+                    if self
+                        .removed_since_set
+                        .get(&l.name)
+                        .is_some_and(|&r| l.sent_ms >= r)
+                    {
                         self.removed_since_set.remove(&l.name);
                     }
                 }
@@ -630,7 +636,10 @@ impl Sim {
         late.retain_mut(|l| match l.land_at {
             Some(at) if at <= t => {
                 if l.epoch == self.redis.epoch {
-                    let mut b = InFlight { result: Some(WorkResult::Failed), ..std::mem::replace(l, dummy()) };
+                    let mut b = InFlight {
+                        result: Some(WorkResult::Failed),
+                        ..std::mem::replace(l, dummy())
+                    };
                     self.land(&mut b);
                 }
                 false
@@ -682,11 +691,16 @@ impl Sim {
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
         // 1. The store.
-        self.disk.set_ack_before_sync(self.plant == Plant::AckBeforeSync);
-        let (store, recovered) = match Store::with_backend(Box::new(self.disk.clone()), store_cfg()) {
+        self.disk
+            .set_ack_before_sync(self.plant == Plant::AckBeforeSync);
+        let (store, recovered) = match Store::with_backend(Box::new(self.disk.clone()), store_cfg())
+        {
             Ok((s, r)) => (Some(s), Some(r)),
             Err(e) => {
-                self.fail(Invariant::AckedGenerationLoads, format!("store does not open: {e}"));
+                self.fail(
+                    Invariant::AckedGenerationLoads,
+                    format!("store does not open: {e}"),
+                );
                 (None, None)
             }
         };
@@ -730,7 +744,8 @@ impl Sim {
                 }
             }
             for n in &configured {
-                let fields: Vec<(&str, String)> = match self.redis.config.get(&format!("PORT|{n}")) {
+                let fields: Vec<(&str, String)> = match self.redis.config.get(&format!("PORT|{n}"))
+                {
                     Some(Val::Hash(h)) => h
                         .iter()
                         .map(|(f, v)| {
@@ -766,18 +781,22 @@ impl Sim {
                 _ => None,
             })
             .collect();
-        let saved = recovered.as_ref().and_then(|r| r.snapshot.as_ref()).map(|snap| {
-            publishable_saved_ports(snap)
-                .map(|(name, r)| {
-                    let s = PortStatus::from_fields(&r.published).unwrap_or(PortStatus {
-                        admin_up: r.admin_up,
-                        oper_up: r.oper_up,
-                        mtu: r.mtu,
-                    });
-                    (name.clone(), s)
-                })
-                .collect()
-        });
+        let saved = recovered
+            .as_ref()
+            .and_then(|r| r.snapshot.as_ref())
+            .map(|snap| {
+                publishable_saved_ports(snap)
+                    .map(|(name, r)| {
+                        let s = PortStatus::from_fields(&r.published).unwrap_or(PortStatus {
+                            admin_up: r.admin_up,
+                            oper_up: r.oper_up,
+                            mtu: r.mtu,
+                        });
+                        (name.clone(), s)
+                    })
+                    .collect()
+            });
+        let unreadable = baseline::state_db_unreadable(&rows);
         let mut b = baseline::decide(BaselineInputs {
             warm,
             saved,
@@ -818,7 +837,8 @@ impl Sim {
             },
             self.now(),
         )
-        .with_resync_interval(Some(RESYNC_INTERVAL));
+        .with_resync_interval(Some(RESYNC_INTERVAL))
+        .with_stale_candidates(unreadable);
         self.kernel.open_socket();
         self.proc = Some(Proc {
             incarnation,
@@ -848,7 +868,11 @@ impl Sim {
             redis_flushed: false,
         });
         // The batch of the previous process is nobody's now.
-        if self.batch.as_ref().is_some_and(|b| b.incarnation != incarnation) {
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.incarnation != incarnation)
+        {
             let b = self.batch.take().expect("checked");
             if b.land_at.is_some() {
                 self.late.push(b);
@@ -870,13 +894,18 @@ impl Sim {
                 if got != Some(ports) {
                     self.fail(
                         Invariant::AckedGenerationLoads,
-                        format!("{when}: generation {gen} recovered with other ports than acknowledged"),
+                        format!(
+                            "{when}: generation {gen} recovered with other ports than acknowledged"
+                        ),
                     );
                 }
             }
             other => self.fail(
                 Invariant::AckedGenerationLoads,
-                format!("{when}: acknowledged generation {gen}, the store opened to {other:?} ({:?})", rec.source),
+                format!(
+                    "{when}: acknowledged generation {gen}, the store opened to {other:?} ({:?})",
+                    rec.source
+                ),
             ),
         }
     }
@@ -895,7 +924,11 @@ impl Sim {
         };
         // Inputs: the batch result, then the netlink burst.
         if p.in_flight {
-            if let Some(b) = self.batch.as_ref().filter(|b| b.result_at <= t && b.result.is_some()) {
+            if let Some(b) = self
+                .batch
+                .as_ref()
+                .filter(|b| b.result_at <= t && b.result.is_some())
+            {
                 let _ = b;
                 let b = self.batch.take().expect("checked");
                 let result = b.result.expect("checked");
@@ -1133,10 +1166,16 @@ impl Sim {
         let s = p.core.stats();
         let mut bad = Vec::new();
         if s.link_events != p.links_delivered {
-            bad.push(format!("link_events {} != {} delivered", s.link_events, p.links_delivered));
+            bad.push(format!(
+                "link_events {} != {} delivered",
+                s.link_events, p.links_delivered
+            ));
         }
         if s.overruns != p.overruns_delivered {
-            bad.push(format!("overruns {} != {} delivered", s.overruns, p.overruns_delivered));
+            bad.push(format!(
+                "overruns {} != {} delivered",
+                s.overruns, p.overruns_delivered
+            ));
         }
         if s.dumps_inconsistent != p.inconsistent {
             bad.push(format!(
@@ -1154,12 +1193,18 @@ impl Sim {
     fn quiet_point(&mut self) {
         self.stats.checks += 1;
         let Some(p) = self.proc.as_ref() else {
-            self.fail(Invariant::RedisEqualsKernel, "no portsyncd running at a quiet point".into());
+            self.fail(
+                Invariant::RedisEqualsKernel,
+                "no portsyncd running at a quiet point".into(),
+            );
             return;
         };
         let mut bad = Vec::new();
         for (i, l) in &self.kernel.links {
-            if !qualifying_name(&l.name) || l.kind.as_deref() == Some("team") || p.ignored.contains(i) {
+            if !qualifying_name(&l.name)
+                || l.kind.as_deref() == Some("team")
+                || p.ignored.contains(i)
+            {
                 continue;
             }
             let known = self.redis.app_exists(&l.name) || p.sticky_known.contains(&l.name);
@@ -1172,19 +1217,16 @@ impl Sim {
                     "{}: kernel {:?}, STATE_DB {}",
                     l.name,
                     status_of(l),
-                    self.redis.state.get(&state_port_key(&l.name)).map_or("none".into(), redis::show)
+                    self.redis
+                        .state
+                        .get(&state_port_key(&l.name))
+                        .map_or("none".into(), redis::show)
                 )),
             }
         }
         for (k, v) in &self.redis.state {
             if let Some(n) = k.strip_prefix("PORT_TABLE|") {
                 if qualifying_name(n) && self.kernel.by_name(n).is_none() {
-                    // Known bug 1 (seed 432, see tests/simulation.rs): an entry whose own fields are
-                    // malformed is left behind when its port goes during a restart.
-                    let garbled = matches!(v, Val::Hash(h) if PortStatus::from_raw(h).is_none());
-                    if garbled && !self.strict {
-                        continue;
-                    }
                     bad.push(format!("{n}: no netdev, STATE_DB has {}", redis::show(v)));
                 }
             }
@@ -1193,7 +1235,9 @@ impl Sim {
             let want = if p.warm { "reconciled" } else { "disabled" };
             let got = self.redis.warm_state();
             if got.as_deref() != Some(want) {
-                bad.push(format!("WARM_RESTART_TABLE|portsyncd state {got:?}, want {want}"));
+                bad.push(format!(
+                    "WARM_RESTART_TABLE|portsyncd state {got:?}, want {want}"
+                ));
             }
         }
         if !bad.is_empty() {
@@ -1204,7 +1248,10 @@ impl Sim {
             let copy = self.disk.durable_copy();
             match Store::with_backend(Box::new(copy), store_cfg()) {
                 Ok((_, rec)) => self.check_recovered(&rec, gen, &ports, "quiet point"),
-                Err(e) => self.fail(Invariant::AckedGenerationLoads, format!("crash copy does not open: {e}")),
+                Err(e) => self.fail(
+                    Invariant::AckedGenerationLoads,
+                    format!("crash copy does not open: {e}"),
+                ),
             }
         }
         if let Some(p) = self.proc.take() {
@@ -1340,20 +1387,13 @@ pub struct Outcome {
 }
 
 /// Runs `schedule` with `ports` configured ports.
-pub fn run_schedule(seed: u64, ports: u32, schedule: &[(u64, Ev)], plant: Plant) -> (Stats, Option<Violation>) {
-    run_schedule_with(seed, ports, schedule, plant, false)
-}
-
-/// [`run_schedule`], `strict`: known (unfixed) bugs count as violations.
-pub fn run_schedule_with(
+pub fn run_schedule(
     seed: u64,
     ports: u32,
     schedule: &[(u64, Ev)],
     plant: Plant,
-    strict: bool,
 ) -> (Stats, Option<Violation>) {
     let mut sim = Sim::new(seed, ports, plant);
-    sim.strict = strict;
     sim.run(schedule);
     (sim.stats, sim.violation)
 }
@@ -1370,7 +1410,13 @@ pub fn run_seed(seed: u64, windows: u32, plant: Plant) -> Outcome {
 }
 
 /// Drops events (never the quiet points) while the same invariant still fails; at most `budget` runs.
-pub fn shrink(seed: u64, windows: u32, plant: Plant, inv: Invariant, budget: u32) -> Vec<(u64, Ev)> {
+pub fn shrink(
+    seed: u64,
+    windows: u32,
+    plant: Plant,
+    inv: Invariant,
+    budget: u32,
+) -> Vec<(u64, Ev)> {
     let (ports, mut schedule) = schedule::generate(seed, windows);
     // Cut after the quiet point that failed, first.
     let mut runs = 0;

@@ -175,7 +175,11 @@ impl Redis {
 
     pub fn set_warm_enabled(&mut self, on: bool) {
         let v = if on { "true" } else { "false" };
-        hset(&mut self.state, WARM_ENABLE_KEY, &[("enable", v.to_string())]);
+        hset(
+            &mut self.state,
+            WARM_ENABLE_KEY,
+            &[("enable", v.to_string())],
+        );
     }
 
     pub fn restore_count(&self) -> Option<u64> {
