@@ -94,7 +94,11 @@ fn replay() {
     };
     let windows = env_u64("SIM_WINDOWS").map_or(WINDOWS, |w| w as u32);
     let out = run_seed(seed, windows, Plant::None);
-    println!("seed {seed} schedule:\n{}", trace(&out.schedule));
+    println!(
+        "seed {seed}: {} configured ports; schedule:\n{}",
+        out.ports,
+        trace(&out.schedule)
+    );
     println!("{:?}", out.stats);
     check_seed(seed, windows);
 }
@@ -148,8 +152,11 @@ fn planted_double_delivery_is_caught() {
 }
 
 /// Runs a fixed schedule (a shrunk trace) with the configuration of `seed`.
-fn replay_schedule(seed: u64, schedule: &[(u64, sim::schedule::Ev)]) -> Option<sim::Violation> {
-    let (ports, _) = sim::schedule::generate(seed, 1);
+fn replay_schedule(
+    seed: u64,
+    ports: u32,
+    schedule: &[(u64, sim::schedule::Ev)],
+) -> Option<sim::Violation> {
     sim::run_schedule(seed, ports, schedule, Plant::None).1
 }
 
@@ -193,6 +200,6 @@ fn regression_seed_432_garbled_entry_of_a_port_gone_during_a_restart_is_deleted(
         (60_426, Ev::Delete { port: 4 }),
         (111_001, Ev::Check),
     ];
-    let v = replay_schedule(432, &schedule);
+    let v = replay_schedule(432, 10, &schedule);
     assert!(v.is_none(), "{v:?}");
 }

@@ -24,6 +24,8 @@ struct Inner {
     durable: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Batches applied since the last sync, in order.
     unsynced: Vec<WriteBatch>,
+    /// What the process reads: `durable` with `unsynced` applied.
+    current: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Planted bug: `sync` answers Ok without making anything durable (a commit acked before its sync).
     ack_before_sync: bool,
     /// Commits fail (a full or read-only disk): every apply and sync errs.
@@ -34,12 +36,15 @@ struct Inner {
 }
 
 impl Inner {
-    fn view(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        let mut m = self.durable.clone();
-        for b in &self.unsynced {
-            apply_to(&mut m, b);
+    fn push(&mut self, b: WriteBatch) {
+        apply_to(&mut self.current, &b);
+        self.unsynced.push(b);
+    }
+
+    fn make_durable(&mut self) {
+        for b in std::mem::take(&mut self.unsynced) {
+            apply_to(&mut self.durable, &b);
         }
-        m
     }
 }
 
@@ -100,6 +105,7 @@ impl SimDisk {
         for b in unsynced.iter().take(keep) {
             apply_to(&mut g.durable, b);
         }
+        g.current = g.durable.clone();
         g.armed = None;
         g.crashed = false;
     }
@@ -108,7 +114,11 @@ impl SimDisk {
     pub fn durable_copy(&self) -> SimDisk {
         let g = self.lock();
         let copy = SimDisk::default();
-        copy.lock().durable = g.durable.clone();
+        {
+            let mut c = copy.lock();
+            c.durable = g.durable.clone();
+            c.current = g.durable.clone();
+        }
         copy
     }
 
@@ -137,16 +147,7 @@ impl Backend for SimDisk {
         if g.crashed {
             return Err(err("process crashed"));
         }
-        if let Some(b) = g.unsynced.iter().rev().find_map(|b| {
-            b.ops
-                .iter()
-                .rev()
-                .find(|(k, _)| k.as_slice() == key)
-                .map(|(_, v)| v.clone())
-        }) {
-            return Ok(b);
-        }
-        Ok(g.durable.get(key).cloned())
+        Ok(g.current.get(key).cloned())
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
@@ -154,9 +155,10 @@ impl Backend for SimDisk {
         if g.crashed {
             return Err(err("process crashed"));
         }
-        Ok(g.view()
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(prefix))
+        Ok(g.current
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
 
@@ -175,14 +177,14 @@ impl Backend for SimDisk {
         }
         if let Some(completes) = Self::tick(&mut g) {
             if completes {
-                g.unsynced.push(batch);
+                g.push(batch);
             }
             return Err(err("process crashed"));
         }
         if g.failing {
             return Err(err("injected: no space left on device"));
         }
-        g.unsynced.push(batch);
+        g.push(batch);
         Ok(())
     }
 
@@ -193,10 +195,7 @@ impl Backend for SimDisk {
         }
         if let Some(completes) = Self::tick(&mut g) {
             if completes && !g.ack_before_sync {
-                let unsynced = std::mem::take(&mut g.unsynced);
-                for b in &unsynced {
-                    apply_to(&mut g.durable, b);
-                }
+                g.make_durable();
             }
             return Err(err("process crashed"));
         }
@@ -206,10 +205,7 @@ impl Backend for SimDisk {
         if g.ack_before_sync {
             return Ok(()); // planted bug: nothing was made durable
         }
-        let unsynced = std::mem::take(&mut g.unsynced);
-        for b in &unsynced {
-            apply_to(&mut g.durable, b);
-        }
+        g.make_durable();
         Ok(())
     }
 }

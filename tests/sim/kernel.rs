@@ -4,7 +4,7 @@
 //! dump, and losses (notifications dropped, then an overrun reported after the backlog was read, as
 //! `daemon::reader::read_loop` does).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use portsyncd::core::link::{IFF_LOWER_UP, IFF_RUNNING, IFF_UP};
 use portsyncd::core::{Link, LinkEvent, LinkOp};
@@ -59,6 +59,8 @@ struct DumpCursor {
 #[derive(Debug, Default)]
 pub struct Kernel {
     pub links: BTreeMap<u32, KLink>,
+    /// Name → ifindex of `links`.
+    names: HashMap<String, u32>,
     next_ifindex: u32,
     queue: VecDeque<Item>,
     dump: Option<DumpCursor>,
@@ -93,10 +95,8 @@ impl Kernel {
     }
 
     pub fn by_name(&self, name: &str) -> Option<(u32, &KLink)> {
-        self.links
-            .iter()
-            .find(|(_, l)| l.name == name)
-            .map(|(i, l)| (*i, l))
+        let i = *self.names.get(name)?;
+        self.links.get(&i).map(|l| (i, l))
     }
 
     fn notify(&mut self, op: LinkOp, ifindex: u32, l: &KLink) {
@@ -120,6 +120,7 @@ impl Kernel {
         let i = self.next_ifindex;
         self.next_ifindex += 1;
         self.notify(LinkOp::New, i, &l);
+        self.names.insert(l.name.clone(), i);
         self.links.insert(i, l);
         self.list_changed();
         i
@@ -127,6 +128,7 @@ impl Kernel {
 
     pub fn delete(&mut self, ifindex: u32) -> Option<KLink> {
         let l = self.links.remove(&ifindex)?;
+        self.names.remove(&l.name);
         self.notify(LinkOp::Del, ifindex, &l);
         self.list_changed();
         Some(l)
@@ -144,6 +146,8 @@ impl Kernel {
         }
         if l.name != old_name {
             self.list_changed();
+            self.names.remove(&old_name);
+            self.names.insert(l.name.clone(), ifindex);
         }
         self.notify(LinkOp::New, ifindex, &l);
         self.links.insert(ifindex, l);

@@ -1381,6 +1381,7 @@ fn hand_over(p: &mut Proc) -> PortDelta {
 
 /// The outcome of one seed.
 pub struct Outcome {
+    pub ports: u32,
     pub schedule: Vec<(u64, Ev)>,
     pub stats: Stats,
     pub violation: Option<Violation>,
@@ -1403,6 +1404,7 @@ pub fn run_seed(seed: u64, windows: u32, plant: Plant) -> Outcome {
     let (ports, schedule) = schedule::generate(seed, windows);
     let (stats, violation) = run_schedule(seed, ports, &schedule, plant);
     Outcome {
+        ports,
         schedule,
         stats,
         violation,
