@@ -69,7 +69,13 @@ pub struct Kernel {
     open: bool,
     /// The next dump requested ends interrupted (fault).
     pub force_intr: bool,
+    /// Notifications were dropped since the queue was last read empty (the socket's congested
+    /// state): the reader reports an overrun after reading the backlog.
+    congested: bool,
 }
+
+/// Notifications the socket holds (the real one holds tens of thousands; the model's ports are few).
+pub const QUEUE_CAP: usize = 256;
 
 fn event(op: LinkOp, ifindex: u32, l: &KLink) -> LinkEvent {
     LinkEvent {
@@ -100,6 +106,10 @@ impl Kernel {
     }
 
     fn notify(&mut self, op: LinkOp, ifindex: u32, l: &KLink) {
+        if self.open && (self.congested || self.queue.len() >= QUEUE_CAP) {
+            self.congested = true; // dropped
+            return;
+        }
         if self.open {
             self.queue.push_back(Item::Link {
                 seq: 0,
@@ -157,6 +167,7 @@ impl Kernel {
     /// A daemon opened its socket (empty queue).
     pub fn open_socket(&mut self) {
         self.open = true;
+        self.congested = false;
         self.queue.clear();
         self.dump = None;
     }
@@ -200,6 +211,9 @@ impl Kernel {
     /// as the queue is read (the DONE after the last link).
     pub fn read(&mut self, parts: usize) -> Vec<Item> {
         let mut out: Vec<Item> = self.queue.drain(..).collect();
+        if std::mem::take(&mut self.congested) {
+            out.push(Item::Overrun);
+        }
         for _ in 0..parts {
             let Some(d) = self.dump.clone() else {
                 break;

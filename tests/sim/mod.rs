@@ -178,6 +178,9 @@ pub struct Sim {
     /// the instant of the removal.
     removed_since_set: BTreeMap<String, u64>,
     configured: u32,
+    /// Flaps of a storm still to come.
+    storm: std::collections::VecDeque<(u64, u32)>,
+    reader_stalled_until: Option<u64>,
     pub stats: Stats,
     pub violation: Option<Violation>,
 }
@@ -261,6 +264,8 @@ impl Sim {
             warm_watch: None,
             removed_since_set: BTreeMap::new(),
             configured,
+            storm: Default::default(),
+            reader_stalled_until: None,
             stats: Stats::default(),
             violation: None,
         }
@@ -349,10 +354,14 @@ impl Sim {
             Ev::Storm { n, sub } => {
                 let mut r = Rng::new(sub);
                 let slots = u64::from(self.configured + 2);
-                for _ in 0..n {
+                let gap = r.below(6);
+                for k in 0..u64::from(n) {
                     let port = r.below(slots) as u32;
-                    self.modify(&port_name(port), |l| l.carrier = !l.carrier);
+                    self.storm.push_back((self.t + k * gap, port));
                 }
+            }
+            Ev::ReaderStall { ms } => {
+                self.reader_stalled_until = Some(self.t + ms);
             }
             Ev::Overrun { pct, sub } => {
                 let mut r = Rng::new(sub);
@@ -402,6 +411,8 @@ impl Sim {
                 warm,
             } => {
                 if self.proc.is_some() {
+                    // A batch being sent is cut: what was written before the kill lands.
+                    self.cut_batch((restart_ms % 4) as usize);
                     self.kill(keep as usize);
                     self.start_at = Some((self.t + restart_ms, warm));
                 }
@@ -947,7 +958,7 @@ impl Sim {
                 }
             }
         }
-        if p.stopping.is_none() {
+        if p.stopping.is_none() && self.reader_stalled_until.is_none() {
             let parts = 1 + self.rng.below(16) as usize;
             let items = self.kernel.read(parts);
             let p = self.proc.as_mut().expect("running");
@@ -1274,6 +1285,8 @@ impl Sim {
         c.extend(self.redis.stalled_until);
         c.extend(self.redis.down_until);
         c.extend(self.disk_ok_at);
+        c.extend(self.storm.front().map(|(at, _)| *at));
+        c.extend(self.reader_stalled_until);
         c.extend(self.late.iter().filter_map(|l| l.land_at));
         if let Some(b) = &self.batch {
             c.extend(b.land_at);
@@ -1283,7 +1296,8 @@ impl Sim {
             c.push(t + 5);
         }
         if let Some(p) = &self.proc {
-            if self.kernel.busy() || !p.admin_down.is_empty() || p.stopping.is_some() {
+            let reading = self.kernel.busy() && self.reader_stalled_until.is_none();
+            if reading || !p.admin_down.is_empty() || p.stopping.is_some() {
                 c.push(t + 2);
             }
             c.extend(p.core.next_deadline().map(ms));
@@ -1308,6 +1322,13 @@ impl Sim {
             }
             if self.violation.is_some() || self.t >= end && i >= schedule.len() {
                 break;
+            }
+            while self.storm.front().is_some_and(|(at, _)| *at <= self.t) {
+                let (_, port) = self.storm.pop_front().expect("checked");
+                self.modify(&port_name(port), |l| l.carrier = !l.carrier);
+            }
+            if self.reader_stalled_until.is_some_and(|r| self.t >= r) {
+                self.reader_stalled_until = None;
             }
             self.redis_timeline();
             if let Some((s, warm)) = self.start_at {
@@ -1411,7 +1432,8 @@ pub fn run_seed(seed: u64, windows: u32, plant: Plant) -> Outcome {
     }
 }
 
-/// Drops events (never the quiet points) while the same invariant still fails; at most `budget` runs.
+/// Cuts the windows after the failing quiet point, then drops events (earlier quiet points too)
+/// while the same invariant still fails; at most `budget` runs.
 pub fn shrink(
     seed: u64,
     windows: u32,
@@ -1444,8 +1466,8 @@ pub fn shrink(
     let mut i = schedule.len();
     while i > 0 && runs < budget {
         i -= 1;
-        if matches!(schedule[i].1, Ev::Check) {
-            continue;
+        if i + 1 == schedule.len() {
+            continue; // the quiet point that fails
         }
         let mut s = schedule.clone();
         s.remove(i);

@@ -72,7 +72,12 @@ pub enum Ev {
     Rename {
         port: u32,
     },
-    /// `n` flaps of random ports at once (one burst for the reader).
+    /// The daemon stops reading netlink (a slow or stopped loop) for `ms`: the socket queue fills,
+    /// notifications beyond it are dropped, the overrun is reported when reading resumes.
+    ReaderStall {
+        ms: u64,
+    },
+    /// `n` flaps of random ports, at once or a few ms apart (drawn from `sub`).
     Storm {
         n: u32,
         sub: u64,
@@ -170,7 +175,10 @@ pub fn generate(seed: u64, windows: u32) -> (u32, Vec<(u64, Ev)>) {
                     pct: r.range(10, 100),
                     sub: r.u64(),
                 },
-                59..=61 => Ev::DumpIntr,
+                59..=60 => Ev::DumpIntr,
+                61 => Ev::ReaderStall {
+                    ms: r.pick(&[500, 3_000, 12_000]),
+                },
                 62..=65 => Ev::RedisStall {
                     ms: r.pick(&[300, 1_500, 2_500, 4_000]),
                 },
