@@ -6,7 +6,7 @@
 #
 #   --seeds N     run seeds F .. F+N-1 (default: 10000 unless --minutes is given)
 #   --minutes M   run seeds from F until M minutes have passed (decimal: 0.5 is 30 s)
-#   --first F     the first seed (default 0; the CI slice is seeds 0..1499)
+#   --first F     the first seed (default 0; the CI slice is seeds 0..999)
 #   --windows W   windows per seed, each 10 s of faults then 45 s quiet and a quiet point (default 6)
 #   --seed S      replay seed S exactly: prints its schedule and, if it fails, the shrunk trace
 #
