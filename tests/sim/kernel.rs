@@ -17,6 +17,8 @@ pub struct KLink {
     pub carrier: bool,
     pub mtu: u32,
     pub kind: Option<String>,
+    /// The bridge it is enslaved to (0: none).
+    pub master: u32,
 }
 
 impl KLink {
@@ -86,7 +88,7 @@ fn event(op: LinkOp, ifindex: u32, l: &KLink) -> LinkEvent {
             flags: l.flags(),
             mtu: l.mtu,
             kind: l.kind.clone(),
-            master: 0,
+            master: l.master,
         },
     }
 }
@@ -162,6 +164,19 @@ impl Kernel {
         self.notify(LinkOp::New, ifindex, &l);
         self.links.insert(ifindex, l);
         true
+    }
+
+    /// The link leaves its bridge: the bridge family's RTM_DELLINK (with the master), then the
+    /// link's RTM_NEWLINK without one. The netdev stays.
+    pub fn release_from_bridge(&mut self, ifindex: u32) {
+        let Some(l) = self.links.get(&ifindex).cloned() else {
+            return;
+        };
+        if l.master == 0 {
+            return;
+        }
+        self.notify(LinkOp::Del, ifindex, &l);
+        self.modify(ifindex, |l| l.master = 0);
     }
 
     /// A daemon opened its socket (empty queue).

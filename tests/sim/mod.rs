@@ -96,6 +96,8 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 const IO_TIMEOUT_MS: u64 = 2_000;
 /// How long after a cold start with old netdevs syncd re-creates the host interfaces.
 const RECREATE_MS: u64 = 3_000;
+/// The ifindex of the bridge ports join (the bridge itself is not modelled: it never qualifies).
+const BRIDGE_IFINDEX: u32 = 1_000_000;
 
 fn port_name(i: u32) -> String {
     format!("Ethernet{}", i * 4)
@@ -206,6 +208,7 @@ impl Sim {
                 carrier: rng.pct(80),
                 mtu: 9100,
                 kind: None,
+                master: 0,
             });
             let fields = BTreeMap::from([
                 (b"admin_status".to_vec(), b"up".to_vec()),
@@ -228,6 +231,7 @@ impl Sim {
                 carrier: true,
                 mtu: 1500,
                 kind: kind.map(str::to_string),
+                master: 0,
             });
         }
         kernel.add(KLink {
@@ -236,6 +240,7 @@ impl Sim {
             carrier: true,
             mtu: 9100,
             kind: None,
+            master: 0,
         });
         if rng.pct(50) {
             let dev = Val::Hash(BTreeMap::from([(b"switch_type".to_vec(), b"dpu".to_vec())]));
@@ -334,15 +339,20 @@ impl Sim {
                         carrier,
                         mtu: 9100,
                         kind: None,
+                        master: 0,
                     });
                     self.touched(&name);
                 }
             }
             Ev::Rename { port } => {
                 let name = port_name(port);
-                let away = format!("sw{port}");
+                let away = if port % 2 == 0 {
+                    format!("sw{port}")
+                } else {
+                    format!("{name}x")
+                };
                 if let Some((i, _)) = self.kernel.by_name(&name) {
-                    if !self.ignored(i) {
+                    if !self.ignored(i) && self.kernel.by_name(&away).is_none() {
                         self.kernel.modify(i, |l| l.name = away);
                         self.kernel_removed(&name);
                     }
@@ -358,6 +368,17 @@ impl Sim {
                 for k in 0..u64::from(n) {
                     let port = r.below(slots) as u32;
                     self.storm.push_back((self.t + k * gap, port));
+                }
+            }
+            Ev::Bridge { port } => {
+                let name = port_name(port);
+                if let Some((i, l)) = self.kernel.by_name(&name) {
+                    if l.master == 0 {
+                        self.kernel.modify(i, |l| l.master = BRIDGE_IFINDEX);
+                    } else {
+                        self.kernel.release_from_bridge(i);
+                    }
+                    self.touched(&name);
                 }
             }
             Ev::ReaderStall { ms } => {

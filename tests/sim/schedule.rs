@@ -68,7 +68,12 @@ pub enum Ev {
     Create {
         port: u32,
     },
-    /// Renames the port to a name portsyncd never publishes (`sw<i>`), or back.
+    /// The port joins a bridge, or leaves it (a DELLINK with the master: the netdev stays).
+    Bridge {
+        port: u32,
+    },
+    /// Renames the port away (to `sw<i>`, a name portsyncd never publishes, for even ports; to
+    /// `Ethernet<4i>x`, a qualifying name no one configured, for odd ones), or back.
     Rename {
         port: u32,
     },
@@ -163,7 +168,8 @@ pub fn generate(seed: u64, windows: u32) -> (u32, Vec<(u64, Ev)>) {
                 },
                 30..=35 => Ev::Delete { port },
                 36..=42 => Ev::Create { port },
-                43..=47 => Ev::Rename { port },
+                43..=45 => Ev::Rename { port },
+                46..=47 => Ev::Bridge { port },
                 48..=52 => Ev::Storm {
                     n: r.range(5, 200) as u32,
                     sub: {
