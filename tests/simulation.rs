@@ -204,3 +204,65 @@ fn regression_seed_432_garbled_entry_of_a_port_gone_during_a_restart_is_deleted(
     let v = replay_schedule(432, 10, &schedule);
     assert!(v.is_none(), "{v:?}");
 }
+
+/// Bug found by seed 25317 (release run, seeds 20000+): at a cold start the old netdevs' STATE_DB
+/// entries are kept (their names exist); syncd then replaced an old netdev, and the new one was
+/// created and deleted while the reader was stalled and its notifications lost to an overrun. The
+/// resync dump showed neither netdev, but the entry of the old one was never deleted: a `state=ok`
+/// entry of a port that does not exist, for good. Fixed in the core: a complete dump that shows a
+/// name of the old netdevs neither under the old ifindex nor under a new one deletes its entry.
+#[test]
+fn regression_seed_25317_entry_of_an_old_netdev_whose_name_no_dump_shows_is_deleted() {
+    use sim::schedule::{Ev, Foreign};
+    let schedule = vec![
+        (
+            58_881,
+            Ev::ForeignWrite {
+                port: 4,
+                how: Foreign::WrongType,
+            },
+        ),
+        (
+            61_699,
+            Ev::CrashInCommit {
+                after_ops: 4,
+                completes: true,
+                keep: 3,
+                restart_ms: 142,
+                warm: false,
+            },
+        ),
+        (66_001, Ev::FixWrongTypes),
+        (
+            111_098,
+            Ev::Storm {
+                n: 84,
+                sub: 5699106020645592502,
+            },
+        ),
+        (112_683, Ev::ReaderStall { ms: 12000 }),
+        (
+            112_835,
+            Ev::Storm {
+                n: 5,
+                sub: 12193180752183166578,
+            },
+        ),
+        (113_963, Ev::Flap { port: 5 }),
+        (114_146, Ev::Admin { port: 3 }),
+        (114_373, Ev::Flap { port: 1 }),
+        (114_863, Ev::Mtu { port: 5, mtu: 1280 }),
+        (115_895, Ev::Delete { port: 4 }),
+        (
+            116_725,
+            Ev::Overrun {
+                pct: 45,
+                sub: 10482831769146480889,
+            },
+        ),
+        (121_002, Ev::FixWrongTypes),
+        (166_002, Ev::Check),
+    ];
+    let v = replay_schedule(25317, 5, &schedule);
+    assert!(v.is_none(), "{v:?}");
+}
