@@ -47,7 +47,8 @@ pub enum Invariant {
     RedisEqualsKernel,
     /// A warm start wrote nothing for ports unchanged since before it (until `reconciled`).
     WarmWroteUnchanged,
-    /// No DEL reached STATE_DB for a port whose netdev exists and was not removed since its last HSET.
+    /// No DEL reached STATE_DB for a port whose netdev exists and was not removed since portsyncd
+    /// last learned that a DEL of it landed.
     NoDelForExisting,
     /// After a crash the store opens to the last acknowledged generation or a newer one, with the
     /// acknowledged ports (checked at every restart and, on a crash copy, at every quiet point).
@@ -176,9 +177,9 @@ pub struct Sim {
     /// The last acknowledged generation and its ports.
     acked: Option<(u64, BTreeMap<String, PortRecord>)>,
     warm_watch: Option<WarmWatch>,
-    /// Names removed from the kernel since STATE_DB last got an HSET sent after the removal, with
-    /// the instant of the removal.
-    removed_since_set: BTreeMap<String, u64>,
+    /// Names removed from the kernel since portsyncd last learned that a DEL of them landed (a DEL
+    /// may be sent again after a failed batch, or after a removal the core learns about late).
+    removed_since_del: BTreeSet<String>,
     configured: u32,
     /// Flaps of a storm still to come.
     storm: std::collections::VecDeque<(u64, u32)>,
@@ -267,7 +268,7 @@ impl Sim {
             armed: None,
             acked: None,
             warm_watch: None,
-            removed_since_set: BTreeMap::new(),
+            removed_since_del: BTreeSet::new(),
             configured,
             storm: Default::default(),
             reader_stalled_until: None,
@@ -294,7 +295,7 @@ impl Sim {
 
     fn kernel_removed(&mut self, name: &str) {
         if qualifying_name(name) {
-            self.removed_since_set.insert(name.to_string(), self.t);
+            self.removed_since_del.insert(name.to_string());
         }
         self.touched(name);
         if let Some(p) = self.proc.as_mut() {
@@ -361,6 +362,7 @@ impl Sim {
                     }
                 } else if let Some((i, _)) = self.kernel.by_name(&away) {
                     self.kernel.modify(i, |l| l.name = name.clone());
+                    self.kernel_removed(&away); // the name it had is gone (a DEL is due for it)
                     self.touched(&name);
                 }
             }
@@ -413,7 +415,7 @@ impl Sim {
                         .core
                         .published_ports()
                         .map(|(n, _, _)| n.to_string())
-                        .filter(|n| !self.removed_since_set.contains_key(n))
+                        .filter(|n| !self.removed_since_del.contains(n))
                         .collect();
                     p.redis_flushed = true;
                 }
@@ -636,26 +638,17 @@ impl Sim {
                     l.set
                 );
             }
-            match l.set {
-                Some(_) => {
-                    // An HSET sent before the removal (landing late, after a stall) is no proof.
-                    if self
-                        .removed_since_set
-                        .get(&l.name)
-                        .is_some_and(|&r| l.sent_ms >= r)
-                    {
-                        self.removed_since_set.remove(&l.name);
-                    }
-                }
-                None => {
-                    let exists = self.kernel.by_name(&l.name).is_some();
-                    if exists && !self.removed_since_set.contains_key(&l.name) {
-                        self.fail(
-                            Invariant::NoDelForExisting,
-                            format!("DEL PORT_TABLE|{} while its netdev exists (not removed since its last HSET)", l.name),
-                        );
-                    }
-                }
+            if l.set.is_none()
+                && self.kernel.by_name(&l.name).is_some()
+                && !self.removed_since_del.contains(&l.name)
+            {
+                self.fail(
+                    Invariant::NoDelForExisting,
+                    format!(
+                        "DEL PORT_TABLE|{} while its netdev exists (not removed since a DEL of it was confirmed)",
+                        l.name
+                    ),
+                );
             }
             if let Some(w) = &self.warm_watch {
                 if w.incarnation == l.incarnation && w.unchanged.contains(&l.name) {
@@ -992,6 +985,17 @@ impl Sim {
                     p.pending_reconnect = false;
                 }
                 p.in_flight = false;
+                let rejected: &[String] = match &result {
+                    WorkResult::Partial { rejected, .. } => rejected,
+                    _ => &[],
+                };
+                if !matches!(result, WorkResult::Failed) {
+                    for (name, v) in &b.work.writes {
+                        if v.is_none() && !rejected.contains(name) {
+                            self.removed_since_del.remove(name);
+                        }
+                    }
+                }
                 p.core.on_work_result(result, now);
                 if reconnected {
                     p.core.on_redis_reconnected();
