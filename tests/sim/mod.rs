@@ -47,8 +47,8 @@ pub enum Invariant {
     RedisEqualsKernel,
     /// A warm start wrote nothing for ports unchanged since before it (until `reconciled`).
     WarmWroteUnchanged,
-    /// No DEL reached STATE_DB for a port whose netdev exists and was not removed since portsyncd
-    /// last learned that a DEL of it landed.
+    /// No DEL reached STATE_DB for a port whose netdev exists and had one throughout since the
+    /// sending daemon started, or since a DEL of it was last confirmed to that daemon.
     NoDelForExisting,
     /// After a crash the store opens to the last acknowledged generation or a newer one, with the
     /// acknowledged ports (checked at every restart and, on a crash copy, at every quiet point).
@@ -180,6 +180,12 @@ pub struct Sim {
     /// Names removed from the kernel since portsyncd last learned that a DEL of them landed (a DEL
     /// may be sent again after a failed batch, or after a removal the core learns about late).
     removed_since_del: BTreeSet<String>,
+    /// The last instant each name had no netdev (its removal, or just before its creation).
+    absent_at: BTreeMap<String, u64>,
+    /// The last DEL of each name confirmed to a daemon: its incarnation and when.
+    confirmed_del: BTreeMap<String, (u64, u64)>,
+    /// When each incarnation started.
+    inc_start: BTreeMap<u64, u64>,
     configured: u32,
     /// Flaps of a storm still to come.
     storm: std::collections::VecDeque<(u64, u32)>,
@@ -269,6 +275,9 @@ impl Sim {
             acked: None,
             warm_watch: None,
             removed_since_del: BTreeSet::new(),
+            absent_at: BTreeMap::new(),
+            confirmed_del: BTreeMap::new(),
+            inc_start: BTreeMap::new(),
             configured,
             storm: Default::default(),
             reader_stalled_until: None,
@@ -296,11 +305,18 @@ impl Sim {
     fn kernel_removed(&mut self, name: &str) {
         if qualifying_name(name) {
             self.removed_since_del.insert(name.to_string());
+            self.absent_at.insert(name.to_string(), self.t);
         }
         self.touched(name);
         if let Some(p) = self.proc.as_mut() {
             p.sticky_known.remove(name);
         }
+    }
+
+    /// A netdev of `name` appeared: the name had none until now.
+    fn appeared(&mut self, name: &str) {
+        self.absent_at.insert(name.to_string(), self.t);
+        self.touched(name);
     }
 
     /// A change to `name` outside the daemon: it is no longer "unchanged" for a warm start.
@@ -345,7 +361,7 @@ impl Sim {
                         kind: None,
                         master: 0,
                     });
-                    self.touched(&name);
+                    self.appeared(&name);
                 }
             }
             Ev::Rename { port } => {
@@ -357,13 +373,14 @@ impl Sim {
                 };
                 if let Some((i, _)) = self.kernel.by_name(&name) {
                     if !self.ignored(i) && self.kernel.by_name(&away).is_none() {
-                        self.kernel.modify(i, |l| l.name = away);
+                        self.kernel.modify(i, |l| l.name = away.clone());
                         self.kernel_removed(&name);
+                        self.appeared(&away);
                     }
                 } else if let Some((i, _)) = self.kernel.by_name(&away) {
                     self.kernel.modify(i, |l| l.name = name.clone());
                     self.kernel_removed(&away); // the name it had is gone (a DEL is due for it)
-                    self.touched(&name);
+                    self.appeared(&name);
                 }
             }
             Ev::Storm { n, sub } => {
@@ -638,17 +655,25 @@ impl Sim {
                     l.set
                 );
             }
-            if l.set.is_none()
-                && self.kernel.by_name(&l.name).is_some()
-                && !self.removed_since_del.contains(&l.name)
-            {
-                self.fail(
-                    Invariant::NoDelForExisting,
-                    format!(
-                        "DEL PORT_TABLE|{} while its netdev exists (not removed since a DEL of it was confirmed)",
-                        l.name
-                    ),
-                );
+            if l.set.is_none() && self.kernel.by_name(&l.name).is_some() {
+                // Legitimate only if the name had no netdev at some moment this daemon may not
+                // have answered yet: since it started, and since a DEL of it was confirmed to it.
+                let started = self.inc_start.get(&l.incarnation).copied().unwrap_or(0);
+                let since = match self.confirmed_del.get(&l.name) {
+                    Some(&(inc, t)) if inc == l.incarnation => t.max(started),
+                    _ => started,
+                };
+                if self.absent_at.get(&l.name).is_none_or(|&a| a <= since) {
+                    self.fail(
+                        Invariant::NoDelForExisting,
+                        format!(
+                            "DEL PORT_TABLE|{} (incarnation {}) while its netdev exists and existed throughout since {:.3}s",
+                            l.name,
+                            l.incarnation,
+                            since as f64 / 1000.0
+                        ),
+                    );
+                }
             }
             if let Some(w) = &self.warm_watch {
                 if w.incarnation == l.incarnation && w.unchanged.contains(&l.name) {
@@ -728,6 +753,7 @@ impl Sim {
         self.stats.restarts += 1;
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
+        self.inc_start.insert(incarnation, t);
         // 1. The store.
         self.disk
             .set_ack_before_sync(self.plant == Plant::AckBeforeSync);
@@ -993,6 +1019,7 @@ impl Sim {
                     for (name, v) in &b.work.writes {
                         if v.is_none() && !rejected.contains(name) {
                             self.removed_since_del.remove(name);
+                            self.confirmed_del.insert(name.clone(), (p.incarnation, t));
                         }
                     }
                 }
@@ -1056,7 +1083,9 @@ impl Sim {
             for i in old {
                 if let Some(mut l) = self.kernel.delete(i) {
                     l.admin_up = true;
+                    let name = l.name.clone();
                     self.kernel.add(l);
+                    self.appeared(&name);
                 }
             }
         }
