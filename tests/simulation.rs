@@ -26,7 +26,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn check_seed(seed: u64, windows: u32) -> sim::Stats {
     let out = run_seed(seed, windows, Plant::None);
     if let Some(v) = out.violation {
-        let shrunk = shrink(seed, windows, Plant::None, v.invariant, 300);
+        let shrunk = shrink(seed, windows, Plant::None, v.invariant, 600);
         panic!(
             "seed {seed}: {:?} violated at t={:.3}s: {}\nreplay: SIM_SEED={seed} SIM_WINDOWS={windows} cargo test --test simulation replay -- --nocapture\nshrunk schedule ({} of {} events):\n{}",
             v.invariant,

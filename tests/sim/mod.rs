@@ -1545,20 +1545,26 @@ pub fn shrink(
             break;
         }
     }
-    let mut i = schedule.len();
-    while i > 0 && runs < budget {
-        i -= 1;
-        if i + 1 == schedule.len() || schedule[i].1 == Ev::FixWrongTypes {
-            continue; // the quiet point that fails; the owners' repairs are part of the model
+    // Passes from the end, until one removes nothing (or the budget is spent).
+    loop {
+        let before = schedule.len();
+        let mut i = schedule.len();
+        while i > 0 && runs < budget {
+            i -= 1;
+            if i + 1 == schedule.len() || schedule[i].1 == Ev::FixWrongTypes {
+                continue; // the quiet point that fails; the owners' repairs are part of the model
+            }
+            let mut s = schedule.clone();
+            s.remove(i);
+            runs += 1;
+            if fails(&s) {
+                schedule = s;
+            }
         }
-        let mut s = schedule.clone();
-        s.remove(i);
-        runs += 1;
-        if fails(&s) {
-            schedule = s;
+        if schedule.len() == before || runs >= budget {
+            return schedule;
         }
     }
-    schedule
 }
 
 /// The trace of a failure: the schedule (shrunk), one event a line.
