@@ -266,3 +266,40 @@ fn regression_seed_25317_entry_of_an_old_netdev_whose_name_no_dump_shows_is_dele
     let v = replay_schedule(25317, 5, &schedule);
     assert!(v.is_none(), "{v:?}");
 }
+
+/// Bug found by seed 92665 (release run, seeds 72716+): a warm start whose initial dump was held
+/// up (a stalled reader) reconnected to Redis and read back an entry another writer had garbled
+/// meanwhile: the read-back made it "unknown", and when the port turned out gone (renamed away
+/// while portsyncd was down) no rule deleted it, ever: a `state=ok` entry of a port that does not
+/// exist. Fixed in the core: an unreadable entry read back for a name without a netdev is deleted
+/// (at once after the first complete dump, or as a stale candidate of the first dump).
+#[test]
+fn regression_seed_92665_garbled_entry_read_back_during_a_warm_start_of_a_gone_port_is_deleted() {
+    use sim::schedule::{Ev, Foreign};
+    let (ports, _) = sim::schedule::generate(92665, 6);
+    let schedule = vec![
+        (11_000, Ev::FixWrongTypes),
+        (
+            56_615,
+            Ev::Kill {
+                keep: 0,
+                restart_ms: 1407,
+                warm: true,
+            },
+        ),
+        (57_475, Ev::ReaderStall { ms: 12000 }),
+        (58_275, Ev::RedisDrop { cut: 3 }),
+        (
+            59_277,
+            Ev::ForeignWrite {
+                port: 0,
+                how: Foreign::GarbageMtu,
+            },
+        ),
+        (59_926, Ev::Rename { port: 0 }),
+        (66_001, Ev::FixWrongTypes),
+        (111_001, Ev::Check),
+    ];
+    let v = replay_schedule(92665, ports, &schedule);
+    assert!(v.is_none(), "{v:?}");
+}

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::port::{qualifying_name, PortStatus, RawFields};
+use super::port::{has_own_fields, qualifying_name, PortStatus, RawFields};
 
 /// Where the baseline came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +56,15 @@ pub fn state_db_statuses(rows: &BTreeMap<String, RawFields>) -> BTreeMap<String,
         .collect()
 }
 
-/// Qualifying names whose STATE_DB `PORT_TABLE` row holds no valid entry of portsyncd's (a field
-/// missing or garbled by another writer): [`state_db_statuses`] leaves them out, yet the key is
-/// there. Start-up hands them to the core as stale candidates ([`crate::core::Core::with_stale_candidates`]):
+/// Qualifying names whose STATE_DB `PORT_TABLE` row holds portsyncd's fields but no valid entry (a
+/// field missing or garbled by another writer): [`state_db_statuses`] leaves them out, yet the key
+/// is there. Rows holding only other writers' fields are not portsyncd's and are left out. Start-up hands them to the core as stale candidates ([`crate::core::Core::with_stale_candidates`]):
 /// the entry is deleted when the port is gone after the first dump, rewritten when it exists.
 pub fn state_db_unreadable(rows: &BTreeMap<String, RawFields>) -> BTreeSet<String> {
     rows.iter()
-        .filter(|(n, f)| qualifying_name(n) && PortStatus::from_raw(f).is_none())
+        .filter(|(n, f)| {
+            qualifying_name(n) && has_own_fields(f) && PortStatus::from_raw(f).is_none()
+        })
         .map(|(n, _)| n.clone())
         .collect()
 }
@@ -273,12 +275,16 @@ mod tests {
             ("Ethernet0".to_string(), full),
             ("Ethernet4".to_string(), garbled.clone()),
             ("Ethernet8".to_string(), RawFields::new()),
+            (
+                "Ethernet12".to_string(),
+                [(b"host_tx_ready".to_vec(), b"true".to_vec())].into(),
+            ),
             ("eth0".to_string(), garbled),
         ]
         .into_iter()
         .collect();
         let names: Vec<String> = state_db_unreadable(&rows).into_iter().collect();
-        assert_eq!(names, ["Ethernet4", "Ethernet8"]);
+        assert_eq!(names, ["Ethernet4"], "only rows holding portsyncd's fields");
     }
 
     #[test]
