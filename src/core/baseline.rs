@@ -9,9 +9,9 @@
 //! - Cold: nothing is trusted; every entry either source knows is a candidate whose STATE_DB entry
 //!   is deleted once the first dump shows its port gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::port::{qualifying_name, PortStatus, RawFields};
+use super::port::{has_own_fields, qualifying_name, PortStatus, RawFields};
 
 /// Where the baseline came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,19 @@ pub fn state_db_statuses(rows: &BTreeMap<String, RawFields>) -> BTreeMap<String,
     rows.iter()
         .filter(|(n, _)| qualifying_name(n))
         .filter_map(|(n, f)| PortStatus::from_raw(f).map(|s| (n.clone(), s)))
+        .collect()
+}
+
+/// Qualifying names whose STATE_DB `PORT_TABLE` row holds portsyncd's fields but no valid entry (a
+/// field missing or garbled by another writer): [`state_db_statuses`] leaves them out, yet the key
+/// is there. Rows holding only other writers' fields are not portsyncd's and are left out. Start-up hands them to the core as stale candidates ([`crate::core::Core::with_stale_candidates`]):
+/// the entry is deleted when the port is gone after the first dump, rewritten when it exists.
+pub fn state_db_unreadable(rows: &BTreeMap<String, RawFields>) -> BTreeSet<String> {
+    rows.iter()
+        .filter(|(n, f)| {
+            qualifying_name(n) && has_own_fields(f) && PortStatus::from_raw(f).is_none()
+        })
+        .map(|(n, _)| n.clone())
         .collect()
 }
 
@@ -247,6 +260,31 @@ mod tests {
         let none = decide(BaselineInputs::default());
         assert_eq!(none.source, BaselineSource::None);
         assert!(none.ports.is_empty());
+    }
+
+    #[test]
+    fn rows_of_ports_without_a_valid_entry_are_unreadable() {
+        let mut garbled: RawFields = st(true, 9100)
+            .fields()
+            .into_iter()
+            .map(|(f, v)| (f.into_bytes(), v.into_bytes()))
+            .collect();
+        let full = garbled.clone();
+        garbled.insert(b"mtu".to_vec(), b"\xff9100".to_vec());
+        let rows: BTreeMap<String, RawFields> = [
+            ("Ethernet0".to_string(), full),
+            ("Ethernet4".to_string(), garbled.clone()),
+            ("Ethernet8".to_string(), RawFields::new()),
+            (
+                "Ethernet12".to_string(),
+                [(b"host_tx_ready".to_vec(), b"true".to_vec())].into(),
+            ),
+            ("eth0".to_string(), garbled),
+        ]
+        .into_iter()
+        .collect();
+        let names: Vec<String> = state_db_unreadable(&rows).into_iter().collect();
+        assert_eq!(names, ["Ethernet4"], "only rows holding portsyncd's fields");
     }
 
     #[test]

@@ -307,6 +307,15 @@ impl Core {
         }
     }
 
+    /// Names whose STATE_DB entry exists though the baseline does not hold it (it is not a valid
+    /// entry of portsyncd's: start-up reads it as no baseline at all). Like a cold start's
+    /// candidates, warm or cold: deleted if the port is absent once the first dump completed;
+    /// a port that exists is not in `published`, so its entry is rewritten.
+    pub fn with_stale_candidates(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.stale_candidates.extend(names);
+        self
+    }
+
     // ----- inputs -------------------------------------------------------------------------------
 
     /// A link message. `seq` is the netlink sequence number (dump replies carry the dump's).
@@ -321,6 +330,15 @@ impl Core {
             return; // teamsyncd owns team devices
         }
         if self.ignored_ifindex.contains(&ev.link.ifindex) {
+            // An old netdev: ignored, but a dump listing it shows that its name still exists.
+            if let Some(d) = self.dump.as_mut() {
+                if d.seq == seq && seq != 0 {
+                    d.seen_reply = true;
+                }
+                if d.seen_reply {
+                    d.touched.insert(name.clone());
+                }
+            }
             return;
         }
         let from_dump = self.dump.as_ref().is_some_and(|d| d.seq == seq && seq != 0);
@@ -508,6 +526,20 @@ impl Core {
             self.remove(n);
         }
         self.first_dump_complete = true;
+        // Old netdevs' names that no complete dump shows any more (under the old ifindex or a new
+        // one): the entry left from the earlier run belongs to no netdev now. Without this it stayed
+        // for good when the netdev that replaced the old one came and went during an overrun.
+        let old_gone: Vec<String> = self
+            .old_names
+            .iter()
+            .filter(|n| !self.kernel.contains_key(*n) && !dump.touched.contains(*n))
+            .cloned()
+            .collect();
+        for n in old_gone {
+            self.old_names.remove(&n);
+            self.must_delete.insert(n.clone());
+            self.dirty.insert(n);
+        }
         self.check_dump_done(&vanished);
         if !vanished.is_empty() && !dump.initial {
             self.notices.push(Notice::Vanished { names: vanished });

@@ -120,6 +120,14 @@ impl PortStatus {
     }
 }
 
+/// True when a STATE_DB hash holds any of the four fields portsyncd writes (valid or not): an
+/// entry of portsyncd's, possibly garbled, rather than fields other writers keep alone.
+pub fn has_own_fields(fields: &RawFields) -> bool {
+    ["state", "admin_status", "netdev_oper_status", "mtu"]
+        .iter()
+        .any(|f| fields.contains_key(f.as_bytes()))
+}
+
 /// A STATE_DB hash as Redis holds it: field to value, raw bytes (other writers' fields included).
 pub type RawFields = BTreeMap<Vec<u8>, Vec<u8>>;
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::{Core, Notice, Work};
-use crate::core::port::{PortStatus, RawFields};
+use crate::core::port::{has_own_fields, PortStatus, RawFields};
 
 /// One STATE_DB `PORT_TABLE|<name>` row as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +153,25 @@ impl Core {
                 drift.insert(name.clone());
             }
             match actual {
-                Some(v) => self.published.insert(name.clone(), v),
-                None => self.published.remove(&name),
-            };
+                Some(v) => {
+                    self.published.insert(name.clone(), v);
+                }
+                None => {
+                    self.published.remove(&name);
+                    // portsyncd's entry is there but garbled: without a netdev of its name it must
+                    // still go, once the first dump shows there is none (it stayed for good when the
+                    // port went during a warm start's initial dump). Other writers' fields alone, or
+                    // a key of another type, are not portsyncd's to delete.
+                    let own = matches!(&row, StateRow::Fields(f) if has_own_fields(f));
+                    if own && !self.kernel.contains_key(&name) {
+                        if self.first_dump_complete {
+                            self.must_delete.insert(name.clone());
+                        } else {
+                            self.stale_candidates.insert(name.clone());
+                        }
+                    }
+                }
+            }
             self.dirty.insert(name.clone());
             read.push(name);
         }

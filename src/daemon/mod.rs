@@ -17,10 +17,10 @@ pub(crate) mod faults;
 mod handoff;
 mod inbox;
 mod input;
-mod pacer;
+pub mod pacer; // public for tests/simulation.rs (the deterministic simulation drives it)
 pub mod reader;
 mod reconcile;
-mod saved;
+pub mod saved; // public for tests/simulation.rs
 mod startup;
 mod supervise;
 mod workers;
@@ -281,7 +281,9 @@ pub fn run(
     drop(tx);
 
     let mut lp = Loop {
-        core: Core::new(startup.core, Instant::now()).with_resync_interval(cfg.resync_interval()),
+        core: Core::new(startup.core, Instant::now())
+            .with_resync_interval(cfg.resync_interval())
+            .with_stale_candidates(startup.unreadable),
         sock,
         metrics: Arc::clone(&metrics),
         work_tx,

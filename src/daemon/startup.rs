@@ -19,6 +19,9 @@ use crate::store::Recovered;
 pub struct Startup {
     pub core: CoreConfig,
     pub baseline_source: BaselineSource,
+    /// STATE_DB rows of qualifying names that hold no valid entry (see
+    /// [`baseline::state_db_unreadable`]): deleted or rewritten after the first dump.
+    pub unreadable: BTreeSet<String>,
 }
 
 /// Waits between start-up attempts while Redis is away.
@@ -167,6 +170,7 @@ pub fn run(
 
     // What STATE_DB holds now: the fallback baseline, and the check that the saved state did not lag.
     let state_rows = retry(stop, "read STATE_DB PORT_TABLE", || db.read_state_ports())?;
+    let unreadable = baseline::state_db_unreadable(&state_rows);
     let b = baseline::decide(BaselineInputs {
         warm,
         saved: statuses_of(recovered),
@@ -201,5 +205,6 @@ pub fn run(
             eoiu_timeout,
         },
         baseline_source: b.source,
+        unreadable,
     })
 }
