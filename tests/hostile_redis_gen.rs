@@ -491,10 +491,12 @@ fn run_daemon_case(w: &DaemonWorld) {
     }
     for (i, (_, st, _)) in w.ports.iter().enumerate() {
         let n = name(i);
-        // A complete entry of a port that did not exist at the first dump is deleted (a cold start's
-        // rule, as SONiC's); any other is only ever written to.
+        // An entry holding portsyncd's fields (complete, or garbled by another writer) of a port
+        // that did not exist at the first dump is portsyncd's stale entry and is deleted, as
+        // RTM_DELLINK deletes the whole key (a cold start's rule); an entry of other writers'
+        // fields only is only ever written to.
         if let (Entry::Hash(h), false) = (st, affected.contains(&n)) {
-            if PortStatus::from_raw(h).is_some() {
+            if portsyncd::core::port::has_own_fields(h) {
                 continue;
             }
             let now = raw_hgetall(&mut state, &format!("PORT_TABLE|{n}"));
