@@ -73,6 +73,43 @@ fn reads_every_config_port_field() {
     );
 }
 
+/// The table is read in several pipelines: a key of another type and a name that is not UTF-8 in a
+/// later one are each counted once and skipped, and every port before and after them is read.
+#[test]
+fn unusable_keys_in_a_later_read_batch_are_counted_once_and_skipped() {
+    let srv = RedisServer::start();
+    let mut con = srv.client(4);
+    let mut pipe = redis::pipe();
+    for i in 0..900 {
+        pipe.cmd("HSET")
+            .arg(format!("PORT|Ethernet{i}"))
+            .arg("index")
+            .arg(i)
+            .ignore();
+    }
+    pipe.cmd("DEL").arg("PORT|Ethernet700").ignore();
+    pipe.cmd("RPUSH").arg("PORT|Ethernet700").arg("x").ignore();
+    pipe.cmd("HSET")
+        .arg(b"PORT|Ethernet\xff".as_slice())
+        .arg("index")
+        .arg(1)
+        .ignore();
+    pipe.exec(&mut con).unwrap();
+    let mut d = db(&srv);
+    let ports = d.read_config_ports().unwrap();
+    assert_eq!(ports.len(), 899);
+    assert!(!ports.contains_key("Ethernet700"));
+    assert_eq!(
+        ports["Ethernet899"]
+            .iter()
+            .map(text_pair)
+            .collect::<Vec<_>>(),
+        [("index".to_string(), "899".to_string())]
+    );
+    let errors: u64 = d.take_entry_errors().iter().map(|(_, _, n)| n).sum();
+    assert_eq!(errors, 2);
+}
+
 #[test]
 fn many_config_ports_are_all_read() {
     let srv = RedisServer::start();

@@ -137,16 +137,18 @@ impl ProducerStateTable {
         con: &mut dyn ConnectionLike,
         entries: &[(&str, &[(F, V)])],
     ) -> RedisResult<Vec<Result<bool, EntryErrorReason>>> {
-        let cmds = entries
-            .iter()
-            .map(|(k, f)| self.set_invocation(k, f))
-            .collect::<RedisResult<Vec<_>>>()?;
-        let mut out = Vec::with_capacity(cmds.len());
-        for chunk in cmds.chunks(BATCH) {
+        if let Some((k, f)) = entries.iter().find(|(_, f)| f.is_empty()) {
+            // The same refusal as one `set` (zero fields), before anything is sent.
+            self.set_invocation(k, f)?;
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        // Each batch's commands are built when it is sent, not all up front: at start-up this is every
+        // configured port, and holding all their commands at once set the daemon's peak memory.
+        for chunk in entries.chunks(BATCH) {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            for c in chunk {
-                pipe.add_command(c.clone());
+            for (k, f) in chunk {
+                pipe.add_command(self.set_invocation(k, f)?);
             }
             let v = with_script_reload(con, SET_LUA, |con| pipe.query::<Value>(con))?;
             let items = reply::list(v, chunk.len()).map_err(unexpected)?;

@@ -213,17 +213,14 @@ impl SonicDb {
     /// or that is not a hash is skipped (counted, logged).
     pub fn read_config_ports(&mut self) -> Result<PortConfig, DbError> {
         let ep = self.layout.config.clone();
-        let rows = read_table(
+        read_table(
             &mut self.config,
             &mut self.entry_errors,
             &ep,
             CONFIG_PORT_TABLE,
             "read CONFIG_DB PORT table",
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, f)| (k, f.into_iter().collect()))
-            .collect())
+            |fields| fields.into_iter().collect(),
+        )
     }
 
     /// Every STATE_DB `PORT_TABLE|<name>` with all its fields, as bytes. A key whose name is not
@@ -236,6 +233,7 @@ impl SonicDb {
             &ep,
             PORT_TABLE,
             "read STATE_DB PORT_TABLE",
+            |fields| fields,
         )
     }
 
@@ -572,79 +570,106 @@ pub(super) fn hset(
     }
 }
 
-/// Reads every `<table><sep>*` hash: SCAN for the keys, then all HGETALLs in one pipeline. Keys are
-/// bytes until here: a name that is not UTF-8, or a key that is not a hash, is an entry error
-/// (counted, logged, skipped); the rest are read.
-fn read_table(
+/// Keys read per pipelined round trip by [`read_table`]: bounds the replies held at once (at start-up
+/// a whole CONFIG_DB port table as one pipeline's reply tree was the daemon's peak memory).
+const READ_BATCH: usize = 256;
+
+/// Reads every `<table><sep>*` hash: SCAN for the keys, then their HGETALLs in pipelines of
+/// [`READ_BATCH`], each row turned into `T` by `keep` as its batch arrives. Keys are bytes until
+/// here: a name that is not UTF-8, or a key that is not a hash, is an entry error (counted, logged,
+/// skipped); the rest are read.
+fn read_table<T>(
     conn: &mut Conn,
     errors: &mut EntryErrors,
     ep: &DbEndpoint,
     table: &str,
     op: &str,
-) -> Result<BTreeMap<String, RawHash>, DbError> {
+    mut keep: impl FnMut(RawHash) -> T,
+) -> Result<BTreeMap<String, T>, DbError> {
     let prefix = format!("{table}{}", ep.separator);
     let pattern = format!("{}*", glob_escape(&prefix));
-    let (keys, replies) = conn.run_decode(op, |con| {
-        let mut keys = BTreeSet::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let page = con.req_command(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000),
-            )?;
-            if let Value::ServerError(e) = page {
-                return Err(e.into());
-            }
-            let (next, batch) = match reply::scan_page(page) {
-                Ok(p) => p,
-                Err(detail) => return Ok(Err(detail)),
-            };
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let keys: Vec<Vec<u8>> = keys.into_iter().collect();
-        if keys.is_empty() {
-            return Ok(Ok((keys, Vec::new())));
-        }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for k in &keys {
-            pipe.cmd("HGETALL").arg(k.as_slice());
-        }
-        Ok(
-            reply::list(reply::server_state(pipe.query::<Value>(con)?)?, keys.len())
-                .map(|r| (keys, r)),
-        )
-    })?;
-    let mut out = BTreeMap::new();
-    for (k, v) in keys.into_iter().zip(replies) {
-        let Some(name) = k.strip_prefix(prefix.as_bytes()) else {
-            continue;
+    let db = conn.db();
+    // Rebuilt from scratch on the one retry a dropped connection gets, so nothing is counted twice.
+    let mut failed: Vec<(Vec<u8>, EntryErrorReason, &'static str)> = Vec::new();
+    let out = conn.run_decode(op, |con| {
+        failed.clear();
+        let keys = match scan_keys(con, &pattern)? {
+            Ok(k) => k,
+            Err(detail) => return Ok(Err(detail)),
         };
-        if name.is_empty() {
-            continue;
-        }
-        let Ok(name) = std::str::from_utf8(name) else {
-            errors.record(conn.db(), &k, EntryErrorReason::NotUtf8, "port name");
-            continue;
-        };
-        match reply::hash(v) {
-            // A key deleted between SCAN and HGETALL reads as an empty hash: it no longer exists.
-            Ok(h) if h.is_empty() => {}
-            Ok(h) => {
-                out.insert(name.to_string(), h);
+        let mut out = BTreeMap::new();
+        for chunk in keys.chunks(READ_BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for k in chunk {
+                pipe.cmd("HGETALL").arg(k.as_slice());
             }
-            Err(reason) => errors.record(conn.db(), &k, reason, "HGETALL"),
+            let replies =
+                match reply::list(reply::server_state(pipe.query::<Value>(con)?)?, chunk.len()) {
+                    Ok(r) => r,
+                    Err(detail) => return Ok(Err(detail)),
+                };
+            for (k, v) in chunk.iter().zip(replies) {
+                let Some(name) = k.strip_prefix(prefix.as_bytes()) else {
+                    continue;
+                };
+                if name.is_empty() {
+                    continue;
+                }
+                let Ok(name) = std::str::from_utf8(name) else {
+                    failed.push((k.clone(), EntryErrorReason::NotUtf8, "port name"));
+                    continue;
+                };
+                match reply::hash(v) {
+                    // A key deleted between SCAN and HGETALL reads as an empty hash: it no longer
+                    // exists.
+                    Ok(h) if h.is_empty() => {}
+                    Ok(h) => {
+                        out.insert(name.to_string(), keep(h));
+                    }
+                    Err(reason) => failed.push((k.clone(), reason, "HGETALL")),
+                }
+            }
+        }
+        Ok(Ok(out))
+    });
+    if out.is_ok() {
+        for (k, reason, what) in failed {
+            errors.record(db, &k, reason, what);
         }
     }
-    Ok(out)
+    out
+}
+
+/// Every key matching `pattern`, by SCAN, sorted and without repeats (SCAN may return a key twice).
+fn scan_keys(
+    con: &mut redis::Connection,
+    pattern: &str,
+) -> redis::RedisResult<Result<Vec<Vec<u8>>, String>> {
+    let mut keys = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let page = con.req_command(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000),
+        )?;
+        if let Value::ServerError(e) = page {
+            return Err(e.into());
+        }
+        let (next, batch) = match reply::scan_page(page) {
+            Ok(p) => p,
+            Err(detail) => return Ok(Err(detail)),
+        };
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(Ok(keys.into_iter().collect()));
+        }
+        cursor = next;
+    }
 }
 
 /// Escapes Redis glob metacharacters so `s` matches only itself.
