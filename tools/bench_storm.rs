@@ -20,6 +20,8 @@
 //! namespace), so "per change" means per RTM_NEWLINK/RTM_DELLINK the kernel really sent. The kernel truth is
 //! `ip -json link show`: admin = IFF_UP, oper = operstate UP/UNKNOWN (which is what IFF_RUNNING reports).
 
+#![deny(unsafe_code)]
+
 #[path = "bench_storm/guards.rs"]
 mod guards;
 #[path = "bench_storm/latency.rs"]

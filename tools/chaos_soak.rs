@@ -19,6 +19,8 @@
 //! (median/p99/max) and the daemon's RSS over time, and exits 1 on any violation. See
 //! docs/failure-model.md ("Chaos soak").
 
+#![deny(unsafe_code)]
+
 // Shared with bench-storm; not every helper is used here.
 #[path = "chaos_soak/check.rs"]
 mod check;
@@ -267,7 +269,7 @@ fn run(args: &Args) -> Result<usize> {
         &setup.state_tool,
     ] {
         if !p.exists() {
-            bail!("{} not found (cargo build --release --bins)", p.display());
+            bail!("{} not found (cargo build --release --features tools --bins)", p.display());
         }
     }
     let dir = std::env::temp_dir().join(format!("chaos-soak-{}", std::process::id()));

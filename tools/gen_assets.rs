@@ -7,6 +7,8 @@
 //! DIR/completions/{portsyncd,portsyncd-state}.bash  _portsyncd  _portsyncd-state  *.fish
 //! ```
 
+#![deny(unsafe_code)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
