@@ -17,6 +17,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 // The offline tool's command line, from its own source (the binary is the one source of truth).
+// dead_code: only its clap definition is used here, not the commands themselves.
 #[allow(dead_code)]
 #[path = "portsyncd_state.rs"]
 mod state_tool;
