@@ -1,6 +1,10 @@
 //! portsyncd: mirrors the kernel's network-port state (netlink) into SONiC's Redis databases, and
 //! remembers what it published in a crash-safe store so a restart never churns and never lies.
 
+// `unsafe` only where a syscall has no safe wrapper, each allowed at that function with a SAFETY
+// comment (today: the SO_MEMINFO getsockopt in netlink/sockopt.rs).
+#![deny(unsafe_code)]
+
 pub mod backoff;
 pub mod config;
 pub mod core;

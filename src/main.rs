@@ -1,5 +1,8 @@
 //! `portsyncd`: thin — options → tracing → run → exit status.
 
+// `unsafe` only in the two libc calls below (mallopt, umask), each allowed where it is made.
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -44,6 +47,7 @@ mod glibc_malloc {
     const ARENA_MAX: libc::c_int = 1;
 
     /// Sets [`MMAP_THRESHOLD`] and [`ARENA_MAX`]; must run before any other thread exists.
+    #[allow(unsafe_code)] // mallopt(3): see the SAFETY comment at the call
     pub fn tune() {
         let mut settings = vec![(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD, "M_MMAP_THRESHOLD")];
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -72,6 +76,7 @@ fn tune_allocator() {
 }
 
 /// Files and directories the daemon creates (sled's included) are private to its user: 0600 / 0700.
+#[allow(unsafe_code)] // umask(2): see the SAFETY comment at the call
 fn private_umask() {
     // SAFETY: umask(2) only sets the process's file-creation mask and cannot fail; it runs before
     // any other thread exists. (std has no safe wrapper.)

@@ -2,7 +2,9 @@
 //! the EOIU timeout check made after every batch of events, and the cost of rendering and snapshotting
 //! metrics. Prints numbers (medians over several runs); asserts nothing.
 //!
-//!   cargo run --release --bin bench-core -- [--ports 2048] [--events 200000] [--runs 7]
+//!   cargo run --release --features tools --bin bench-core -- [--ports 2048] [--events 200000] [--runs 7]
+
+#![deny(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;

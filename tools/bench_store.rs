@@ -7,6 +7,8 @@
 //! is free). With `--plot`, the daemon's usual commit (one port changes, JSON export on) and the worst
 //! case (every record changes) run at 16 to 4096 ports instead, and their p50/p99 go to FILE.svg.
 
+#![deny(unsafe_code)]
+
 #[path = "bench_store/plot.rs"]
 mod plot;
 

@@ -20,7 +20,9 @@
 //! namespace), so "per change" means per RTM_NEWLINK/RTM_DELLINK the kernel really sent. The kernel truth is
 //! `ip -json link show`: admin = IFF_UP, oper = operstate UP/UNKNOWN (which is what IFF_RUNNING reports).
 
-#[path = "bench_storm/guards.rs"]
+#![deny(unsafe_code)]
+
+#[path = "common/guards.rs"]
 mod guards;
 #[path = "bench_storm/latency.rs"]
 mod latency;
@@ -30,6 +32,8 @@ mod monitor;
 mod observe;
 #[path = "bench_storm/plot.rs"]
 mod plot;
+#[path = "common/plot_page.rs"]
+mod plot_page;
 #[path = "bench_storm/repeat.rs"]
 mod repeat;
 #[path = "bench_storm/report.rs"]
@@ -38,6 +42,8 @@ mod report;
 mod scale;
 #[path = "bench_storm/setup.rs"]
 mod setup;
+#[path = "common/switch.rs"]
+mod switch;
 #[path = "bench_storm/timeline.rs"]
 mod timeline;
 #[path = "bench_storm/warm.rs"]
@@ -655,29 +661,7 @@ impl Bench {
 fn start_redis(sock: &Path, dir: &Path) -> Result<Proc> {
     let redis = Proc {
         name: "redis-server",
-        child: Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(sock)
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--notify-keyspace-events",
-                "AKE",
-                "--logfile",
-                "redis.log",
-                "--dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting redis-server")?,
+        child: switch::spawn_redis(sock, dir, &["--notify-keyspace-events", "AKE"])?,
     };
     wait_until(
         "redis-server",
@@ -687,7 +671,7 @@ fn start_redis(sock: &Path, dir: &Path) -> Result<Proc> {
     Ok(redis)
 }
 
-/// CONFIG_DB `PORT|<port>` like a real switch's port table.
+/// CONFIG_DB `PORT|<port>` like a real switch's port table (FEC on).
 fn seed_config_db(url: &str, ports: &[String]) -> Result<()> {
     let mut config = loop {
         check_stop()?;
@@ -696,20 +680,7 @@ fn seed_config_db(url: &str, ports: &[String]) -> Result<()> {
             Err(_) => thread::sleep(Duration::from_millis(10)),
         }
     };
-    let mut pipe = redis::pipe();
-    for (i, p) in ports.iter().enumerate() {
-        let lanes = format!("{},{},{},{}", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4);
-        pipe.cmd("HSET").arg(format!("PORT|{p}")).arg(&[
-            ("alias", format!("etp{}", i + 1)),
-            ("lanes", lanes),
-            ("speed", "100000".into()),
-            ("mtu", "9100".into()),
-            ("admin_status", "up".into()),
-            ("index", (i + 1).to_string()),
-            ("fec", "rs".into()),
-        ]);
-    }
-    pipe.query::<()>(&mut config).context("seeding CONFIG_DB")
+    switch::seed_port_table(&mut config, ports, &[("fec", "rs")])
 }
 
 #[cfg(test)]

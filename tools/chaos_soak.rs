@@ -19,14 +19,20 @@
 //! (median/p99/max) and the daemon's RSS over time, and exits 1 on any violation. See
 //! docs/failure-model.md ("Chaos soak").
 
-// Shared with bench-storm; not every helper is used here.
+#![deny(unsafe_code)]
+
 #[path = "chaos_soak/check.rs"]
 mod check;
+// bench-storm's, shared: not every helper of it is used here (dead_code).
 #[allow(dead_code)]
-#[path = "bench_storm/guards.rs"]
+#[path = "common/guards.rs"]
 mod guards;
+#[path = "common/plot_page.rs"]
+mod plot_page;
 #[path = "chaos_soak/report.rs"]
 mod report;
+#[path = "common/switch.rs"]
+mod switch;
 #[path = "chaos_soak/watch.rs"]
 mod watch;
 #[path = "chaos_soak/world.rs"]
@@ -267,7 +273,10 @@ fn run(args: &Args) -> Result<usize> {
         &setup.state_tool,
     ] {
         if !p.exists() {
-            bail!("{} not found (cargo build --release --bins)", p.display());
+            bail!(
+                "{} not found (cargo build --release --features tools --bins)",
+                p.display()
+            );
         }
     }
     let dir = std::env::temp_dir().join(format!("chaos-soak-{}", std::process::id()));

@@ -7,6 +7,8 @@
 //! DIR/completions/{portsyncd,portsyncd-state}.bash  _portsyncd  _portsyncd-state  *.fish
 //! ```
 
+#![deny(unsafe_code)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 // The offline tool's command line, from its own source (the binary is the one source of truth).
+// dead_code: only its clap definition is used here, not the commands themselves.
 #[allow(dead_code)]
 #[path = "portsyncd_state.rs"]
 mod state_tool;

@@ -6,12 +6,13 @@
 //! `PORT_TABLE:<key>` if the key was in `PORT_TABLE_DEL_SET` (removing it from there), merges the
 //! staged `_PORT_TABLE:<key>` fields into `PORT_TABLE:<key>`, and deletes the staging hash.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use clap::Parser;
 use portsyncd::sonic::conn::open_connection;
 use portsyncd::sonic::{DbEndpoint, DbLayout, ProducerStateTable};
@@ -38,6 +39,61 @@ for _, key in ipairs(popped) do
 end
 return out
 ";
+
+/// A failure and what was being done when it happened, printed as `doing: cause: cause's source...`
+/// (as anyhow's `{:#}`). Not anyhow: the stand-in is built by every integration test, without the
+/// `tools` feature that brings the tools' crates.
+struct Error {
+    doing: Option<&'static str>,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error {
+            doing: None,
+            cause: Box::new(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(doing) = self.doing {
+            write!(f, "{doing}: ")?;
+        }
+        write!(f, "{}", self.cause)?;
+        let mut source = self.cause.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// `main`'s `Err` is printed with `Debug`: the same one line.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// anyhow's `.context(...)`, for this tool's few calls.
+trait Context<T> {
+    fn context(self, doing: &'static str) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result::Result<T, E> {
+    fn context(self, doing: &'static str) -> Result<T> {
+        self.map_err(|e| Error {
+            doing: Some(doing),
+            cause: Box::new(e),
+        })
+    }
+}
 
 const TABLE: &str = "PORT_TABLE";
 const POP_BATCH: usize = 128;
@@ -178,7 +234,7 @@ fn main() -> Result<()> {
     }
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = serve(&appl, &consumer, &stop) {
-            tracing::warn!(error = format!("{e:#}"), "consumer failed; reconnecting");
+            tracing::warn!(error = %e, "consumer failed; reconnecting");
             std::thread::sleep(Duration::from_millis(200));
         }
     }

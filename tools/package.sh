@@ -16,11 +16,15 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 echo "package: building the binaries (release)"
-cargo build --release --locked --bin portsyncd --bin portsyncd-state --bin portsyncd-gen-assets
+# Default features only: what ships is built from the product's dependency tree alone.
+cargo build --release --locked --bin portsyncd --bin portsyncd-state
 
 echo "package: man pages and completions from the clap definitions"
+# The generator is a tool (feature `tools`: clap_mangen, clap_complete), built in its own cargo run
+# (a debug build: it only prints text), so that its features never touch the shipped binaries.
+cargo build --locked --features tools --bin portsyncd-gen-assets
 rm -rf "$TARGET/assets"
-"$TARGET/release/portsyncd-gen-assets" "$TARGET/assets"
+"$TARGET/debug/portsyncd-gen-assets" "$TARGET/assets"
 
 echo "package: cargo deb"
 cargo deb --no-build --locked --strip

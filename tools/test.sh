@@ -4,7 +4,8 @@
 #   bash tools/test.sh [extra cargo test args, e.g. a test name filter]
 #
 # Installs what is missing (tools/setup.sh), then builds and runs every unit and integration test with the
-# `fault-injection` feature (test-only hooks compiled into the daemon binary the integration tests start);
+# `fault-injection` feature (test-only hooks compiled into the daemon binary the integration tests start)
+# and the `tools` feature (the tool binaries some tests start: chaos-soak, powercut-fs; and their tests);
 # --no-fail-fast so that one failing test binary does not hide the results of the others.
 # Needs root: the tests create network namespaces with veth pairs, start private redis-servers on unix
 # sockets in temp dirs and mount a FUSE filesystem for the power-cut tests. Then checks and unit-tests the
@@ -23,7 +24,7 @@ trap 'rm -f "$log"' EXIT
 
 start=$SECONDS
 status=0
-cargo test --all-targets --no-fail-fast --features fault-injection "$@" 2>&1 | tee "$log" || status=$?
+cargo test --all-targets --no-fail-fast --features fault-injection,tools "$@" 2>&1 | tee "$log" || status=$?
 
 # One line over every test binary: "test result: ok. 12 passed; 0 failed; 1 ignored; ..."
 read -r passed failed skipped binaries < <(awk '/^test result:/ {

@@ -1,80 +1,54 @@
-//! The socket options netlink-sys does not wrap: `SO_RCVBUFFORCE`, `SO_RCVTIMEO` and `SO_MEMINFO`.
-//!
-//! They need `libc::setsockopt`/`getsockopt`, which are `unsafe` because they take raw pointers; std
-//! offers no safe way to use options on an arbitrary file descriptor.
+//! The socket options netlink-sys does not wrap: `SO_RCVBUFFORCE`, `SO_RCVBUF`, `SO_RCVTIMEO` (through
+//! `nix`) and `SO_MEMINFO` (by hand: neither `nix` nor `socket2` offers it).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-/// Sets an integer-valued `SOL_SOCKET` option.
-fn set_int(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `fd` is a live descriptor (borrowed for the call); the pointer and length describe
-    // `value`, a c_int on our stack that outlives the call; the kernel only reads from it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 
 /// `SO_RCVBUFFORCE`: sets the receive buffer past `net.core.rmem_max` (needs CAP_NET_ADMIN).
 /// The kernel doubles the value for bookkeeping, as for `SO_RCVBUF`.
 pub fn set_rcvbuf_force(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
-    set_int(fd, libc::SO_RCVBUFFORCE, clamp_int(bytes))
+    setsockopt(&fd, sockopt::RcvBufForce, &clamp_int(bytes)).map_err(io::Error::from)
 }
 
 /// `SO_RCVBUF`: sets the receive buffer, capped by `net.core.rmem_max`.
 pub fn set_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
-    set_int(fd, libc::SO_RCVBUF, clamp_int(bytes))
+    setsockopt(&fd, sockopt::RcvBuf, &clamp_int(bytes)).map_err(io::Error::from)
 }
 
 /// `SO_RCVTIMEO`: a blocking `recv` returns `EAGAIN` after `timeout`.
 pub fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `fd` is a live descriptor; the pointer and length describe `tv`, a timeval on our stack
-    // that outlives the call; the kernel only reads from it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let tv = TimeVal::new(
+        timeout.as_secs() as libc::time_t,
+        timeout.subsec_micros() as libc::suseconds_t,
+    );
+    setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)
 }
 
-fn clamp_int(bytes: usize) -> libc::c_int {
-    libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX)
+/// `bytes` as the kernel's `int`, saturated (nix casts its `usize` to `c_int`, which would wrap).
+fn clamp_int(bytes: usize) -> usize {
+    bytes.min(libc::c_int::MAX as usize)
 }
 
 /// `SO_MEMINFO`'s `SK_MEMINFO_DROPS`: how many messages the kernel dropped for this socket since it
 /// was opened (the `Drops` column of `/proc/net/netlink`). For a netlink socket it also counts the
 /// notifications dropped *without* an `ENOBUFS`: after an overrun the kernel reports `ENOBUFS` once
 /// and then drops every notification silently until the receive queue has been read empty.
+///
+/// Hand-written: neither `nix` nor `socket2` wraps `SO_MEMINFO` (an array of `SK_MEMINFO_VARS` u32s
+/// whose length grows with the kernel), so this is the one raw `getsockopt` of the crate.
+#[allow(unsafe_code)] // the getsockopt(2) call below; see its SAFETY comment
 pub fn drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SK_MEMINFO_VARS is 9 on every kernel since 4.12; newer kernels may add entries (the kernel
     // copies at most `len` bytes), older ones lack SO_MEMINFO (ENOPROTOOPT).
     let mut mem = [0u32; 16];
     let mut len = std::mem::size_of_val(&mem) as libc::socklen_t;
-    // SAFETY: `fd` is a live descriptor; the pointer and `len` describe `mem`, an array on our stack
-    // that outlives the call; the kernel writes at most `len` bytes into it and updates `len`.
+    // SAFETY: `fd` is a live descriptor (borrowed for the call); the pointer and `len` describe
+    // `mem`, an array on our stack that outlives the call; the kernel writes at most `len` bytes
+    // into it and updates `len`.
     let rc = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),

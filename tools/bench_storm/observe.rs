@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::guards::{check_stop, now_ns, Proc};
 use crate::monitor::{Monitor, NlCounts, RTMGRP_LINK};
+use crate::switch::kernel_links;
 
 /// /proc/<pid>/stat counts in USER_HZ, which is 100 on every Linux architecture SONiC runs on.
 const USER_HZ: f64 = 100.0;
@@ -37,40 +38,18 @@ pub fn hash_views(v: &[View]) -> u64 {
 
 /// The kernel's truth for every port, from `ip -json link show` in the namespace.
 pub fn kernel_views(ns: &str, ports: &[String]) -> Result<Vec<View>> {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-json", "link", "show"])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "ip -json link show: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let links: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).context("ip -json output")?;
-    let mut by_name = std::collections::HashMap::new();
-    for l in &links {
-        let Some(name) = l["ifname"].as_str() else {
-            continue;
-        };
-        let admin_up = l["flags"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|x| x == "UP"));
-        let oper_up = matches!(l["operstate"].as_str(), Some("UP") | Some("UNKNOWN"));
-        let mtu = l["mtu"].as_u64().unwrap_or(0) as u32;
-        by_name.insert(
-            name.to_string(),
-            View::Present {
-                admin_up,
-                oper_up,
-                mtu,
-                state_ok: true,
-            },
-        );
-    }
+    let mut by_name = kernel_links(ns)?;
     Ok(ports
         .iter()
-        .map(|p| by_name.remove(p).unwrap_or(View::Absent))
+        .map(|p| match by_name.remove(p) {
+            Some(l) => View::Present {
+                admin_up: l.admin_up,
+                oper_up: l.oper_up,
+                mtu: l.mtu,
+                state_ok: true,
+            },
+            None => View::Absent,
+        })
         .collect())
 }
 

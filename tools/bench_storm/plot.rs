@@ -6,8 +6,10 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use plotters::prelude::*;
+
+use crate::plot_page::Page;
 
 /// One daemon's first storm, in unix ns.
 pub struct StormTrace {
@@ -116,10 +118,6 @@ fn ms_since(start_ns: u64, t: u64) -> f64 {
     t.saturating_sub(start_ns) as f64 / 1e6
 }
 
-fn err(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("drawing the plot: {e}")
-}
-
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
@@ -157,24 +155,17 @@ pub fn draw_storm(path: &Path, traces: &[StormTrace], title: &str) -> Result<()>
         .max(1) as f64
         * 1.1;
 
-    let root = SVGBackend::new(path, (1100, 760)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
-    let (upper, lower) = root.split_vertically(350);
+    let page = Page::new(path, title, 350, "the plot".into())?;
+    let err = |e: DrawingAreaErrorKind<std::io::Error>| page.err(e);
 
-    let mut chart = ChartBuilder::on(&upper)
-        .caption("kernel link notifications", ("sans-serif", 17))
-        .margin(12)
-        .x_label_area_size(38)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..span_ms, 0f64..y_notes)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("ms since the storm's first command")
-        .y_desc(format!("RTM_NEWLINK/DELLINK per {bin} ms"))
-        .draw()
-        .map_err(err)?;
+    let mut chart = page.chart(
+        &page.upper,
+        "kernel link notifications",
+        0f64..span_ms,
+        0f64..y_notes,
+        "ms since the storm's first command",
+        &format!("RTM_NEWLINK/DELLINK per {bin} ms"),
+    )?;
     for (i, (t, b)) in traces.iter().zip(&binned).enumerate() {
         let color = COLORS[i % COLORS.len()];
         let samples: Vec<(f64, f64)> = b
@@ -192,29 +183,16 @@ pub fn draw_storm(path: &Path, traces: &[StormTrace], title: &str) -> Result<()>
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    page.legend(&mut chart)?;
 
-    let mut chart = ChartBuilder::on(&lower)
-        .caption(
-            "STATE_DB against the kernel, per poll of STATE_DB",
-            ("sans-serif", 17),
-        )
-        .margin(12)
-        .x_label_area_size(38)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..span_ms, 0f64..y_diff)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("ms since the storm's first command")
-        .y_desc("ports where STATE_DB differs")
-        .draw()
-        .map_err(err)?;
+    let mut chart = page.chart(
+        &page.lower,
+        "STATE_DB against the kernel, per poll of STATE_DB",
+        0f64..span_ms,
+        0f64..y_diff,
+        "ms since the storm's first command",
+        "ports where STATE_DB differs",
+    )?;
     for (i, t) in traces.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let samples: Vec<(f64, f64)> = t
@@ -238,14 +216,8 @@ pub fn draw_storm(path: &Path, traces: &[StormTrace], title: &str) -> Result<()>
             ))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    page.legend(&mut chart)?;
+    page.present()
 }
 
 #[cfg(test)]

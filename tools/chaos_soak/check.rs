@@ -2,20 +2,15 @@
 //! MONITOR saw Redis receive; never from the daemon's own counters.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::switch::kernel_links;
 use crate::watch::PortWrite;
 use crate::world::{World, APPL_DB, STATE_DB};
 
 /// A port as the kernel has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub admin_up: bool,
-    pub oper_up: bool,
-    pub mtu: u32,
-}
+pub use crate::switch::Link;
 
 impl Link {
     /// The STATE_DB `PORT_TABLE|<port>` fields portsyncd must publish for it.
@@ -32,41 +27,11 @@ impl Link {
 
 /// The kernel's truth for the soak's ports (absent ones are missing from the map).
 pub fn kernel(w: &World) -> Result<BTreeMap<String, Link>> {
-    let out = Command::new("ip")
-        .args(["-n", w.ns(), "-json", "link", "show"])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "ip -json link show: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let links: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).context("ip -json output")?;
     let wanted: BTreeSet<&str> = w.ports.iter().map(String::as_str).collect();
-    let mut m = BTreeMap::new();
-    for l in &links {
-        let Some(name) = l["ifname"].as_str().filter(|n| wanted.contains(n)) else {
-            continue;
-        };
-        let admin_up = l["flags"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|x| x == "UP"));
-        let oper_up = matches!(l["operstate"].as_str(), Some("UP") | Some("UNKNOWN"));
-        let mtu = l["mtu"]
-            .as_u64()
-            .and_then(|m| u32::try_from(m).ok())
-            .unwrap_or(0);
-        m.insert(
-            name.to_string(),
-            Link {
-                admin_up,
-                oper_up,
-                mtu,
-            },
-        );
-    }
-    Ok(m)
+    Ok(kernel_links(w.ns())?
+        .into_iter()
+        .filter(|(name, _)| wanted.contains(name.as_str()))
+        .collect())
 }
 
 /// Every STATE_DB `PORT_TABLE|<port>` of the soak's ports, as raw field maps; a key of another type

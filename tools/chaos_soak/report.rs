@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use plotters::prelude::*;
+
+use crate::plot_page::Page;
 
 /// One daemon memory sample.
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +120,6 @@ impl Report {
 
     /// Upper chart: the daemon's RSS over time; lower chart: each fault's time to converge.
     pub fn plot(&self, path: &Path, title: &str) -> Result<()> {
-        let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
         let end = self
             .episodes
             .last()
@@ -138,26 +139,15 @@ impl Report {
             .map(|e| e.2 / 1000.0)
             .fold(0.1, f64::max)
             * 1.15;
-        let root = SVGBackend::new(path, (1100, 760)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let root = root
-            .titled(title, ("sans-serif", 22))
-            .map_err(|e| err(&e))?;
-        let (upper, lower) = root.split_vertically(360);
-
-        let mut chart = ChartBuilder::on(&upper)
-            .caption("daemon memory at each quiet point", ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..end, 0f64..rss_max)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("MiB")
-            .draw()
-            .map_err(|e| err(&e))?;
+        let page = Page::new(path, title, 360, path.display().to_string())?;
+        let mut chart = page.chart(
+            &page.upper,
+            "daemon memory at each quiet point",
+            0f64..end,
+            0f64..rss_max,
+            "seconds since the start",
+            "MiB",
+        )?;
         let series = |f: fn(&RssSample) -> u64| -> Vec<(f64, f64)> {
             self.rss
                 .iter()
@@ -166,37 +156,24 @@ impl Report {
         };
         chart
             .draw_series(LineSeries::new(series(|s| s.rss_kib), BLUE.stroke_width(2)))
-            .map_err(|e| err(&e))?
+            .map_err(|e| page.err(e))?
             .label("VmRSS")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
         chart
             .draw_series(LineSeries::new(series(|s| s.hwm_kib), RED.stroke_width(1)))
-            .map_err(|e| err(&e))?
+            .map_err(|e| page.err(e))?
             .label("VmHWM (since that daemon's start)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
+        page.legend(&mut chart)?;
 
-        let mut chart = ChartBuilder::on(&lower)
-            .caption(
-                "time from the end of each fault until Redis equals the kernel",
-                ("sans-serif", 17),
-            )
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..end, 0f64..conv_max)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("seconds to converge")
-            .draw()
-            .map_err(|e| err(&e))?;
+        let mut chart = page.chart(
+            &page.lower,
+            "time from the end of each fault until Redis equals the kernel",
+            0f64..end,
+            0f64..conv_max,
+            "seconds since the start",
+            "seconds to converge",
+        )?;
         let names: Vec<&'static str> = self.converge_ms.keys().copied().collect();
         for (i, name) in names.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
@@ -208,18 +185,12 @@ impl Report {
                 .collect();
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| err(&e))?
+                .map_err(|e| page.err(e))?
                 .label(*name)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-        Ok(())
+        page.legend(&mut chart)?;
+        page.present()
     }
 }
 

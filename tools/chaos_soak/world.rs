@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::guards::{check_stop, sh, signal, wait_until, Netns, Proc, TempDir};
+use crate::switch;
 use crate::watch::Watch;
 
 pub const APPL_DB: i64 = 0;
@@ -193,23 +194,7 @@ impl World {
 
     pub fn start_redis(&mut self) -> Result<()> {
         let _ = fs::remove_file(&self.sock);
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&self.sock)
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--logfile", "redis.log", "--dir"])
-            .arg(&self.dir.0)
-            .stdout(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting redis-server")?;
+        let child = switch::spawn_redis(&self.sock, &self.dir.0, &[])?;
         self.redis = Some(Proc {
             name: "redis-server",
             child,
@@ -241,19 +226,7 @@ impl World {
     /// CONFIG_DB `PORT|<port>` for every port, like a switch's port table.
     pub fn seed_config_db(&self) -> Result<()> {
         let mut con = self.con(CONFIG_DB)?;
-        let mut pipe = redis::pipe();
-        for (i, p) in self.ports.iter().enumerate() {
-            let lanes = format!("{},{},{},{}", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4);
-            pipe.cmd("HSET").arg(format!("PORT|{p}")).arg(&[
-                ("alias", format!("etp{}", i + 1)),
-                ("lanes", lanes),
-                ("speed", "100000".into()),
-                ("mtu", "9100".into()),
-                ("admin_status", "up".into()),
-                ("index", (i + 1).to_string()),
-            ]);
-        }
-        pipe.query::<()>(&mut con).context("seeding CONFIG_DB")
+        switch::seed_port_table(&mut con, &self.ports, &[])
     }
 
     // --- the orchagent stand-in ---------------------------------------------------------------

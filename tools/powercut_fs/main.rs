@@ -24,6 +24,8 @@
 //!
 //! See `docs/powercut.md` for the model and its limits.
 
+#![deny(unsafe_code)]
+
 mod backing;
 mod fuse;
 mod model;
