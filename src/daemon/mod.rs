@@ -20,10 +20,11 @@ mod input;
 pub mod pacer; // public for tests/simulation.rs (the deterministic simulation drives it)
 pub mod reader;
 mod reconcile;
+mod redis_work;
+mod redis_writer;
 pub mod saved; // public for tests/simulation.rs
 mod startup;
 mod supervise;
-mod workers;
 
 use crossbeam_channel as chan;
 use std::collections::BTreeMap;
@@ -262,7 +263,7 @@ pub fn run(
     });
     let reader = reader::netlink_reader(&sup, Arc::clone(&sock), nl_tx, Arc::clone(&stop))?;
     metrics.redis_reconnects.add(db.reconnects()); // those of start-up
-    let writer = workers::redis_writer(&sup, db, work_rx, tx.clone(), Arc::clone(&metrics))?;
+    let writer = redis_writer::redis_writer(&sup, db, work_rx, tx.clone(), Arc::clone(&metrics))?;
     let committer = committer::spawn(
         &sup,
         store,
