@@ -12,6 +12,7 @@
 //! auxiliary threads (metrics endpoint, LOGGER follower) are restarted with backoff instead.
 
 mod admin_down;
+mod commit_slot;
 mod committer;
 pub(crate) mod faults;
 mod handoff;
@@ -44,9 +45,10 @@ use crate::sonic::{DbConfigError, DbLayout, SonicDb};
 use crate::store::{Recovered, RecoverySource, Store, StoreConfig, StoreError};
 
 pub use crate::core::BaselineSource;
-use committer::{CommitSlot, PortDelta, StoreStart};
+use commit_slot::CommitSlot;
+use committer::StoreStart;
 pub use input::Input;
-use saved::SavedPort;
+use saved::{PortDelta, SavedPort};
 pub use supervise::install_panic_hook;
 pub(crate) use supervise::spawn_restarting;
 use supervise::Supervisor;
