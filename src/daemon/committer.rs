@@ -32,19 +32,13 @@ use crate::store::lock::PidLock;
 use crate::store::{Degraded, Store, StoreConfig, StoreError};
 
 use super::commit_slot::CommitSlot;
+use super::open_store::StoreStart;
 use super::saved::SavedTable;
 
 /// First delay before reopening a store that failed.
 pub const REOPEN_MIN: Duration = Duration::from_secs(1);
 /// Longest delay between reopen attempts.
 pub const REOPEN_MAX: Duration = Duration::from_secs(60);
-
-/// The store as start-up left it.
-pub struct StoreStart {
-    pub store: Option<Store>,
-    /// Why `store` is None.
-    pub degraded: Option<Degraded>,
-}
 
 struct Committer {
     store: Option<Store>,

@@ -1,5 +1,5 @@
-//! Start-up against Redis: warm or cold by SONiC's rule, the cold-start APPL_DB writes, and the
-//! baseline (what STATE_DB is believed to hold) for the reconcile.
+//! Start-up step 3, restore against Redis: warm or cold by SONiC's rule, the cold-start APPL_DB
+//! writes, and the baseline (what STATE_DB is believed to hold) for the reconcile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,11 +8,15 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::config::Config;
 use crate::core::baseline::{self, BaselineInputs};
 use crate::core::{BaselineSource, CoreConfig, PortStatus, StartMode};
+use crate::metrics::Metrics;
 use crate::sonic::warm::next_restore_count;
 use crate::sonic::{DbError, ErrorClass, SonicDb};
 use crate::store::Recovered;
+
+use super::error::DaemonError;
 
 /// What start-up decided.
 #[derive(Debug)]
@@ -112,6 +116,32 @@ fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
             })
             .collect(),
     )
+}
+
+/// Restores from the saved state and Redis ([`run`]) and counts the start's mode; None when `stop`
+/// came first.
+pub fn restore(
+    db: &mut SonicDb,
+    recovered: &Recovered,
+    cfg: &Config,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) -> Result<Option<Startup>, DaemonError> {
+    let startup = match run(db, recovered, cfg.eoiu_timeout_secs, stop) {
+        Ok(s) => s,
+        Err(DbError::Stopped { .. }) => return Ok(None),
+        Err(e) if stop.load(Ordering::Relaxed) => {
+            info!(error = %e, "stopped during start-up");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if startup.core.mode == StartMode::Warm {
+        metrics.starts_warm.inc();
+    } else {
+        metrics.starts_cold.inc();
+    }
+    Ok(Some(startup))
 }
 
 /// Everything up to (not including) the netlink loop.

@@ -4,10 +4,10 @@
 //! - the real core (`portsyncd::core::Core`) and the real store (`Store::with_backend` over
 //!   [`disk::SimDisk`], which loses what was not synced at a crash), the real baseline decision, the
 //!   real commit pacer and saved-record hand-over (`daemon::pacer`, `daemon::saved`);
-//! - the loop glue of `daemon/mod.rs`, the Redis writer of `daemon/redis_writer.rs` and `daemon/redis_work.rs`, the start-up of
-//!   `daemon/startup.rs` and the committer of `daemon/committer.rs`: these are thread- or
-//!   connection-bound, so they are small faithful models here ([`Sim::step`], [`redis::execute`],
-//!   [`Sim::start`], [`Sim::commit`]);
+//! - the loop glue of `daemon/event_loop.rs`, the Redis writer of `daemon/redis_writer.rs` and
+//!   `daemon/redis_work.rs`, the start-up of `daemon/startup.rs` and the committer of
+//!   `daemon/committer.rs`: these are thread- or connection-bound, so they are small faithful models
+//!   here ([`Sim::step`], [`redis::execute`], [`Sim::start`], [`Sim::commit`]);
 //! - a model kernel ([`kernel::Kernel`]), a model Redis ([`redis::Redis`]) with SONiC's warm-restart
 //!   tables and an orchagent stand-in.
 //!
