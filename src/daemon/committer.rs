@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use super::faults;
 use super::input::Input;
-use super::supervise::Supervisor;
 use crate::backoff::Backoff;
+use crate::faults;
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 use crate::store::lock::PidLock;
 use crate::store::{Degraded, Store, StoreConfig, StoreError};
+use crate::supervise::Supervisor;
 
 use super::commit_slot::CommitSlot;
 use super::open_store::StoreStart;

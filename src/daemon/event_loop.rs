@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::core::{BaselineSource, Core, Notice, StartMode, SyncOutcome, Work, WorkResult};
+use crate::faults;
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 use crate::netlink::{self, LinkSocket, NetlinkItem};
@@ -19,10 +20,10 @@ use super::handoff::Giver;
 use super::inbox::Inbox;
 use super::input::Input;
 use super::pacer::CommitPacer;
+use super::reconcile;
 use super::saved::{PortDelta, SavedPort};
 use super::startup::Startup;
 use super::workers::Handles;
-use super::{faults, reconcile};
 
 /// The loop's state: the core, the workers' ends, and what paces and rate-limits its side effects.
 pub struct Loop {

@@ -8,8 +8,8 @@
 //! supervision ─────WorkerDied─────┘
 //! ```
 //!
-//! Every thread is supervised (supervise.rs): a worker's death exits the process with status 1; the
-//! auxiliary threads (metrics endpoint, LOGGER follower) are restarted with backoff instead.
+//! Every thread is supervised (`src/supervise.rs`): a worker's death exits the process with status 1;
+//! the auxiliary threads (metrics endpoint, LOGGER follower) are restarted with backoff instead.
 //!
 //! The files, in the order [`run`] uses them:
 //!
@@ -22,8 +22,9 @@
 //! | 5. run the loop | `event_loop.rs` (`inbox.rs`, `input.rs`, `pacer.rs`, `commit_slot.rs`, `saved.rs`, `reconcile.rs`) |
 //! | 6. shut down | `shutdown.rs` |
 //!
-//! Shared by all: `error.rs` (fatal errors, exit status), `supervise.rs` (thread supervision),
-//! `handoff.rs` (the loop-to-writer queue), `faults.rs` (test-only fault hooks).
+//! Shared by the steps: `error.rs` (fatal errors, exit status) and `handoff.rs` (the loop-to-writer
+//! queue). Thread supervision (`src/supervise.rs`) and the test-only fault hooks (`src/faults.rs`) are
+//! the crate's: the metrics endpoint and the LOGGER follower use them too.
 
 mod admin_down;
 mod commit_slot;
@@ -31,7 +32,6 @@ mod committer;
 mod connect;
 mod error;
 mod event_loop;
-pub(crate) mod faults;
 mod handoff;
 mod inbox;
 mod input;
@@ -44,7 +44,6 @@ mod redis_writer;
 pub mod saved; // public for tests/simulation.rs
 mod shutdown;
 mod startup;
-mod supervise;
 mod workers;
 
 use std::sync::atomic::AtomicBool;
@@ -57,11 +56,10 @@ use crate::config::Config;
 use crate::metrics::{Metrics, MetricsServer};
 
 pub use crate::core::BaselineSource;
+pub use crate::supervise::install_panic_hook;
 pub use error::DaemonError;
 pub use input::Input;
 pub use open_store::store_config;
-pub use supervise::install_panic_hook;
-pub(crate) use supervise::spawn_restarting;
 
 /// Runs the daemon until `stop` is set (SIGTERM/SIGINT). Returns after the final commit; a stop
 /// during start-up returns at once.

@@ -15,9 +15,9 @@ use tracing::{error, warn};
 use crate::logging::RateLimit;
 use crate::netlink::{LinkSocket, NetlinkError, NetlinkItem, RecvOutcome};
 
-use super::faults;
 use super::input::Input;
-use super::supervise::Supervisor;
+use crate::faults;
+use crate::supervise::Supervisor;
 
 /// What the reader needs of a link socket: its two receive calls and its drop counter.
 pub trait LinkSource {

@@ -11,11 +11,11 @@ use crate::core::{Work, WorkResult};
 use crate::metrics::Metrics;
 use crate::sonic::{DbError, SonicDb};
 
-use super::faults;
 use super::handoff::Taker;
 use super::input::Input;
 use super::redis_work::{execute, Answers};
-use super::supervise::Supervisor;
+use crate::faults;
+use crate::supervise::Supervisor;
 
 /// Executes `Work` against Redis, one batch at a time, and reports each result.
 pub fn redis_writer(

@@ -1,6 +1,6 @@
 //! Step 6, shut down, by one of two paths: after a stop request, the Redis batch in flight is
 //! finished and the state committed one last time before the workers are joined; after a worker's
-//! death, a quick best-effort final commit and exit status 1 (the exit watchdog of `supervise.rs`
+//! death, a quick best-effort final commit and exit status 1 (the exit watchdog of `src/supervise.rs`
 //! ends the process within 1 s of the death regardless).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use super::inbox::Inbox;
 use super::input::Input;
 use super::workers::Threads;
 
-/// Longest wait for the final commit after a worker's death (within supervise::EXIT_WATCHDOG).
+/// Longest wait for the final commit after a worker's death (within `supervise::EXIT_WATCHDOG`).
 const DEATH_COMMIT_GRACE: Duration = Duration::from_millis(300);
 
 /// Longest wait for the Redis batch in flight at shutdown.

@@ -20,8 +20,8 @@ use super::handoff::{self, Giver};
 use super::inbox::{self, Inbox};
 use super::input::Input;
 use super::open_store::StoreStart;
-use super::supervise::Supervisor;
 use super::{committer, reader, redis_writer};
+use crate::supervise::Supervisor;
 
 /// The loop's ends of the workers.
 pub struct Handles {
@@ -56,7 +56,7 @@ impl Threads {
 }
 
 /// Joins the netlink link group (before the loop requests the first dump) and starts every worker
-/// under supervision: a worker's death ends the process with status 1 (see supervise.rs).
+/// under supervision: a worker's death ends the process with status 1 (see `src/supervise.rs`).
 pub fn spawn(
     db: SonicDb,
     store: StoreStart,
