@@ -35,6 +35,8 @@ mod event_loop;
 mod handoff;
 mod inbox;
 mod input;
+mod link_source;
+mod loss;
 mod open_store;
 pub mod pacer; // public for tests/simulation.rs (the deterministic simulation drives it)
 pub mod reader;
