@@ -44,6 +44,7 @@ mod reconcile;
 mod redis_work;
 mod redis_writer;
 pub mod saved; // public for tests/simulation.rs
+pub mod saved_names; // public for tests/simulation.rs
 mod shutdown;
 mod startup;
 mod workers;

@@ -105,7 +105,7 @@ fn decide_mode(db: &mut SonicDb, stop: &AtomicBool) -> Result<bool, DbError> {
 fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
     let snap = recovered.snapshot.as_ref()?;
     Some(
-        super::saved::publishable_saved_ports(snap)
+        super::saved_names::publishable_saved_ports(snap)
             .map(|(name, r)| {
                 let status = PortStatus::from_fields(&r.published).unwrap_or(PortStatus {
                     admin_up: r.admin_up,

@@ -30,7 +30,8 @@ use portsyncd::core::{
     BaselineSource, Core, CoreConfig, Notice, PortStatus, StartMode, Work, WorkResult,
 };
 use portsyncd::daemon::pacer::CommitPacer;
-use portsyncd::daemon::saved::{publishable_saved_ports, PortDelta, SavedPort, SavedTable};
+use portsyncd::daemon::saved::{PortDelta, SavedPort, SavedTable};
+use portsyncd::daemon::saved_names::publishable_saved_ports;
 use portsyncd::store::{PortRecord, Store, StoreConfig};
 
 use disk::{ArmedCrash, SimDisk};
