@@ -152,79 +152,93 @@ pub fn spawn(
     tx: Sender<Input>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let mut c = Committer {
-        lock: None,
-        health: None,
-        next_open: None,
-        backoff: Backoff::new(REOPEN_MIN, REOPEN_MAX),
-        table: SavedTable::default(),
-        retained: false,
-        fail_log: RateLimit::new(Duration::from_secs(10)),
-        store: start.store,
-        cfg,
-        metrics,
-    };
-    match start.degraded {
-        Some(reason) => {
-            c.metrics.store_health.set_degraded(reason);
-            c.health = Some(reason);
-            c.lock = PidLock::acquire(&c.cfg.dir).ok();
-            if reason != Degraded::NewerSchema {
-                c.next_open = Some(Instant::now() + c.backoff.next_delay());
-            }
-        }
-        None => c.metrics.store_health.set_up(),
-    }
-    sup.spawn("store", move || loop {
-        let export_due = c.store.as_ref().and_then(Store::export_retry_at);
-        let wake = match (c.next_open, export_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    let mut c = Committer::new(start, cfg, metrics);
+    sup.spawn("store", move || c.serve(&slot, &tx))
+}
+
+impl Committer {
+    /// The committer of the store start-up left; its health says why the store is missing, if it is.
+    fn new(start: StoreStart, cfg: StoreConfig, metrics: Arc<Metrics>) -> Committer {
+        let mut c = Committer {
+            lock: None,
+            health: None,
+            next_open: None,
+            backoff: Backoff::new(REOPEN_MIN, REOPEN_MAX),
+            table: SavedTable::default(),
+            retained: false,
+            fail_log: RateLimit::new(Duration::from_secs(10)),
+            store: start.store,
+            cfg,
+            metrics,
         };
-        let (delta, reply) = slot.take(wake);
-        if let Some(s) = c.store.as_mut() {
-            s.retry_export(Instant::now());
-        }
-        let fresh = delta.is_some();
-        if let Some(d) = delta {
-            c.table.absorb(d);
-        }
-        let due = c.next_open.is_some_and(|t| Instant::now() >= t);
-        if due || (reply.is_some() && c.store.is_none()) {
-            c.reopen();
-        }
-        let retry = c.retained && c.store.is_some();
-        if !fresh && !retry {
-            if let Some(r) = reply {
-                let _ = r.send(Err("nothing to commit".into()));
-                return;
+        match start.degraded {
+            Some(reason) => {
+                c.metrics.store_health.set_degraded(reason);
+                c.health = Some(reason);
+                c.lock = PidLock::acquire(&c.cfg.dir).ok();
+                if reason != Degraded::NewerSchema {
+                    c.next_open = Some(Instant::now() + c.backoff.next_delay());
+                }
             }
-            continue;
+            None => c.metrics.store_health.set_up(),
         }
-        faults::panic_point("store");
-        let started = Instant::now();
-        let ports = c.table.port_count();
-        let res = c.commit();
-        let took = started.elapsed();
-        // One line per commit at debug (bench-storm --scale reads them for the commit p99).
-        debug!(
-            took_us = took.as_micros() as u64,
-            ports,
-            ok = res.is_ok(),
-            "commit finished"
-        );
-        match reply {
-            Some(r) => {
-                let _ = r.send(res);
-                return;
+        c
+    }
+
+    /// Commits what the loop hands over, reopening the store when due, until the final commit is
+    /// answered or the loop is gone.
+    fn serve(&mut self, slot: &CommitSlot, tx: &Sender<Input>) {
+        loop {
+            let export_due = self.store.as_ref().and_then(Store::export_retry_at);
+            let wake = match (self.next_open, export_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let (delta, reply) = slot.take(wake);
+            if let Some(s) = self.store.as_mut() {
+                s.retry_export(Instant::now());
             }
-            None => {
-                if tx.send(Input::Committed { result: res, took }).is_err() {
+            let fresh = delta.is_some();
+            if let Some(d) = delta {
+                self.table.absorb(d);
+            }
+            let due = self.next_open.is_some_and(|t| Instant::now() >= t);
+            if due || (reply.is_some() && self.store.is_none()) {
+                self.reopen();
+            }
+            let retry = self.retained && self.store.is_some();
+            if !fresh && !retry {
+                if let Some(r) = reply {
+                    let _ = r.send(Err("nothing to commit".into()));
                     return;
+                }
+                continue;
+            }
+            faults::panic_point("store");
+            let started = Instant::now();
+            let ports = self.table.port_count();
+            let res = self.commit();
+            let took = started.elapsed();
+            // One line per commit at debug (bench-storm --scale reads them for the commit p99).
+            debug!(
+                took_us = took.as_micros() as u64,
+                ports,
+                ok = res.is_ok(),
+                "commit finished"
+            );
+            match reply {
+                Some(r) => {
+                    let _ = r.send(res);
+                    return;
+                }
+                None => {
+                    if tx.send(Input::Committed { result: res, took }).is_err() {
+                        return;
+                    }
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

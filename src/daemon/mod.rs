@@ -17,8 +17,8 @@
 //! |------|------|
 //! | 1. open the store | `open_store.rs` |
 //! | 2. connect to Redis | `connect.rs` |
-//! | 3. restore (warm or cold, baseline) | `startup.rs` |
-//! | 4. spawn the workers | `workers.rs`: `reader.rs`, `redis_writer.rs` (`redis_work.rs`), `committer.rs`, `admin_down.rs` |
+//! | 3. restore (warm or cold, baseline) | `startup.rs` (`saved_names.rs`) |
+//! | 4. spawn the workers | `workers.rs`: `reader.rs` (`loss.rs`, `link_source.rs`), `redis_writer.rs` (`redis_work.rs`), `committer.rs`, `admin_down.rs` |
 //! | 5. run the loop | `event_loop.rs` (`inbox.rs`, `input.rs`, `pacer.rs`, `commit_slot.rs`, `saved.rs`, `reconcile.rs`) |
 //! | 6. shut down | `shutdown.rs` |
 //!
@@ -39,7 +39,7 @@ mod link_source;
 mod loss;
 mod open_store;
 pub mod pacer; // public for tests/simulation.rs (the deterministic simulation drives it)
-pub mod reader;
+pub mod reader; // public for tests/core_overrun_replay.rs (the real reader against a model socket)
 mod reconcile;
 mod redis_work;
 mod redis_writer;

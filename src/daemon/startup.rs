@@ -9,11 +9,11 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::core::baseline::{self, BaselineInputs};
+use crate::core::baseline::{self, Baseline, BaselineInputs};
 use crate::core::{BaselineSource, CoreConfig, PortStatus, StartMode};
 use crate::metrics::Metrics;
 use crate::sonic::warm::next_restore_count;
-use crate::sonic::{DbError, ErrorClass, SonicDb};
+use crate::sonic::{DbError, ErrorClass, PortConfig, SonicDb};
 use crate::store::Recovered;
 
 use super::error::DaemonError;
@@ -118,6 +118,78 @@ fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
     )
 }
 
+/// A cold start's APPL_DB writes: the configured ports, then `PortConfigDone`. Returns the start's
+/// mode (old netdevs are set admin-down, except on a DPU) and the ports APPL_DB already held with an
+/// admin status.
+fn cold_start(
+    db: &mut SonicDb,
+    stop: &AtomicBool,
+    config_ports: &PortConfig,
+    names: &[String],
+) -> Result<(StartMode, BTreeSet<String>), DbError> {
+    let already_initialised = retry(stop, "read APPL_DB admin_status", || {
+        db.app_ports_with_admin_status(names)
+    })?;
+    let refused = retry(stop, "publish APPL_DB PORT_TABLE", || {
+        db.publish_app_ports(config_ports)
+    })?;
+    let done = retry(stop, "publish PortConfigDone", || {
+        db.publish_port_config_done(config_ports.len())
+    });
+    match done {
+        Ok(()) => info!(
+            ports = config_ports.len(),
+            refused, "published CONFIG_DB ports to APPL_DB, PortConfigDone"
+        ),
+        // APPL_DB refuses the ProducerStateTable write itself (its key set or staging hash holds
+        // another type): nothing portsyncd can repair, and a restart would not either. STATE_DB
+        // is still served.
+        Err(e) if e.class() == ErrorClass::Command => error!(
+            error = %e,
+            "APPL_DB refused PortConfigDone; going on without it"
+        ),
+        Err(e) => return Err(e),
+    }
+    let dpu =
+        retry(stop, "read switch_type", || db.switch_type())?.as_deref() == Some(b"dpu".as_slice());
+    Ok((StartMode::Cold { old_netdev: !dpu }, already_initialised))
+}
+
+/// The baseline (what STATE_DB is believed to hold): from the saved state, or from what STATE_DB
+/// holds now, which also checks that the saved state did not lag; and the STATE_DB rows that hold no
+/// valid entry.
+fn decide_baseline(
+    db: &mut SonicDb,
+    stop: &AtomicBool,
+    warm: bool,
+    recovered: &Recovered,
+) -> Result<(Baseline, BTreeSet<String>), DbError> {
+    let state_rows = retry(stop, "read STATE_DB PORT_TABLE", || db.read_state_ports())?;
+    let unreadable = baseline::state_db_unreadable(&state_rows);
+    let b = baseline::decide(BaselineInputs {
+        warm,
+        saved: statuses_of(recovered),
+        state_db: baseline::state_db_statuses(&state_rows),
+    });
+    match b.source {
+        BaselineSource::Store => info!(
+            ports = b.ports.len(),
+            source = ?recovered.source,
+            generation = recovered.generation,
+            corrected_from_state_db = b.corrected,
+            added_from_state_db = b.added,
+            "warm-start baseline from the saved state"
+        ),
+        BaselineSource::StateDb => warn!(
+            ports = b.ports.len(),
+            stale = recovered.stale,
+            "no usable saved state: warm-start baseline read from STATE_DB PORT_TABLE"
+        ),
+        BaselineSource::None => {}
+    }
+    Ok((b, unreadable))
+}
+
 /// Restores from the saved state and Redis ([`run`]) and counts the start's mode; None when `stop`
 /// came first.
 pub fn restore(
@@ -162,66 +234,17 @@ pub fn run(
     let eoiu_timeout = Some(Duration::from_secs(timer));
 
     let names: Vec<String> = configured.iter().cloned().collect();
-    let mut already_initialised = BTreeSet::new();
-    let mode = if warm {
-        StartMode::Warm
+    let (mode, already_initialised) = if warm {
+        (StartMode::Warm, BTreeSet::new())
     } else {
-        already_initialised = retry(stop, "read APPL_DB admin_status", || {
-            db.app_ports_with_admin_status(&names)
-        })?;
-        let refused = retry(stop, "publish APPL_DB PORT_TABLE", || {
-            db.publish_app_ports(&config_ports)
-        })?;
-        let done = retry(stop, "publish PortConfigDone", || {
-            db.publish_port_config_done(config_ports.len())
-        });
-        match done {
-            Ok(()) => info!(
-                ports = config_ports.len(),
-                refused, "published CONFIG_DB ports to APPL_DB, PortConfigDone"
-            ),
-            // APPL_DB refuses the ProducerStateTable write itself (its key set or staging hash holds
-            // another type): nothing portsyncd can repair, and a restart would not either. STATE_DB
-            // is still served.
-            Err(e) if e.class() == ErrorClass::Command => error!(
-                error = %e,
-                "APPL_DB refused PortConfigDone; going on without it"
-            ),
-            Err(e) => return Err(e),
-        }
-        let dpu = retry(stop, "read switch_type", || db.switch_type())?.as_deref()
-            == Some(b"dpu".as_slice());
-        StartMode::Cold { old_netdev: !dpu }
+        cold_start(db, stop, &config_ports, &names)?
     };
 
     let app_known = retry(stop, "read APPL_DB PORT_TABLE", || {
         db.app_ports_existing(&names)
     })?;
 
-    // What STATE_DB holds now: the fallback baseline, and the check that the saved state did not lag.
-    let state_rows = retry(stop, "read STATE_DB PORT_TABLE", || db.read_state_ports())?;
-    let unreadable = baseline::state_db_unreadable(&state_rows);
-    let b = baseline::decide(BaselineInputs {
-        warm,
-        saved: statuses_of(recovered),
-        state_db: baseline::state_db_statuses(&state_rows),
-    });
-    match b.source {
-        BaselineSource::Store => info!(
-            ports = b.ports.len(),
-            source = ?recovered.source,
-            generation = recovered.generation,
-            corrected_from_state_db = b.corrected,
-            added_from_state_db = b.added,
-            "warm-start baseline from the saved state"
-        ),
-        BaselineSource::StateDb => warn!(
-            ports = b.ports.len(),
-            stale = recovered.stale,
-            "no usable saved state: warm-start baseline read from STATE_DB PORT_TABLE"
-        ),
-        BaselineSource::None => {}
-    }
+    let (b, unreadable) = decide_baseline(db, stop, warm, recovered)?;
     if warm {
         retry(stop, "write warm state", || db.write_warm_state("restored"))?;
     }
