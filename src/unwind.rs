@@ -1,6 +1,6 @@
 //! Catching a panic where portsyncd expects one: sled can panic on a damaged database, on reads and
 //! writes as well as on open, and the store turns such a panic into an error (a ladder step, a
-//! poisoned store). The process's panic hook (`daemon::install_panic_hook`) reports a panic on a
+//! poisoned store). The process's panic hook (`supervise::install_panic_hook`) reports a panic on a
 //! supervised thread as that thread's death, which exits the daemon; it runs before any unwinding,
 //! so it cannot see a `catch_unwind` further up. [`catch`] marks the calling thread while it runs,
 //! and the hook only logs a panic raised there.

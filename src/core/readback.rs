@@ -124,89 +124,17 @@ impl Core {
         let mut drift = BTreeSet::new();
         let mut read = Vec::with_capacity(rb.state.len());
         for (name, row) in rb.state {
-            // Rows of ports portsyncd neither publishes nor owes a DEL are none of its business.
-            let tracked = self.app_known.contains(&name)
-                || self.published.contains_key(&name)
-                || self.must_delete.contains(&name);
-            if !tracked {
-                continue;
-            }
-            // Some(None): no entry; Some(Some(s)): portsyncd's four fields; None: a partial or
-            // malformed entry, or a key of another type, treated as unknown (it gets rewritten, or
-            // deleted if a DEL is owed).
-            let actual = match &row {
-                StateRow::Fields(f) if f.is_empty() => Some(None),
-                StateRow::Fields(f) => PortStatus::from_raw(f).map(Some),
-                StateRow::Unreadable => None,
-            };
-            if actual == Some(None) {
-                // A DEL owed for this name has nothing left to delete.
-                self.must_delete.remove(&name);
-            }
-            let believed = self.published.get(&name).copied();
-            if believed == actual {
-                continue; // what is due for this port does not change
-            }
-            self.snapshot_due = true;
-            self.saved_dirty.insert(name.clone());
-            if believed.is_some() {
-                drift.insert(name.clone());
-            }
-            match actual {
-                Some(v) => {
-                    self.published.insert(name.clone(), v);
+            if let Some(drifted) = self.adopt_row(&name, &row) {
+                if drifted {
+                    drift.insert(name.clone());
                 }
-                None => {
-                    self.published.remove(&name);
-                    // portsyncd's entry is there but garbled: without a netdev of its name it must
-                    // still go, once the first dump shows there is none (it stayed for good when the
-                    // port went during a warm start's initial dump). Other writers' fields alone, or
-                    // a key of another type, are not portsyncd's to delete.
-                    let own = matches!(&row, StateRow::Fields(f) if has_own_fields(f));
-                    if own && !self.kernel.contains_key(&name) {
-                        if self.first_dump_complete {
-                            self.must_delete.insert(name.clone());
-                        } else {
-                            self.stale_candidates.insert(name.clone());
-                        }
-                    }
-                }
-            }
-            self.dirty.insert(name.clone());
-            read.push(name);
-        }
-        let mut app_missing = Vec::new();
-        for name in self.kernel.keys() {
-            if rb.app_known.contains(name) {
-                continue;
-            }
-            if self.app_known.contains(name) {
-                app_missing.push(name.clone());
+                read.push(name);
             }
         }
-        app_missing.sort_unstable(); // the port table is a hash map: report in name order
-                                     // Ports orchagent learned about meanwhile are published now, as after a check.
-        let learned: Vec<String> = self
-            .unknown
-            .iter()
-            .filter(|n| rb.app_known.contains(*n) && self.kernel.contains_key(*n))
-            .cloned()
-            .collect();
-        for name in learned {
-            self.unknown.remove(&name);
-            self.init_pending.remove(&name);
-            self.app_known.insert(name.clone());
-            self.dirty.insert(name);
-        }
-        let mut rewrite = Vec::new();
-        let mut due = Vec::new();
-        for name in read {
-            due.clear();
-            self.due_changes(&name, &mut due);
-            if !due.is_empty() {
-                rewrite.push(name);
-            }
-        }
+        let app_missing = self.app_missing(&rb.app_known);
+        // Ports orchagent learned about meanwhile are published now, as after a check.
+        self.learn_app_known(&rb.app_known);
+        let rewrite = self.rewrites(read);
         let drift = rewrite
             .iter()
             .filter(|n| drift.contains(*n))
@@ -217,6 +145,104 @@ impl Core {
             drift,
             app_missing,
         }
+    }
+
+    /// Makes `published` hold what Redis holds for `name`. None: the row is none of portsyncd's
+    /// business or holds what was believed; Some(drifted): the port was read and is dirty, and
+    /// `drifted` when portsyncd believed it had published something else.
+    fn adopt_row(&mut self, name: &str, row: &StateRow) -> Option<bool> {
+        // Rows of ports portsyncd neither publishes nor owes a DEL are none of its business.
+        let tracked = self.app_known.contains(name)
+            || self.published.contains_key(name)
+            || self.must_delete.contains(name);
+        if !tracked {
+            return None;
+        }
+        // Some(None): no entry; Some(Some(s)): portsyncd's four fields; None: a partial or
+        // malformed entry, or a key of another type, treated as unknown (it gets rewritten, or
+        // deleted if a DEL is owed).
+        let actual = match row {
+            StateRow::Fields(f) if f.is_empty() => Some(None),
+            StateRow::Fields(f) => PortStatus::from_raw(f).map(Some),
+            StateRow::Unreadable => None,
+        };
+        if actual == Some(None) {
+            // A DEL owed for this name has nothing left to delete.
+            self.must_delete.remove(name);
+        }
+        let believed = self.published.get(name).copied();
+        if believed == actual {
+            return None; // what is due for this port does not change
+        }
+        self.snapshot_due = true;
+        self.saved_dirty.insert(name.to_string());
+        match actual {
+            Some(v) => {
+                self.published.insert(name.to_string(), v);
+            }
+            None => {
+                self.published.remove(name);
+                // portsyncd's entry is there but garbled: without a netdev of its name it must
+                // still go, once the first dump shows there is none (it stayed for good when the
+                // port went during a warm start's initial dump). Other writers' fields alone, or
+                // a key of another type, are not portsyncd's to delete.
+                let own = matches!(row, StateRow::Fields(f) if has_own_fields(f));
+                if own && !self.kernel.contains_key(name) {
+                    if self.first_dump_complete {
+                        self.must_delete.insert(name.to_string());
+                    } else {
+                        self.stale_candidates.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        self.dirty.insert(name.to_string());
+        Some(believed.is_some())
+    }
+
+    /// The ports in the kernel orchagent knew and APPL_DB no longer holds, in name order.
+    fn app_missing(&self, app_known: &BTreeSet<String>) -> Vec<String> {
+        let mut app_missing = Vec::new();
+        for name in self.kernel.keys() {
+            if app_known.contains(name) {
+                continue;
+            }
+            if self.app_known.contains(name) {
+                app_missing.push(name.clone());
+            }
+        }
+        app_missing.sort_unstable(); // the port table is a hash map: report in name order
+        app_missing
+    }
+
+    /// Ports waiting for APPL_DB that it now holds become known (and due).
+    fn learn_app_known(&mut self, app_known: &BTreeSet<String>) {
+        let learned: Vec<String> = self
+            .unknown
+            .iter()
+            .filter(|n| app_known.contains(*n) && self.kernel.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in learned {
+            self.unknown.remove(&name);
+            self.init_pending.remove(&name);
+            self.app_known.insert(name.clone());
+            self.dirty.insert(name);
+        }
+    }
+
+    /// The ports of `read` that the diff rule must write again.
+    fn rewrites(&self, read: Vec<String>) -> Vec<String> {
+        let mut rewrite = Vec::new();
+        let mut due = Vec::new();
+        for name in read {
+            due.clear();
+            self.due_changes(&name, &mut due);
+            if !due.is_empty() {
+                rewrite.push(name);
+            }
+        }
+        rewrite
     }
 }
 

@@ -7,9 +7,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{self as chan, Sender};
 use tracing::{info, warn};
 
-use super::faults;
-use super::supervise::Supervisor;
+use crate::faults;
 use crate::netlink;
+use crate::supervise::Supervisor;
 
 /// The loop's handle on the admin-down worker.
 pub struct AdminDown {

@@ -1,7 +1,7 @@
 //! The store committer: one thread that owns the store, commits the newest port table, and keeps the
 //! daemon going without persistence while the store cannot take commits.
 //!
-//! - **Bounded:** at most one commit in flight and one hand-over pending ([`CommitSlot`]); a newer
+//! - **Bounded:** at most one commit in flight and one hand-over pending ([`CommitSlot`], `commit_slot.rs`); a newer
 //!   hand-over (the ports changed since the previous one, [`PortDelta`]) is merged into the pending one,
 //!   newest entry per port, so a hung `fsync` cannot grow memory beyond one entry per port.
 //! - **O(changed) commits:** the committer keeps the whole table in compact form ([`SavedTable`]) and
@@ -16,106 +16,29 @@
 //!   are logged once, failures rate-limited.
 
 use crossbeam_channel::Sender;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use super::faults;
 use super::input::Input;
-use super::supervise::Supervisor;
 use crate::backoff::Backoff;
+use crate::faults;
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 use crate::store::lock::PidLock;
 use crate::store::{Degraded, Store, StoreConfig, StoreError};
+use crate::supervise::Supervisor;
 
-pub use super::saved::PortDelta;
+use super::commit_slot::CommitSlot;
+use super::open_store::StoreStart;
 use super::saved::SavedTable;
 
 /// First delay before reopening a store that failed.
 pub const REOPEN_MIN: Duration = Duration::from_secs(1);
 /// Longest delay between reopen attempts.
 pub const REOPEN_MAX: Duration = Duration::from_secs(60);
-
-/// The answer to the final commit.
-pub type FinalReply = Sender<Result<u64, String>>;
-
-#[derive(Default)]
-struct Slot {
-    /// The hand-overs not yet taken by the committer, merged.
-    pending: Option<PortDelta>,
-    /// Set once, at shutdown: commit `pending` (or the newest known) and answer here.
-    final_reply: Option<FinalReply>,
-}
-
-/// The hand-over between the loop and the committer: one pending delta, newer ones merged into it.
-#[derive(Default)]
-pub struct CommitSlot {
-    slot: Mutex<Slot>,
-    wake: Condvar,
-}
-
-impl CommitSlot {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        // A poisoned mutex only means a panic elsewhere; the slot's data is still whole.
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn put(g: &mut Slot, d: PortDelta) {
-        match g.pending.as_mut() {
-            Some(p) => p.merge(d),
-            None => g.pending = Some(d),
-        }
-    }
-
-    /// Hand `d` over for committing; it is merged into a hand-over still pending.
-    pub fn submit(&self, d: PortDelta) {
-        Self::put(&mut self.lock(), d);
-        self.wake.notify_one();
-    }
-
-    /// The final commit: `d` is merged into anything pending; the committer answers on `reply` and ends.
-    pub fn finish(&self, d: PortDelta, reply: FinalReply) {
-        let mut g = self.lock();
-        Self::put(&mut g, d);
-        g.final_reply = Some(reply);
-        drop(g);
-        self.wake.notify_one();
-    }
-
-    /// Waits until a hand-over or the final request is there, or `until` passes.
-    fn take(&self, until: Option<Instant>) -> (Option<PortDelta>, Option<FinalReply>) {
-        let mut g = self.lock();
-        loop {
-            if g.final_reply.is_some() || g.pending.is_some() {
-                return (g.pending.take(), g.final_reply.take());
-            }
-            match until {
-                None => g = self.wake.wait(g).unwrap_or_else(|p| p.into_inner()),
-                Some(t) => {
-                    let left = t.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return (None, None);
-                    }
-                    g = self
-                        .wake
-                        .wait_timeout(g, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-    }
-}
-
-/// The store as start-up left it.
-pub struct StoreStart {
-    pub store: Option<Store>,
-    /// Why `store` is None.
-    pub degraded: Option<Degraded>,
-}
 
 struct Committer {
     store: Option<Store>,
@@ -229,84 +152,99 @@ pub fn spawn(
     tx: Sender<Input>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let mut c = Committer {
-        lock: None,
-        health: None,
-        next_open: None,
-        backoff: Backoff::new(REOPEN_MIN, REOPEN_MAX),
-        table: SavedTable::default(),
-        retained: false,
-        fail_log: RateLimit::new(Duration::from_secs(10)),
-        store: start.store,
-        cfg,
-        metrics,
-    };
-    match start.degraded {
-        Some(reason) => {
-            c.metrics.store_health.set_degraded(reason);
-            c.health = Some(reason);
-            c.lock = PidLock::acquire(&c.cfg.dir).ok();
-            if reason != Degraded::NewerSchema {
-                c.next_open = Some(Instant::now() + c.backoff.next_delay());
-            }
-        }
-        None => c.metrics.store_health.set_up(),
-    }
-    sup.spawn("store", move || loop {
-        let export_due = c.store.as_ref().and_then(Store::export_retry_at);
-        let wake = match (c.next_open, export_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    let mut c = Committer::new(start, cfg, metrics);
+    sup.spawn("store", move || c.serve(&slot, &tx))
+}
+
+impl Committer {
+    /// The committer of the store start-up left; its health says why the store is missing, if it is.
+    fn new(start: StoreStart, cfg: StoreConfig, metrics: Arc<Metrics>) -> Committer {
+        let mut c = Committer {
+            lock: None,
+            health: None,
+            next_open: None,
+            backoff: Backoff::new(REOPEN_MIN, REOPEN_MAX),
+            table: SavedTable::default(),
+            retained: false,
+            fail_log: RateLimit::new(Duration::from_secs(10)),
+            store: start.store,
+            cfg,
+            metrics,
         };
-        let (delta, reply) = slot.take(wake);
-        if let Some(s) = c.store.as_mut() {
-            s.retry_export(Instant::now());
-        }
-        let fresh = delta.is_some();
-        if let Some(d) = delta {
-            c.table.absorb(d);
-        }
-        let due = c.next_open.is_some_and(|t| Instant::now() >= t);
-        if due || (reply.is_some() && c.store.is_none()) {
-            c.reopen();
-        }
-        let retry = c.retained && c.store.is_some();
-        if !fresh && !retry {
-            if let Some(r) = reply {
-                let _ = r.send(Err("nothing to commit".into()));
-                return;
+        match start.degraded {
+            Some(reason) => {
+                c.metrics.store_health.set_degraded(reason);
+                c.health = Some(reason);
+                c.lock = PidLock::acquire(&c.cfg.dir).ok();
+                if reason != Degraded::NewerSchema {
+                    c.next_open = Some(Instant::now() + c.backoff.next_delay());
+                }
             }
-            continue;
+            None => c.metrics.store_health.set_up(),
         }
-        faults::panic_point("store");
-        let started = Instant::now();
-        let ports = c.table.port_count();
-        let res = c.commit();
-        let took = started.elapsed();
-        // One line per commit at debug (bench-storm --scale reads them for the commit p99).
-        debug!(
-            took_us = took.as_micros() as u64,
-            ports,
-            ok = res.is_ok(),
-            "commit finished"
-        );
-        match reply {
-            Some(r) => {
-                let _ = r.send(res);
-                return;
+        c
+    }
+
+    /// Commits what the loop hands over, reopening the store when due, until the final commit is
+    /// answered or the loop is gone.
+    fn serve(&mut self, slot: &CommitSlot, tx: &Sender<Input>) {
+        loop {
+            let export_due = self.store.as_ref().and_then(Store::export_retry_at);
+            let wake = match (self.next_open, export_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let (delta, reply) = slot.take(wake);
+            if let Some(s) = self.store.as_mut() {
+                s.retry_export(Instant::now());
             }
-            None => {
-                if tx.send(Input::Committed { result: res, took }).is_err() {
+            let fresh = delta.is_some();
+            if let Some(d) = delta {
+                self.table.absorb(d);
+            }
+            let due = self.next_open.is_some_and(|t| Instant::now() >= t);
+            if due || (reply.is_some() && self.store.is_none()) {
+                self.reopen();
+            }
+            let retry = self.retained && self.store.is_some();
+            if !fresh && !retry {
+                if let Some(r) = reply {
+                    let _ = r.send(Err("nothing to commit".into()));
                     return;
+                }
+                continue;
+            }
+            faults::panic_point("store");
+            let started = Instant::now();
+            let ports = self.table.port_count();
+            let res = self.commit();
+            let took = started.elapsed();
+            // One line per commit at debug (bench-storm --scale reads them for the commit p99).
+            debug!(
+                took_us = took.as_micros() as u64,
+                ports,
+                ok = res.is_ok(),
+                "commit finished"
+            );
+            match reply {
+                Some(r) => {
+                    let _ = r.send(res);
+                    return;
+                }
+                None => {
+                    if tx.send(Input::Committed { result: res, took }).is_err() {
+                        return;
+                    }
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::saved::PortDelta;
 
     fn snap(n: u64) -> PortDelta {
         let mut s = PortDelta {
@@ -315,32 +253,6 @@ mod tests {
         };
         s.counters.insert("n".into(), n);
         s
-    }
-
-    #[test]
-    fn newer_hand_overs_are_merged_into_the_pending_one() {
-        let slot = CommitSlot::default();
-        for n in 0..1000 {
-            slot.submit(snap(n));
-        }
-        let (s, r) = slot.take(Some(Instant::now()));
-        let s = s.unwrap();
-        assert_eq!(s.counters["n"], 999);
-        assert!(s.full, "the full set among them is kept full");
-        assert!(r.is_none());
-        // Nothing else was queued.
-        assert!(slot.take(Some(Instant::now())).0.is_none());
-    }
-
-    #[test]
-    fn the_final_commit_carries_the_newest_hand_over() {
-        let slot = CommitSlot::default();
-        slot.submit(snap(1));
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        slot.finish(snap(2), tx);
-        let (s, r) = slot.take(None);
-        assert_eq!(s.map(|s| s.counters["n"]), Some(2));
-        assert!(r.is_some());
     }
 
     #[test]

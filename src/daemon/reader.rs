@@ -1,8 +1,8 @@
 //! The netlink reader: reads the link socket on a thread of its own and hands the loop bursts of
 //! messages and losses, in an order that keeps every loss healable (see [`read_loop`]).
 //!
-//! The reader works on any [`LinkSource`]: the daemon's [`LinkSocket`], or a model of the kernel's
-//! socket in tests (`tests/core_overrun_replay.rs` replays the loss handling of issue 11 against one).
+//! The reader works on any [`LinkSource`] (`link_source.rs`): the daemon's [`LinkSocket`], or a model
+//! of the kernel's socket in tests (`tests/core_overrun_replay.rs` replays the loss handling of issue 11 against one).
 
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,37 +10,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracing::{error, warn};
+use tracing::error;
 
+use crate::faults;
 use crate::logging::RateLimit;
 use crate::netlink::{LinkSocket, NetlinkError, NetlinkItem, RecvOutcome};
+use crate::supervise::Supervisor;
 
-use super::faults;
 use super::input::Input;
-use super::supervise::Supervisor;
-
-/// What the reader needs of a link socket: its two receive calls and its drop counter.
-pub trait LinkSource {
-    /// Waits (up to the socket's receive timeout) for one datagram.
-    fn recv(&self, buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError>;
-    /// Reads one queued datagram without waiting ([`RecvOutcome::Timeout`]: the queue is empty).
-    fn recv_nowait(&self, buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError>;
-    /// The socket's count of dropped notifications (`SO_MEMINFO`), which also counts the drops the
-    /// kernel did not report with an `ENOBUFS`.
-    fn drops(&self) -> Result<u32, NetlinkError>;
-}
-
-impl LinkSource for LinkSocket {
-    fn recv(&self, buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError> {
-        LinkSocket::recv(self, buf)
-    }
-    fn recv_nowait(&self, buf: &mut Vec<u8>) -> Result<RecvOutcome, NetlinkError> {
-        LinkSocket::recv_nowait(self, buf)
-    }
-    fn drops(&self) -> Result<u32, NetlinkError> {
-        LinkSocket::drops(self)
-    }
-}
+pub use super::link_source::{Clock, LinkSource, SystemClock};
+use super::loss::{self, DropWatch};
 
 /// Shortest time between two bursts while messages keep coming. Each burst costs a wake-up of the
 /// reader, one of the loop and a Redis round trip (writer and loop woken again): during a storm the
@@ -62,29 +41,6 @@ pub const LONG_GAP: Duration = Duration::from_millis(40);
 /// Most messages handed to the loop at once.
 const BURST_ITEMS: usize = 4096;
 
-/// The reader's time: the real clock and `thread::sleep` in the daemon; a model in tests, which
-/// can then see every wait the reader makes (no timed assertions).
-pub trait Clock {
-    fn now(&self) -> Instant;
-    /// Returns at `t` (at once when `t` has passed).
-    fn sleep_until(&self, t: Instant);
-}
-
-/// The real clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-    fn sleep_until(&self, t: Instant) {
-        let now = Instant::now();
-        if t > now {
-            std::thread::sleep(t - now);
-        }
-    }
-}
-
 /// Reads the netlink socket until `stop`; bursts become `Input::Netlink`, losses `Input::Overrun`.
 ///
 /// Pacing: after a quiet period the reader blocks in `recv`, and the first message is handed over
@@ -95,11 +51,8 @@ impl Clock for SystemClock {
 /// nothing the storm is over and the reader blocks in `recv` again. The socket's 16 MiB buffer holds
 /// what arrives during a sleep (thousands of messages).
 ///
-/// A loss is an `ENOBUFS` or a rise of the socket's drop counter: after reporting one overrun the
-/// kernel drops every further notification *silently* until the receive queue has been read empty
-/// (its `NETLINK_S_CONGESTED` bit). So on a loss the queue is first read empty (what it holds is still
-/// handed on) and only then is `Overrun` sent: the resync dump it triggers starts on an uncongested
-/// socket, where any later loss is reported again. A dump requested with the backlog still queued
+/// A loss is an `ENOBUFS` or a rise of the socket's drop counter; it is reported as `Overrun` only
+/// once the queue has been read empty (`loss.rs`): a dump requested with the backlog still queued
 /// kept the socket congested for its whole length, and a change to a link it had already passed was
 /// lost for good (issue 11, the 2048-port cold start that never converged).
 ///
@@ -181,25 +134,12 @@ pub fn read_loop_with<S: LinkSource + ?Sized, C: Clock + ?Sized>(
         }
         if let Some(dropped) = drops.rose(sock) {
             if !overrun {
-                if let Some(suppressed) = drops.log.allow(clock.now()) {
-                    warn!(
-                        dropped,
-                        suppressed,
-                        "netlink notifications dropped without ENOBUFS: resyncing with a fresh dump"
-                    );
-                }
+                drops.log_silent(dropped, clock.now());
             }
             overrun = true;
         }
-        if overrun {
-            if !drain(sock, &mut buf, tx) {
-                break;
-            }
-            // Every loss counted so far is covered by the dump this overrun triggers.
-            drops.rose(sock);
-            if tx.send(Input::Overrun).is_err() {
-                break;
-            }
+        if overrun && !loss::report(sock, &mut buf, tx, &mut drops, BURST_ITEMS) {
+            break;
         }
     }
 }
@@ -255,58 +195,6 @@ impl<S: LinkSource + ?Sized, C: Clock + ?Sized> Receive<'_, S, C> {
                 *self.overrun = true;
             }
         }
-    }
-}
-
-/// Reads the queue empty (an `EAGAIN`), handing what it holds to the loop in bursts. While the
-/// socket is congested the kernel adds nothing to the queue but the parts of a dump in progress, so
-/// this ends. False when the loop is gone.
-fn drain<S: LinkSource + ?Sized>(sock: &S, buf: &mut Vec<u8>, tx: &Sender<Input>) -> bool {
-    let mut items = Vec::new();
-    loop {
-        match sock.recv_nowait(buf) {
-            Ok(RecvOutcome::Items(more)) => items.extend(more),
-            Ok(RecvOutcome::Overrun) => {}
-            Ok(RecvOutcome::Timeout) | Err(_) => break,
-        }
-        if items.len() >= BURST_ITEMS
-            && tx.send(Input::Netlink(std::mem::take(&mut items))).is_err()
-        {
-            return false;
-        }
-    }
-    items.is_empty() || tx.send(Input::Netlink(items)).is_ok()
-}
-
-/// Follows the socket's drop counter (`SO_MEMINFO`), which also counts the notifications the kernel
-/// dropped without an `ENOBUFS`.
-struct DropWatch {
-    /// None: the kernel cannot tell (no `SO_MEMINFO`); only `ENOBUFS` is seen then.
-    last: Option<u32>,
-    log: RateLimit,
-}
-
-impl DropWatch {
-    fn new<S: LinkSource + ?Sized>(sock: &S) -> DropWatch {
-        let last = match sock.drops() {
-            Ok(d) => Some(d),
-            Err(e) => {
-                warn!(error = %e, "netlink drop counter unavailable: only ENOBUFS reveals lost notifications");
-                None
-            }
-        };
-        DropWatch {
-            last,
-            log: RateLimit::new(Duration::from_secs(10)),
-        }
-    }
-
-    /// How many drops the counter rose by since the last call, if it rose.
-    fn rose<S: LinkSource + ?Sized>(&mut self, sock: &S) -> Option<u32> {
-        let last = self.last?;
-        let now = sock.drops().ok()?;
-        self.last = Some(now);
-        (now != last).then(|| now.wrapping_sub(last))
     }
 }
 

@@ -1,5 +1,5 @@
-//! Start-up against Redis: warm or cold by SONiC's rule, the cold-start APPL_DB writes, and the
-//! baseline (what STATE_DB is believed to hold) for the reconcile.
+//! Start-up step 3, restore against Redis: warm or cold by SONiC's rule, the cold-start APPL_DB
+//! writes, and the baseline (what STATE_DB is believed to hold) for the reconcile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,11 +8,15 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::core::baseline::{self, BaselineInputs};
+use crate::config::Config;
+use crate::core::baseline::{self, Baseline, BaselineInputs};
 use crate::core::{BaselineSource, CoreConfig, PortStatus, StartMode};
+use crate::metrics::Metrics;
 use crate::sonic::warm::next_restore_count;
-use crate::sonic::{DbError, ErrorClass, SonicDb};
+use crate::sonic::{DbError, ErrorClass, PortConfig, SonicDb};
 use crate::store::Recovered;
+
+use super::error::DaemonError;
 
 /// What start-up decided.
 #[derive(Debug)]
@@ -101,7 +105,7 @@ fn decide_mode(db: &mut SonicDb, stop: &AtomicBool) -> Result<bool, DbError> {
 fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
     let snap = recovered.snapshot.as_ref()?;
     Some(
-        super::saved::publishable_saved_ports(snap)
+        super::saved_names::publishable_saved_ports(snap)
             .map(|(name, r)| {
                 let status = PortStatus::from_fields(&r.published).unwrap_or(PortStatus {
                     admin_up: r.admin_up,
@@ -114,61 +118,52 @@ fn statuses_of(recovered: &Recovered) -> Option<BTreeMap<String, PortStatus>> {
     )
 }
 
-/// Everything up to (not including) the netlink loop.
-pub fn run(
+/// A cold start's APPL_DB writes: the configured ports, then `PortConfigDone`. Returns the start's
+/// mode (old netdevs are set admin-down, except on a DPU) and the ports APPL_DB already held with an
+/// admin status.
+fn cold_start(
     db: &mut SonicDb,
-    recovered: &Recovered,
-    eoiu_timeout_opt: Option<u64>,
     stop: &AtomicBool,
-) -> Result<Startup, DbError> {
-    let warm = decide_mode(db, stop)?;
-    let config_ports = retry(stop, "read CONFIG_DB PORT", || db.read_config_ports())?;
-    let configured: BTreeSet<String> = config_ports.keys().cloned().collect();
-
-    let timer = match eoiu_timeout_opt {
-        Some(n) => n,
-        None => retry(stop, "read portsyncd_timer", || db.read_warm_timer())?.unwrap_or(10),
-    };
-    let eoiu_timeout = Some(Duration::from_secs(timer));
-
-    let names: Vec<String> = configured.iter().cloned().collect();
-    let mut already_initialised = BTreeSet::new();
-    let mode = if warm {
-        StartMode::Warm
-    } else {
-        already_initialised = retry(stop, "read APPL_DB admin_status", || {
-            db.app_ports_with_admin_status(&names)
-        })?;
-        let refused = retry(stop, "publish APPL_DB PORT_TABLE", || {
-            db.publish_app_ports(&config_ports)
-        })?;
-        let done = retry(stop, "publish PortConfigDone", || {
-            db.publish_port_config_done(config_ports.len())
-        });
-        match done {
-            Ok(()) => info!(
-                ports = config_ports.len(),
-                refused, "published CONFIG_DB ports to APPL_DB, PortConfigDone"
-            ),
-            // APPL_DB refuses the ProducerStateTable write itself (its key set or staging hash holds
-            // another type): nothing portsyncd can repair, and a restart would not either. STATE_DB
-            // is still served.
-            Err(e) if e.class() == ErrorClass::Command => error!(
-                error = %e,
-                "APPL_DB refused PortConfigDone; going on without it"
-            ),
-            Err(e) => return Err(e),
-        }
-        let dpu = retry(stop, "read switch_type", || db.switch_type())?.as_deref()
-            == Some(b"dpu".as_slice());
-        StartMode::Cold { old_netdev: !dpu }
-    };
-
-    let app_known = retry(stop, "read APPL_DB PORT_TABLE", || {
-        db.app_ports_existing(&names)
+    config_ports: &PortConfig,
+    names: &[String],
+) -> Result<(StartMode, BTreeSet<String>), DbError> {
+    let already_initialised = retry(stop, "read APPL_DB admin_status", || {
+        db.app_ports_with_admin_status(names)
     })?;
+    let refused = retry(stop, "publish APPL_DB PORT_TABLE", || {
+        db.publish_app_ports(config_ports)
+    })?;
+    let done = retry(stop, "publish PortConfigDone", || {
+        db.publish_port_config_done(config_ports.len())
+    });
+    match done {
+        Ok(()) => info!(
+            ports = config_ports.len(),
+            refused, "published CONFIG_DB ports to APPL_DB, PortConfigDone"
+        ),
+        // APPL_DB refuses the ProducerStateTable write itself (its key set or staging hash holds
+        // another type): nothing portsyncd can repair, and a restart would not either. STATE_DB
+        // is still served.
+        Err(e) if e.class() == ErrorClass::Command => error!(
+            error = %e,
+            "APPL_DB refused PortConfigDone; going on without it"
+        ),
+        Err(e) => return Err(e),
+    }
+    let dpu =
+        retry(stop, "read switch_type", || db.switch_type())?.as_deref() == Some(b"dpu".as_slice());
+    Ok((StartMode::Cold { old_netdev: !dpu }, already_initialised))
+}
 
-    // What STATE_DB holds now: the fallback baseline, and the check that the saved state did not lag.
+/// The baseline (what STATE_DB is believed to hold): from the saved state, or from what STATE_DB
+/// holds now, which also checks that the saved state did not lag; and the STATE_DB rows that hold no
+/// valid entry.
+fn decide_baseline(
+    db: &mut SonicDb,
+    stop: &AtomicBool,
+    warm: bool,
+    recovered: &Recovered,
+) -> Result<(Baseline, BTreeSet<String>), DbError> {
     let state_rows = retry(stop, "read STATE_DB PORT_TABLE", || db.read_state_ports())?;
     let unreadable = baseline::state_db_unreadable(&state_rows);
     let b = baseline::decide(BaselineInputs {
@@ -192,6 +187,64 @@ pub fn run(
         ),
         BaselineSource::None => {}
     }
+    Ok((b, unreadable))
+}
+
+/// Restores from the saved state and Redis ([`run`]) and counts the start's mode; None when `stop`
+/// came first.
+pub fn restore(
+    db: &mut SonicDb,
+    recovered: &Recovered,
+    cfg: &Config,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) -> Result<Option<Startup>, DaemonError> {
+    let startup = match run(db, recovered, cfg.eoiu_timeout_secs, stop) {
+        Ok(s) => s,
+        Err(DbError::Stopped { .. }) => return Ok(None),
+        Err(e) if stop.load(Ordering::Relaxed) => {
+            info!(error = %e, "stopped during start-up");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if startup.core.mode == StartMode::Warm {
+        metrics.starts_warm.inc();
+    } else {
+        metrics.starts_cold.inc();
+    }
+    Ok(Some(startup))
+}
+
+/// Everything up to (not including) the netlink loop.
+pub fn run(
+    db: &mut SonicDb,
+    recovered: &Recovered,
+    eoiu_timeout_opt: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<Startup, DbError> {
+    let warm = decide_mode(db, stop)?;
+    let config_ports = retry(stop, "read CONFIG_DB PORT", || db.read_config_ports())?;
+    let configured: BTreeSet<String> = config_ports.keys().cloned().collect();
+
+    let timer = match eoiu_timeout_opt {
+        Some(n) => n,
+        None => retry(stop, "read portsyncd_timer", || db.read_warm_timer())?.unwrap_or(10),
+    };
+    let eoiu_timeout = Some(Duration::from_secs(timer));
+
+    let names: Vec<String> = configured.iter().cloned().collect();
+    let (mode, already_initialised) = if warm {
+        (StartMode::Warm, BTreeSet::new())
+    } else {
+        cold_start(db, stop, &config_ports, &names)?
+    };
+
+    let app_known = retry(stop, "read APPL_DB PORT_TABLE", || {
+        db.app_ports_existing(&names)
+    })?;
+
+    let (b, unreadable) = decide_baseline(db, stop, warm, recovered)?;
     if warm {
         retry(stop, "write warm state", || db.write_warm_state("restored"))?;
     }

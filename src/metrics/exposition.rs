@@ -57,6 +57,16 @@ fn label_pair(name: &str, value: &str) -> LabelPair {
 
 /// Every family, in export order.
 pub fn families(m: &Metrics) -> Vec<MetricFamily> {
+    let mut out = counter_families(m);
+    out.push(entry_errors(m));
+    out.push(initial_sync(m));
+    out.push(warm_success_ratio(m));
+    out.extend(store_health(m));
+    out
+}
+
+/// The counters of the counter table (`persist::COUNTERS`), one family per run of equal names.
+fn counter_families(m: &Metrics) -> Vec<MetricFamily> {
     let mut out: Vec<MetricFamily> = Vec::new();
     for s in COUNTERS {
         if out.last().map(|f| f.name()) != Some(s.family) {
@@ -73,7 +83,11 @@ pub fn families(m: &Metrics) -> Vec<MetricFamily> {
             f.mut_metric().push(metric);
         }
     }
+    out
+}
 
+/// `portsyncd_redis_entry_errors_total{db, reason}`.
+fn entry_errors(m: &Metrics) -> MetricFamily {
     let mut f = family(
         "portsyncd_redis_entry_errors_total",
         "Redis entries portsyncd could not use (skipped and retried later; never a reconnect), \
@@ -91,8 +105,11 @@ pub fn families(m: &Metrics) -> Vec<MetricFamily> {
             })
             .collect(),
     );
-    out.push(f);
+    f
+}
 
+/// The `portsyncd_initial_sync_seconds` histogram.
+fn initial_sync(m: &Metrics) -> MetricFamily {
     let h = &m.initial_sync_seconds;
     let mut hist = ProtoHistogram::default();
     hist.set_sample_count(h.count.get());
@@ -117,30 +134,35 @@ pub fn families(m: &Metrics) -> Vec<MetricFamily> {
         MetricType::HISTOGRAM,
     );
     f.set_metric(vec![metric]);
-    out.push(f);
+    f
+}
 
+/// The `portsyncd_warm_restart_success_ratio` gauge.
+fn warm_success_ratio(m: &Metrics) -> MetricFamily {
     let (name, help) = (
         "portsyncd_warm_restart_success_ratio",
         "Share of warm restarts that reconciled from a valid saved state at EOIU.",
     );
     let mut f = family(name, help, MetricType::GAUGE);
     f.set_metric(vec![gauge(None, m.warm_success_ratio())]);
-    out.push(f);
+    f
+}
 
+/// `portsyncd_state_store_up` and `portsyncd_state_store_degraded{reason}`, from one reading.
+fn store_health(m: &Metrics) -> [MetricFamily; 2] {
     let health = m.store_health.get();
-    let mut f = family(
+    let mut up = family(
         "portsyncd_state_store_up",
         "1 while the state store takes commits, 0 while portsyncd runs without persistence.",
         MetricType::GAUGE,
     );
-    f.set_metric(vec![gauge(None, f64::from(u8::from(health.is_none())))]);
-    out.push(f);
-    let mut f = family(
+    up.set_metric(vec![gauge(None, f64::from(u8::from(health.is_none())))]);
+    let mut degraded = family(
         "portsyncd_state_store_degraded",
         "Why the state store takes no commits (1 for the current reason).",
         MetricType::GAUGE,
     );
-    f.set_metric(
+    degraded.set_metric(
         Degraded::ALL
             .iter()
             .map(|d| {
@@ -151,8 +173,7 @@ pub fn families(m: &Metrics) -> Vec<MetricFamily> {
             })
             .collect(),
     );
-    out.push(f);
-    out
+    [up, degraded]
 }
 
 /// The text a scrape gets.

@@ -1,6 +1,6 @@
 //! `GET /metrics` over HTTP, from a thread of its own. The thread is restarted with backoff when it
 //! dies (a panic while serving a request): the endpoint is worth neither a daemon restart nor its
-//! silent loss ([`crate::daemon::spawn_restarting`]).
+//! silent loss ([`crate::supervise::spawn_restarting`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,34 +37,35 @@ impl MetricsServer {
         let server = Arc::new(server);
         let srv = Arc::clone(&server);
         let closing = Arc::new(AtomicBool::new(false));
-        let thread = crate::daemon::spawn_restarting("metrics", Arc::clone(&closing), move || {
-            for req in srv.incoming_requests() {
-                crate::daemon::faults::panic_point("metrics");
-                let resp = if req.method() == &tiny_http::Method::Get
-                    && req.url().split('?').next() == Some("/metrics")
-                {
-                    let header = tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        CONTENT_TYPE.as_bytes(),
-                    )
-                    .ok();
-                    let mut r = tiny_http::Response::from_string(metrics.render());
-                    if let Some(h) = header {
-                        r.add_header(h);
+        let thread =
+            crate::supervise::spawn_restarting("metrics", Arc::clone(&closing), move || {
+                for req in srv.incoming_requests() {
+                    crate::faults::panic_point("metrics");
+                    let resp = if req.method() == &tiny_http::Method::Get
+                        && req.url().split('?').next() == Some("/metrics")
+                    {
+                        let header = tiny_http::Header::from_bytes(
+                            &b"Content-Type"[..],
+                            CONTENT_TYPE.as_bytes(),
+                        )
+                        .ok();
+                        let mut r = tiny_http::Response::from_string(metrics.render());
+                        if let Some(h) = header {
+                            r.add_header(h);
+                        }
+                        r
+                    } else {
+                        tiny_http::Response::from_string("not found\n").with_status_code(404)
+                    };
+                    if let Err(e) = req.respond(resp) {
+                        tracing::debug!(error = %e, "metrics response failed");
                     }
-                    r
-                } else {
-                    tiny_http::Response::from_string("not found\n").with_status_code(404)
-                };
-                if let Err(e) = req.respond(resp) {
-                    tracing::debug!(error = %e, "metrics response failed");
                 }
-            }
-        })
-        .map_err(|e| MetricsError::Bind {
-            addr,
-            reason: e.to_string(),
-        })?;
+            })
+            .map_err(|e| MetricsError::Bind {
+                addr,
+                reason: e.to_string(),
+            })?;
         Ok(MetricsServer {
             server,
             closing,

@@ -222,7 +222,7 @@ pub fn spawn(
     let mut first = true;
     // Restarted with backoff if it dies: losing it must neither stop the daemon nor go unnoticed.
     let stop_flag = Arc::clone(&stop);
-    crate::daemon::spawn_restarting("swss-logger", stop_flag, move || {
+    crate::supervise::spawn_restarting("swss-logger", stop_flag, move || {
         follow(&endpoint, &mut follower, &mut first, &stop, metrics.clone())
     })
 }
@@ -263,7 +263,7 @@ fn read_apply(
     why: Read,
     bad: &mut BadEntryLog,
 ) -> RedisResult<()> {
-    crate::daemon::faults::panic_point("swss-logger");
+    crate::faults::panic_point("swss-logger");
     // Only the two fields portsyncd reads (a foreign field of any size is never fetched), as bytes:
     // a value another client wrote need not be text.
     let raw: Vec<Option<Vec<u8>>> = match redis::cmd("HMGET")

@@ -4,10 +4,10 @@
 //! - the real core (`portsyncd::core::Core`) and the real store (`Store::with_backend` over
 //!   [`disk::SimDisk`], which loses what was not synced at a crash), the real baseline decision, the
 //!   real commit pacer and saved-record hand-over (`daemon::pacer`, `daemon::saved`);
-//! - the loop glue of `daemon/mod.rs`, the Redis writer of `daemon/workers.rs`, the start-up of
-//!   `daemon/startup.rs` and the committer of `daemon/committer.rs`: these are thread- or
-//!   connection-bound, so they are small faithful models here ([`Sim::step`], [`redis::execute`],
-//!   [`Sim::start`], [`Sim::commit`]);
+//! - the loop glue of `daemon/event_loop.rs`, the Redis writer of `daemon/redis_writer.rs` and
+//!   `daemon/redis_work.rs`, the start-up of `daemon/startup.rs` and the committer of
+//!   `daemon/committer.rs`: these are thread- or connection-bound, so they are small faithful models
+//!   here ([`Sim::step`], [`redis::execute`], [`Sim::start`], [`Sim::commit`]);
 //! - a model kernel ([`kernel::Kernel`]), a model Redis ([`redis::Redis`]) with SONiC's warm-restart
 //!   tables and an orchagent stand-in.
 //!
@@ -30,7 +30,8 @@ use portsyncd::core::{
     BaselineSource, Core, CoreConfig, Notice, PortStatus, StartMode, Work, WorkResult,
 };
 use portsyncd::daemon::pacer::CommitPacer;
-use portsyncd::daemon::saved::{publishable_saved_ports, PortDelta, SavedPort, SavedTable};
+use portsyncd::daemon::saved::{PortDelta, SavedPort, SavedTable};
+use portsyncd::daemon::saved_names::publishable_saved_ports;
 use portsyncd::store::{PortRecord, Store, StoreConfig};
 
 use disk::{ArmedCrash, SimDisk};
@@ -555,7 +556,7 @@ impl Sim {
         }
     }
 
-    /// The Redis writer takes a batch (model of `workers::redis_writer` and `sonic::conn`).
+    /// The Redis writer takes a batch (model of `redis_writer::redis_writer` and `sonic::conn`).
     fn dispatch(&mut self, work: Work) {
         let t = self.t;
         self.stats.batches += 1;

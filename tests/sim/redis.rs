@@ -208,7 +208,7 @@ pub struct EdgeBugs {
 /// The answers of one batch that ran: checks, read-back, rejected ports.
 pub type Answers = (Vec<(String, bool)>, Option<ReadBack>, Vec<String>);
 
-/// Runs the stages of `work` against the model, in the order of `daemon::workers::execute`:
+/// Runs the stages of `work` against the model, in the order of `daemon::redis_work::execute`:
 /// checks, read-back, the STATE_DB writes (one MULTI/EXEC: all or nothing), PortInitDone,
 /// the warm state. `stages` < 3 cuts the batch after that many write stages (a dropped connection:
 /// what was sent before the cut landed).

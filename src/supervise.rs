@@ -4,7 +4,7 @@
 //!
 //! Every worker is started by [`Supervisor::spawn`]. Its guard runs when the thread ends, by return
 //! or by unwinding. An end while `stop` is not set is a death: the guard logs the thread's name,
-//! tells the loop (which makes `run` return an error after a best-effort final commit) and arms a
+//! tells the loop (which makes `daemon::run` return an error after a best-effort final commit) and arms a
 //! watchdog that calls `std::process::exit(1)` after [`EXIT_WATCHDOG`], whether or not the loop
 //! listens (it may be the thing that is stuck). [`install_panic_hook`] logs every panic through
 //! `tracing`, with the thread's name, where it happened and a backtrace when `RUST_BACKTRACE` asks.
