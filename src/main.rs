@@ -129,14 +129,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ portsyncd::daemon::DaemonError::InvalidOption(_)) => {
-            tracing::error!(error = %e, "fatal");
-            eprintln!("portsyncd: {e}");
-            ExitCode::from(2)
-        }
         Err(e) => {
             tracing::error!(error = %e, "fatal");
-            ExitCode::from(1)
+            if matches!(e, portsyncd::daemon::DaemonError::InvalidOption(_)) {
+                // As clap does for the options it checks itself: the operator reads it on stderr.
+                eprintln!("portsyncd: {e}");
+            }
+            ExitCode::from(e.exit_code())
         }
     }
 }
