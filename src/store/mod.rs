@@ -61,6 +61,8 @@ mod delta_tests;
 pub mod export_cache;
 pub mod fault;
 pub mod generation;
+#[cfg(test)]
+mod golden_tests;
 mod handle;
 pub mod health;
 pub mod json_export;
