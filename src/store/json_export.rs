@@ -54,43 +54,17 @@ pub enum JsonError {
     Version(u64),
 }
 
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                canonical(&m[*k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// The checksum of a document (its `checksum` field, if any, excluded).
+/// The checksum of a document (its `checksum` field, if any, excluded): CRC32 of its canonical form,
+/// which is serde_json's compact serialisation with every object's keys sorted (`sort_all_objects`;
+/// a no-op unless serde_json's `preserve_order` is on, when maps keep the input's order).
 pub fn checksum(doc: &Map<String, Value>) -> String {
     let mut m = doc.clone();
     m.remove("checksum");
-    let mut s = String::new();
-    canonical(&Value::Object(m), &mut s);
-    format!("{:08x}", crc32fast::hash(s.as_bytes()))
+    let mut v = Value::Object(m);
+    v.sort_all_objects();
+    // Serialising a `Value` (string keys, finite numbers) cannot fail.
+    let canonical = serde_json::to_vec(&v).unwrap_or_default();
+    format!("{:08x}", crc32fast::hash(&canonical))
 }
 
 /// One port, legacy fields only, in canonical (sorted) field order (also the streamed export's).

@@ -53,6 +53,7 @@
 //! ```
 
 pub mod backend;
+pub mod clock;
 #[cfg(test)]
 mod crash_tests;
 pub mod delta;
@@ -66,6 +67,7 @@ mod golden_tests;
 mod handle;
 pub mod health;
 pub mod json_export;
+pub mod limits;
 pub mod lock;
 pub mod migrate;
 pub mod private;
@@ -74,6 +76,8 @@ pub mod record;
 pub mod recovery;
 
 pub use backend::{Backend, BackendError, MemBackend, SledBackend, WriteBatch};
+pub use clock::format_utc;
+pub(crate) use clock::unix_now;
 pub use generation::{Manifest, SCHEMA_VERSION};
 pub use handle::{Store, StoreConfig, SLED_DIR};
 pub use health::Degraded;
@@ -131,74 +135,11 @@ pub enum StoreError {
     },
 }
 
-/// Bounds on numbers read from files (the legacy JSON, its backups, the export, sled's manifests). A
-/// value beyond one makes that file or generation unusable: it is damage or hostile input, never a
-/// panic, an overflow, or a generation number that can no longer grow.
-pub mod limits {
-    /// Highest generation number a commit may take (2^53: a commit every microsecond for 285 years).
-    pub const MAX_GENERATION: u64 = 1 << 53;
-    /// Highest generation number accepted from a file (the export, a legacy file or its backups):
-    /// half of [`MAX_GENERATION`], so that the store's numbers, which continue from a file's, keep
-    /// 2^52 commits of room (a file at the limit must not stop every later commit).
-    pub const MAX_FILE_GENERATION: u64 = MAX_GENERATION / 2;
-    /// Latest `saved_at` accepted: 9999-12-31T23:59:59Z.
-    pub const MAX_SAVED_AT: u64 = 253_402_300_799;
-    /// Highest lifetime counter value accepted (2^53, exact in a Prometheus float).
-    pub const MAX_COUNTER: u64 = 1 << 53;
-    /// Most ports in one state.
-    pub const MAX_PORTS: usize = 1 << 16;
-    /// Most lifetime counters in one state.
-    pub const MAX_COUNTERS: usize = 4096;
-    /// Longest port name, counter name or published field (name or value), in bytes.
-    pub const MAX_TEXT: usize = 4096;
-    /// Largest JSON state file read (a 2048-port export is about 600 KiB).
-    pub const MAX_FILE_BYTES: u64 = 64 << 20;
-
-    /// `Err(why)` when `v` exceeds `max`.
-    pub fn check(v: u64, max: u64) -> Result<u64, String> {
-        if v <= max {
-            Ok(v)
-        } else {
-            Err(format!("{v} out of range (at most {max})"))
-        }
-    }
-}
-
 impl StoreError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { path, source }
     }
-}
-
-/// Now as unix seconds.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds (UTC), for logs and the tool.
-pub fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (proleptic Gregorian), H. Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

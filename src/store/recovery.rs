@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use super::backend::Backend;
+use super::clock::to_system_time;
 use super::generation;
 use super::json_export::{self, JsonError};
 use super::record::Snapshot;
@@ -96,15 +97,6 @@ pub struct LadderOutcome {
     pub max_generation: u64,
     /// The store's generations could not even be listed: it must be quarantined.
     pub unreadable: bool,
-}
-
-/// Convert unix seconds to a `SystemTime` (saturating at [`limits::MAX_SAVED_AT`]; every reader
-/// rejects a later time before it gets here).
-pub fn to_system_time(secs: u64) -> SystemTime {
-    let secs = secs.min(super::limits::MAX_SAVED_AT);
-    UNIX_EPOCH
-        .checked_add(Duration::from_secs(secs))
-        .unwrap_or(UNIX_EPOCH)
 }
 
 fn step(steps: &mut Vec<LadderStep>, from: String, reason: String) {

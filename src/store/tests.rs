@@ -284,7 +284,7 @@ fn a_new_store_imports_the_legacy_fixture() {
     let before = files(&state);
     let (s, r) = Store::open(cfg(t.path())).unwrap();
     assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(1)));
-    assert_eq!(r.saved_at, Some(recovery::to_system_time(1_700_007_200)));
+    assert_eq!(r.saved_at, Some(clock::to_system_time(1_700_007_200)));
     let got = r.snapshot.unwrap();
     assert_eq!(
         got.ports.keys().collect::<Vec<_>>(),
