@@ -1,5 +1,5 @@
-//! The compatibility JSON (`port_state.json`): rendering, strict parsing, its checksum, and the atomic
-//! write (temp file, fsync, rename, fsync of the directory).
+//! The compatibility JSON (`port_state.json`): rendering, strict parsing, and its checksum. (Its atomic
+//! write is `durable.rs`.)
 //!
 //! The legacy fields keep their meaning exactly:
 //! `{"ports": {"Ethernet0": {"name", "admin_state": 0|1, "oper_state": 0|1, "flags", "mtu"}}, "saved_at", "version": 1}`.
@@ -10,8 +10,7 @@
 //! field — compact JSON, object keys sorted bytewise, no whitespace — as 8 lowercase hex digits. Any
 //! change to any field, including the extras, breaks it.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
@@ -350,48 +349,6 @@ pub fn read(path: &Path, require_checksum: bool) -> Result<JsonState, JsonError>
     parse(&read_bytes(path)?, require_checksum)
 }
 
-/// fsync a directory so a rename or a new entry in it survives a power cut.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_with(path, |out| out.write_all(bytes))
-}
-
-/// Like [`write_atomic`], the content streamed by `fill` through a buffered writer into the temp file.
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let f = super::private::create_temp(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
-        fill(&mut w)?;
-        let f = w
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?;
-        f.sync_all()?;
-        super::fault::crash_point(super::fault::CrashPoint::ExportTempWritten);
-        fs::rename(&tmp, path)?;
-        sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,15 +446,5 @@ mod tests {
             let e = parse(input, false).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} lacks {needle}");
         }
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("port_state.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -52,95 +52,59 @@
 //! # Ok(()) }
 //! ```
 
+// The files of the store, each with one job (its first line says which). None imports another in a
+// circle (`layout_tests` checks it); `layout.rs`, the on-disk names and modes, imports nothing.
 pub mod backend;
 pub mod clock;
+mod commit;
+mod config;
+mod copy;
 #[cfg(test)]
 mod crash_tests;
+mod create;
 pub mod delta;
 #[cfg(test)]
 mod delta_tests;
+pub mod durable;
+mod error;
 pub mod export_cache;
+mod export_writer;
 pub mod fault;
 pub mod generation;
 #[cfg(test)]
 mod golden_tests;
 mod handle;
 pub mod health;
+mod info;
 pub mod json_export;
+pub mod layout;
+#[cfg(test)]
+mod layout_tests;
 pub mod limits;
 pub mod lock;
 pub mod migrate;
+mod open;
 pub mod private;
+mod prune;
+mod quarantine;
 pub mod reader;
 pub mod record;
 pub mod recovery;
+mod schema;
+mod sled_open;
 
 pub use backend::{Backend, BackendError, MemBackend, SledBackend, WriteBatch};
 pub use clock::format_utc;
-pub(crate) use clock::unix_now;
+pub use config::StoreConfig;
+pub use error::StoreError;
 pub use generation::{Manifest, SCHEMA_VERSION};
-pub use handle::{Store, StoreConfig, SLED_DIR};
+pub use handle::Store;
 pub use health::Degraded;
-pub use reader::{GenerationInfo, StoreReader};
+pub use info::GenerationInfo;
+pub use layout::SLED_DIR;
+pub use reader::StoreReader;
 pub use record::{PortRecord, Snapshot};
 pub use recovery::{LadderStep, Recovered, RecoverySource};
-
-use std::path::PathBuf;
-
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Another process holds the store's pid lock.
-    #[error("state store is in use by pid {pid}")]
-    InUse { pid: u32 },
-    /// The store was written by a newer portsyncd; it is left untouched.
-    #[error("state store has schema version {found}, this portsyncd supports up to {supported}; refusing to use or rewrite it")]
-    NewerSchema { found: u32, supported: u32 },
-    /// The directory holds no store (tools never create one, except `import`).
-    #[error("{dir} is not a portsyncd state store (no {SLED_DIR}/conf in it)")]
-    NotAStore { dir: PathBuf },
-    /// A file operation failed.
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// sled would not open the store.
-    #[error("cannot open the sled store in {dir}: {reason}")]
-    Open { dir: PathBuf, reason: String },
-    /// Stored data failed verification.
-    #[error("corruption: {what}")]
-    Corruption { what: String },
-    /// The backend failed during a commit; the store now refuses commits until reopened.
-    #[error("{op} failed: {source}")]
-    Backend {
-        op: &'static str,
-        source: BackendError,
-    },
-    /// An earlier commit failed: the store no longer trusts its own state. Reopen it.
-    #[error("store disabled after an earlier failure ({why}); reopen it")]
-    Poisoned { why: String, reason: Degraded },
-    /// A delta was committed to a store that has no base for it (nothing committed since it was
-    /// opened): commit a full set.
-    #[error("a delta needs the generation this store committed last (none since it was opened); commit a full set")]
-    NoBase,
-    /// No such generation, or it is not valid.
-    #[error("generation {0} not found")]
-    NoGeneration(u64),
-    /// Input file rejected (import).
-    #[error("{path}: {source}")]
-    Input {
-        path: PathBuf,
-        source: json_export::JsonError,
-    },
-}
-
-impl StoreError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
-        let path = path.into();
-        move |source| StoreError::Io { path, source }
-    }
-}
 
 #[cfg(test)]
 mod tests;

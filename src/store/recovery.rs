@@ -439,7 +439,7 @@ mod tests {
         put(&b, 1, 1, NOW - 20);
         b.tamper(&manifest_key(1), |v| v.truncate(3));
         let s = snap(3, 7);
-        export_file::write_atomic(&path, &export_file::render(&s, NOW - 5, 9)).unwrap();
+        crate::store::durable::write_atomic(&path, &export_file::render(&s, NOW - 5, 9)).unwrap();
         let o = run(input(Some(&b), Some(&path)));
         let r = o.recovered;
         assert_eq!(
@@ -458,7 +458,7 @@ mod tests {
         let b = MemBackend::new();
         put(&b, 4, 1, NOW - 20);
         let s = snap(3, 7);
-        export_file::write_atomic(&path, &export_file::render(&s, NOW - 5, 5)).unwrap();
+        crate::store::durable::write_atomic(&path, &export_file::render(&s, NOW - 5, 5)).unwrap();
         let r = run(input(Some(&b), Some(&path))).recovered;
         assert_eq!(
             (r.source, r.generation),
@@ -467,7 +467,8 @@ mod tests {
         assert_eq!(r.snapshot, Some(s));
         assert_eq!(r.steps.len(), 1);
         // An export of the same (or an older) generation changes nothing.
-        export_file::write_atomic(&path, &export_file::render(&snap(3, 8), NOW - 5, 4)).unwrap();
+        crate::store::durable::write_atomic(&path, &export_file::render(&snap(3, 8), NOW - 5, 4))
+            .unwrap();
         let r = run(input(Some(&b), Some(&path))).recovered;
         assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(4)));
     }
@@ -561,7 +562,7 @@ mod tests {
 
     fn export_at(dir: &Path, s: &Snapshot, saved_at: u64, gen: u64) -> std::path::PathBuf {
         let path = dir.join("port_state.json");
-        export_file::write_atomic(&path, &export_file::render(s, saved_at, gen)).unwrap();
+        crate::store::durable::write_atomic(&path, &export_file::render(s, saved_at, gen)).unwrap();
         path
     }
 

@@ -163,7 +163,7 @@ fn a_newer_schema_inside_sled_is_refused_and_not_rewritten() {
     s.commit(&snap(3, 0)).unwrap();
     drop(s);
     let sled_dir = t.path().join("state/sled");
-    fs::remove_file(sled_dir.join(reader::SCHEMA_MARKER)).unwrap();
+    fs::remove_file(sled_dir.join(layout::SCHEMA_MARKER)).unwrap();
     {
         let db = sled::open(&sled_dir).unwrap();
         db.insert(generation::SCHEMA_KEY, &2u32.to_be_bytes())
@@ -223,7 +223,7 @@ fn a_newer_schema_marker_is_refused_before_sled_opens() {
     s.commit(&snap(3, 0)).unwrap();
     drop(s);
     fs::write(
-        t.path().join("state/sled").join(reader::SCHEMA_MARKER),
+        t.path().join("state/sled").join(layout::SCHEMA_MARKER),
         "2\n",
     )
     .unwrap();
