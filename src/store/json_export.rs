@@ -195,21 +195,7 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
     let doc = v
         .as_object()
         .ok_or_else(|| bad("(top level)", "expected an object"))?;
-    let checksummed = match doc.get("checksum") {
-        Some(Value::String(stored)) => {
-            let computed = checksum(doc);
-            if *stored != computed {
-                return Err(JsonError::Checksum {
-                    stored: stored.clone(),
-                    computed,
-                });
-            }
-            true
-        }
-        Some(_) => return Err(bad("checksum", "expected a string")),
-        None if require_checksum => return Err(JsonError::NoChecksum),
-        None => false,
-    };
+    let checksummed = verify_checksum(doc, require_checksum)?;
     let version = get_u64(doc, "version", "")?;
     if version != FORMAT_VERSION {
         return Err(JsonError::Version(version));
@@ -239,65 +225,11 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
     let published = opt_obj(doc, "published")?;
     let mut snapshot = Snapshot::default();
     for (key, p) in ports {
-        check_text(|| "ports".to_string(), key)?;
-        let ctx = format!("ports.{key}.");
-        let p = p
-            .as_object()
-            .ok_or_else(|| bad(format!("ports.{key}"), "expected an object"))?;
-        let name = match p.get("name") {
-            Some(Value::String(n)) if n == key => n.clone(),
-            Some(Value::String(n)) => {
-                return Err(bad(
-                    format!("{ctx}name"),
-                    format!("{n:?} differs from its key"),
-                ))
-            }
-            Some(_) => return Err(bad(format!("{ctx}name"), "expected a string")),
-            None => key.clone(),
-        };
-        let mut rec = PortRecord {
-            name,
-            admin_up: get_bool01(p, "admin_state", &ctx)?,
-            oper_up: get_bool01(p, "oper_state", &ctx)?,
-            flags: get_u32(p, "flags", &ctx)?,
-            mtu: get_u32(p, "mtu", &ctx)?,
-            ..PortRecord::default()
-        };
-        if let Some(ix) = ifindex {
-            if ix.contains_key(key) {
-                rec.ifindex = get_u32(ix, key, "ifindex.")?;
-            }
-        }
-        if let Some(Some(fields)) = published.map(|m| m.get(key)) {
-            let fields = fields
-                .as_object()
-                .ok_or_else(|| bad(format!("published.{key}"), "expected an object"))?;
-            if fields.len() > limits::MAX_COUNTERS {
-                return Err(bad(format!("published.{key}"), "too many fields"));
-            }
-            for (f, val) in fields {
-                let s = val
-                    .as_str()
-                    .ok_or_else(|| bad(format!("published.{key}.{f}"), "expected a string"))?;
-                check_text(|| format!("published.{key}"), f)?;
-                check_text(|| format!("published.{key}.{f}"), s)?;
-                rec.published.insert(f.clone(), s.to_string());
-            }
-        }
+        let rec = parse_port(key, p, ifindex, published)?;
         snapshot.ports.insert(key.clone(), rec);
     }
     if let Some(c) = opt_obj(doc, "counters")? {
-        if c.len() > limits::MAX_COUNTERS {
-            return Err(bad(
-                "counters",
-                format!("{} counters (at most {})", c.len(), limits::MAX_COUNTERS),
-            ));
-        }
-        for (k, _) in c {
-            check_text(|| "counters".to_string(), k)?;
-            let v = get_bounded(c, k, "counters.", limits::MAX_COUNTER)?;
-            snapshot.counters.insert(k.clone(), v);
-        }
+        snapshot.counters = parse_counters(c)?;
     }
     Ok(JsonState {
         snapshot,
@@ -305,6 +237,98 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
         generation,
         checksummed,
     })
+}
+
+/// Whether the document carries a checksum; one that does not verify is an error, and so is none
+/// when `required`.
+fn verify_checksum(doc: &Map<String, Value>, required: bool) -> Result<bool, JsonError> {
+    match doc.get("checksum") {
+        Some(Value::String(stored)) => {
+            let computed = checksum(doc);
+            if *stored != computed {
+                return Err(JsonError::Checksum {
+                    stored: stored.clone(),
+                    computed,
+                });
+            }
+            Ok(true)
+        }
+        Some(_) => Err(bad("checksum", "expected a string")),
+        None if required => Err(JsonError::NoChecksum),
+        None => Ok(false),
+    }
+}
+
+/// The port under `key` in `ports`, with its `ifindex` and `published` entries (if any).
+fn parse_port(
+    key: &String,
+    p: &Value,
+    ifindex: Option<&Map<String, Value>>,
+    published: Option<&Map<String, Value>>,
+) -> Result<PortRecord, JsonError> {
+    check_text(|| "ports".to_string(), key)?;
+    let ctx = format!("ports.{key}.");
+    let p = p
+        .as_object()
+        .ok_or_else(|| bad(format!("ports.{key}"), "expected an object"))?;
+    let name = match p.get("name") {
+        Some(Value::String(n)) if n == key => n.clone(),
+        Some(Value::String(n)) => {
+            return Err(bad(
+                format!("{ctx}name"),
+                format!("{n:?} differs from its key"),
+            ))
+        }
+        Some(_) => return Err(bad(format!("{ctx}name"), "expected a string")),
+        None => key.clone(),
+    };
+    let mut rec = PortRecord {
+        name,
+        admin_up: get_bool01(p, "admin_state", &ctx)?,
+        oper_up: get_bool01(p, "oper_state", &ctx)?,
+        flags: get_u32(p, "flags", &ctx)?,
+        mtu: get_u32(p, "mtu", &ctx)?,
+        ..PortRecord::default()
+    };
+    if let Some(ix) = ifindex {
+        if ix.contains_key(key) {
+            rec.ifindex = get_u32(ix, key, "ifindex.")?;
+        }
+    }
+    if let Some(Some(fields)) = published.map(|m| m.get(key)) {
+        let fields = fields
+            .as_object()
+            .ok_or_else(|| bad(format!("published.{key}"), "expected an object"))?;
+        if fields.len() > limits::MAX_COUNTERS {
+            return Err(bad(format!("published.{key}"), "too many fields"));
+        }
+        for (f, val) in fields {
+            let s = val
+                .as_str()
+                .ok_or_else(|| bad(format!("published.{key}.{f}"), "expected a string"))?;
+            check_text(|| format!("published.{key}"), f)?;
+            check_text(|| format!("published.{key}.{f}"), s)?;
+            rec.published.insert(f.clone(), s.to_string());
+        }
+    }
+    Ok(rec)
+}
+
+/// The lifetime counters (`counters`), each bounded.
+fn parse_counters(c: &Map<String, Value>) -> Result<BTreeMap<String, u64>, JsonError> {
+    if c.len() > limits::MAX_COUNTERS {
+        return Err(bad(
+            "counters",
+            format!("{} counters (at most {})", c.len(), limits::MAX_COUNTERS),
+        ));
+    }
+    let mut counters = BTreeMap::new();
+    for (k, _) in c {
+        check_text(|| "counters".to_string(), k)?;
+        let v = get_bounded(c, k, "counters.", limits::MAX_COUNTER)?;
+        counters.insert(k.clone(), v);
+    }
+    Ok(counters)
 }
 
 /// The top-level `generation` of an export, found without parsing the document (None when not found
