@@ -41,26 +41,28 @@ impl Store {
 
     fn open_inner(cfg: StoreConfig, migrate: bool) -> Result<(Store, Recovered), StoreError> {
         prepare_dir(&cfg.dir)?;
+        // 1. The pid lock.
         let lock = take_lock(&cfg.dir)?;
-        let sled_dir = cfg.dir.join(SLED_DIR);
-        check_schema_marker(&sled_dir)?;
+        // 2. The schema marker, before sled opens.
+        check_schema_marker(&cfg.dir.join(SLED_DIR))?;
+        // 3. sled, or its quarantine; then 2. again inside sled (creating a fresh store).
         let mut steps = Vec::new();
         let backend = match open_or_give_up(&cfg, &mut steps)? {
             Some(b) => settle_schema(b, &cfg, migrate, &mut steps)?,
             None => None,
         };
+        // The ladder.
         let outcome = climb(backend.as_ref().map(|b| b as &dyn Backend), &cfg, steps);
         let backend = match backend {
-            Some(b) if !outcome.unreadable => b,
-            unreadable_or_none => {
-                if outcome.unreadable {
-                    // Closed before its directory is moved.
-                    drop(unreadable_or_none);
-                    probe_writable(&cfg.dir)?;
-                    quarantine(&cfg.dir)?;
-                }
+            Some(b) if outcome.unreadable => {
+                // Generations that cannot even be listed: quarantined (closed before it is moved).
+                drop(b);
+                probe_writable(&cfg.dir)?;
+                quarantine(&cfg.dir)?;
                 fresh_sled(&cfg)?
             }
+            Some(b) => b,
+            None => fresh_sled(&cfg)?,
         };
         Store::finish_open(Box::new(backend), cfg, Some(lock), outcome)
     }
