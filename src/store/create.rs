@@ -1,7 +1,7 @@
 //! Creating a store: the schema key, with the newest valid legacy file as the first generation
 //! (migration 0001) in the same batch, then the schema marker; and a fresh sled after a quarantine.
 
-use super::backend::{Backend, SledBackend, WriteBatch};
+use super::backend::{Backend, WriteBatch};
 use super::config::StoreConfig;
 use super::durable::sync_dir;
 use super::error::StoreError;
@@ -10,6 +10,7 @@ use super::layout::{LEGACY_FILE, SLED_DIR};
 use super::migrate;
 use super::recovery::LadderStep;
 use super::schema::write_schema_marker;
+use super::sled_backend::SledBackend;
 use super::sled_open::open_sled;
 
 /// Initialise a fresh store: the schema version, and (step 0001, when `migrate`) the newest valid legacy

@@ -320,7 +320,7 @@ pub fn read_schema(backend: &dyn Backend) -> Result<Option<u32>, BackendError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::store::backend::MemBackend;
+    use crate::store::mem_backend::MemBackend;
 
     pub(crate) fn snap(n: usize, salt: u32) -> Snapshot {
         let mut s = Snapshot::default();

@@ -82,6 +82,7 @@ pub mod layout;
 mod layout_tests;
 pub mod limits;
 pub mod lock;
+pub mod mem_backend;
 pub mod migrate;
 mod open;
 pub mod private;
@@ -91,9 +92,10 @@ pub mod reader;
 pub mod record;
 pub mod recovery;
 mod schema;
+pub mod sled_backend;
 mod sled_open;
 
-pub use backend::{Backend, BackendError, MemBackend, SledBackend, WriteBatch};
+pub use backend::{Backend, BackendError, WriteBatch};
 pub use clock::format_utc;
 pub use config::StoreConfig;
 pub use error::StoreError;
@@ -102,9 +104,11 @@ pub use handle::Store;
 pub use health::Degraded;
 pub use info::GenerationInfo;
 pub use layout::SLED_DIR;
+pub use mem_backend::MemBackend;
 pub use reader::StoreReader;
 pub use record::{PortRecord, Snapshot};
 pub use recovery::{LadderStep, Recovered, RecoverySource};
+pub use sled_backend::SledBackend;
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::backend::{Backend, Guarded, SledBackend};
+use super::backend::{Backend, Guarded};
 use super::clock::unix_now;
 use super::config::StoreConfig;
 use super::create::{fresh_sled, initialise};
@@ -21,6 +21,7 @@ use super::private;
 use super::quarantine::{give_up_on_sled, probe_writable, quarantine};
 use super::recovery::{self, LadderInput, LadderOutcome, LadderStep, Recovered};
 use super::schema::{check_schema, check_schema_marker, write_schema_marker, SchemaState};
+use super::sled_backend::SledBackend;
 use super::sled_open::{lock_busy, open_sled};
 
 impl Store {

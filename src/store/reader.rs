@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::backend::{Backend, SledBackend};
+use super::backend::Backend;
 use super::copy::snapshot_copy;
 use super::error::StoreError;
 use super::generation::{self, Invalid, Manifest, SCHEMA_VERSION};
@@ -12,6 +12,7 @@ use super::layout::{SLED_CONF, SLED_DIR};
 use super::lock::daemon_pid;
 use super::record::Snapshot;
 use super::schema::check_schema_marker;
+use super::sled_backend::SledBackend;
 use super::sled_open::open_sled;
 
 /// A store opened for reading by a tool: never created, never migrated, never quarantined, and never

@@ -11,7 +11,7 @@
 //! `docs/durability.md` ("The recovery ladder") states the same contract, rung by rung, in the same
 //! order and with the same names (a unit test compares them).
 //!
-//! Pure over a [`Backend`] and a path: every rung is unit-tested on [`MemBackend`](super::backend::MemBackend).
+//! Pure over a [`Backend`] and a path: every rung is unit-tested on [`MemBackend`](super::mem_backend::MemBackend).
 //! What happens before the ladder (the pid lock, the schema, sled's open and quarantine) is `open.rs`.
 
 use std::collections::BTreeMap;
@@ -366,11 +366,11 @@ pub fn export_newer_than(c: &mut Climb<'_>, g: u64) -> Option<Recovered> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::backend::MemBackend;
     use crate::store::generation::{
         manifest_key,
         tests::{key_of, put_gen, snap},
     };
+    use crate::store::mem_backend::MemBackend;
 
     const NOW: u64 = 1_800_000_000;
     const DAY: u64 = 86_400;
@@ -544,7 +544,7 @@ mod tests {
     fn unlistable_store_is_flagged_and_falls_to_json() {
         let b = MemBackend::new();
         put(&b, 1, 1, NOW);
-        b.set_faults(crate::store::backend::Faults {
+        b.set_faults(crate::store::mem_backend::Faults {
             fail_read: true,
             ..Default::default()
         });

@@ -5,10 +5,11 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::backend::{panic_message, SledBackend};
+use super::backend::panic_message;
 use super::clock::unix_now;
 use super::health::errno_in;
 use super::layout::{aside_name, is_generating};
+use super::sled_backend::SledBackend;
 
 /// How long an open waits for sled's file lock on `db` to be released.
 const LOCK_WAIT: Duration = Duration::from_secs(3);

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::backend::{Faults, MemBackend};
 use super::generation::tests::snap;
+use super::mem_backend::{Faults, MemBackend};
 use super::*;
 
 fn cfg(dir: &Path) -> StoreConfig {
@@ -651,7 +651,7 @@ fn a_busy_sled_lock_is_waited_for_and_never_quarantined() {
     };
 
     // Released while the open waits: the store opens as it was.
-    let held = backend::SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
+    let held = SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
     let release = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         drop(held);
@@ -664,7 +664,7 @@ fn a_busy_sled_lock_is_waited_for_and_never_quarantined() {
     drop(s);
 
     // Held for longer than the open waits: an error, the store kept as it is.
-    let held = backend::SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
+    let held = SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
     match Store::open(cfg(t.path())) {
         Err(StoreError::Open { reason, .. }) => assert!(reason.contains("lock"), "{reason}"),
         Err(e) => panic!("expected a busy lock, got {e}"),
