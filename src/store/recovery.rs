@@ -269,7 +269,7 @@ pub fn previous_generation(c: &mut Climb<'_>) -> Option<Recovered> {
 
 /// Rung 3, `json_export`: the compatibility JSON export, only if its checksum verifies (a legacy file
 /// without one is not trusted here). Skipped with recovery off. A missing export is a step only when
-/// a rung above already stepped down (a fresh store has none). Guarantees: the export is written only
+/// something above already stepped down (a fresh store has none). Guarantees: the export is written only
 /// after its generation is durable in sled, so it never holds a state that was not committed.
 pub fn json_export(c: &mut Climb<'_>) -> Option<Recovered> {
     if !c.recovery {
