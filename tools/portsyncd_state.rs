@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portsyncd::store::{
-    format_utc, json_export, migrate, GenerationInfo, Snapshot, Store, StoreConfig, StoreError,
-    StoreReader,
+    durable, format_utc, json_export, layout, migrate, GenerationInfo, Snapshot, Store,
+    StoreConfig, StoreError, StoreReader,
 };
 use serde_json::json;
 
@@ -123,7 +123,7 @@ fn export_path(dir: &Path, opt: Option<&str>) -> Option<PathBuf> {
     match opt {
         Some("off") => None,
         Some(p) => Some(PathBuf::from(p)),
-        None => Some(dir.join(migrate::LEGACY_FILE)),
+        None => Some(dir.join(layout::LEGACY_FILE)),
     }
 }
 
@@ -162,7 +162,7 @@ fn export(dir: &Path, generation: Option<u64>, output: Option<&Path>) -> Result<
     let bytes = json_export::render(&snap, m.saved_at, gen);
     match output {
         Some(p) => {
-            json_export::write_atomic(p, &bytes)
+            durable::write_atomic(p, &bytes)
                 .map_err(|e| Fail(1, format!("cannot write {}: {e}", p.display())))?;
             eprintln!(
                 "exported generation {gen} ({} ports) to {}",
@@ -194,17 +194,7 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
         Ok(r) => r,
         // A damaged store is something to show, not a failure of the tool (`verify` exits non-zero).
         Err(e) if damaged(&e) => {
-            let exp = export_status(&dir.join(migrate::LEGACY_FILE));
-            if as_json {
-                let doc = json!({"state_dir": dir, "openable": false, "problem": e.to_string(),
-                                 "generations": [], "json_export": exp});
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-            } else {
-                println!("state store   {}", dir.display());
-                println!("status        CANNOT BE OPENED: {e}");
-                println!("              (portsyncd would quarantine it and fall back to the JSON export)");
-                println!("json export   {exp}");
-            }
+            inspect_unopenable(dir, &e, as_json);
             return Ok(());
         }
         Err(e) => return Err(open_error(dir, e)),
@@ -215,7 +205,7 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
     let counters = newest_valid(&gens)
         .and_then(|g| g.counters.clone())
         .unwrap_or_default();
-    let exp = export_status(&dir.join(migrate::LEGACY_FILE));
+    let exp = export_status(&dir.join(layout::LEGACY_FILE));
     if as_json {
         let doc = json!({
             "state_dir": dir,
@@ -233,6 +223,30 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(());
     }
+    print_store_header(dir, &r);
+    print_generations(&gens);
+    print_counters(&gens, &counters);
+    print_export_status(&exp);
+    Ok(())
+}
+
+/// `inspect` of a store that cannot be opened: what is known, and the JSON export.
+fn inspect_unopenable(dir: &Path, e: &StoreError, as_json: bool) {
+    let exp = export_status(&dir.join(layout::LEGACY_FILE));
+    if as_json {
+        let doc = json!({"state_dir": dir, "openable": false, "problem": e.to_string(),
+                         "generations": [], "json_export": exp});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("state store   {}", dir.display());
+        println!("status        CANNOT BE OPENED: {e}");
+        println!("              (portsyncd would quarantine it and fall back to the JSON export)");
+        println!("json export   {exp}");
+    }
+}
+
+/// `inspect`'s first lines: the store, the daemon, the schema, the size.
+fn print_store_header(dir: &Path, r: &StoreReader) {
     println!("state store   {}", dir.display());
     if let Some(pid) = r.daemon_pid() {
         println!("daemon        portsyncd pid {pid} is running (shown: a snapshot copy)");
@@ -248,6 +262,10 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
         println!("disk bytes    {b}");
     }
     println!();
+}
+
+/// `inspect`'s table of generations.
+fn print_generations(gens: &[GenerationInfo]) {
     println!(
         "{:>10}  {:<20}  {:>6}  STATUS",
         "GENERATION", "SAVED AT (UTC)", "PORTS"
@@ -255,7 +273,7 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
     if gens.is_empty() {
         println!("{:>10}", "(none)");
     }
-    for g in &gens {
+    for g in gens {
         println!(
             "{:>10}  {:<20}  {:>6}  {}",
             g.number,
@@ -270,16 +288,24 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
         );
     }
     println!();
-    match newest_valid(&gens) {
+}
+
+/// `inspect`'s lifetime counters of the newest valid generation.
+fn print_counters(gens: &[GenerationInfo], counters: &std::collections::BTreeMap<String, u64>) {
+    match newest_valid(gens) {
         Some(g) => println!("lifetime counters (generation {})", g.number),
         None => println!("lifetime counters: none (no valid generation)"),
     }
-    let rows = counter_rows(&counters);
+    let rows = counter_rows(counters);
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &rows {
         println!("  {k:<width$}  {v}");
     }
     println!();
+}
+
+/// `inspect`'s last line: the JSON export ([`export_status`]).
+fn print_export_status(exp: &serde_json::Value) {
     let path = exp["path"].as_str().unwrap_or_default().to_string();
     match (exp["present"].as_bool(), exp["valid"].as_bool()) {
         (Some(false), _) => println!("json export   {path}: absent"),
@@ -292,7 +318,6 @@ fn inspect(dir: &Path, as_json: bool) -> Result<(), Fail> {
             exp["problem"].as_str().unwrap_or_default()
         ),
     }
-    Ok(())
 }
 
 /// A rolled-back sled, as the daemon's ladder sees it: the JSON export (written only after a
@@ -322,7 +347,7 @@ fn rollback(gens: &[GenerationInfo], exp: &json_export::JsonState) -> Vec<String
 fn verify(dir: &Path) -> Result<(), Fail> {
     // The export first: it is written after sled's commit, so read before the copy of sled it can
     // never be newer than that copy unless sled really lost generations.
-    let exp_path = dir.join(migrate::LEGACY_FILE);
+    let exp_path = dir.join(layout::LEGACY_FILE);
     let exp = exp_path
         .exists()
         .then(|| json_export::read(&exp_path, true));

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::backend::{Faults, MemBackend};
 use super::generation::tests::snap;
+use super::mem_backend::{Faults, MemBackend};
 use super::*;
 
 fn mem_cfg() -> StoreConfig {

@@ -1,7 +1,7 @@
 //! The compatibility JSON written incrementally: every port's pieces of the document are rendered once,
 //! when the port changes, and the file is streamed from them.
 //!
-//! The document [`json_export::render`] writes is its own canonical form (compact, keys sorted) plus the
+//! The document [`render`](super::json_export::render) writes is its own canonical form (compact, keys sorted) plus the
 //! checksum field, so one fragment per port and section serves both the file and the CRC. A commit
 //! re-renders only the changed ports; writing streams the fragments through a `BufWriter` into the
 //! temporary file and feeds the same bytes to an incremental CRC32, without building the document.
@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::json_export::{self, PortOut, FORMAT_VERSION};
+use super::durable::write_atomic_with;
+use super::json_export::{PortOut, FORMAT_VERSION};
 use super::record::PortRecord;
 
 /// One port's entries in the three per-port sections, each `"<name>":<value>` exactly as written, kept
@@ -137,7 +138,7 @@ impl ExportCache {
         self.ports.is_empty()
     }
 
-    /// Stream the document to `out`: byte for byte what [`json_export::render`] gives for this state.
+    /// Stream the document to `out`: byte for byte what [`render`](super::json_export::render) gives for this state.
     pub fn write_to(
         &self,
         out: &mut dyn Write,
@@ -175,7 +176,7 @@ impl ExportCache {
         Ok(())
     }
 
-    /// Write the export to `path` atomically (see [`json_export::write_atomic_with`]).
+    /// Write the export to `path` atomically (see [`write_atomic_with`](super::durable::write_atomic_with)).
     pub fn write_atomic(
         &self,
         path: &Path,
@@ -183,7 +184,7 @@ impl ExportCache {
         saved_at: u64,
         generation: u64,
     ) -> io::Result<()> {
-        json_export::write_atomic_with(path, |out| {
+        write_atomic_with(path, |out| {
             self.write_to(out, counters, saved_at, generation)
         })
     }
@@ -192,6 +193,7 @@ impl ExportCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::json_export;
     use crate::store::record::Snapshot;
 
     fn rec(name: &str, i: u32, salt: u32) -> PortRecord {

@@ -94,16 +94,16 @@ fn manifest_key_gen(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(rest.try_into().ok()?))
 }
 
-/// FNV-1a 64 of a record payload.
+/// FNV-1a 64 of a record payload (the `fnv` crate's [`fnv::FnvHasher`] is FNV-1a 64; the values are
+/// pinned by `golden_tests`: they are in every record key on disk).
 ///
 /// Deliberately not CRC32: values already end with a CRC32 of their key and payload, and CRC is linear,
 /// so a CRC-based checksum over framed records cannot see one self-consistent record swapped for another.
 pub fn payload_hash(payload: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    payload
-        .iter()
-        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(payload);
+    h.finish()
 }
 
 fn encode_payload(rec: &PortRecord) -> Vec<u8> {
@@ -320,7 +320,7 @@ pub fn read_schema(backend: &dyn Backend) -> Result<Option<u32>, BackendError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::store::backend::MemBackend;
+    use crate::store::mem_backend::MemBackend;
 
     pub(crate) fn snap(n: usize, salt: u32) -> Snapshot {
         let mut s = Snapshot::default();

@@ -1,12 +1,10 @@
-//! Why the store is not taking commits, and which failures are the environment's (a full, read-only or
-//! failing disk: keep the store, retry) rather than the store's own (corruption: quarantine).
+//! Why the store is not taking commits ([`Degraded`]), and which failures are the environment's (a full,
+//! read-only or failing disk: keep the store, retry) rather than the store's own (corruption:
+//! quarantine), told from errnos and sled's messages.
 
-use std::fs;
-use std::io::{self, Write};
-use std::path::Path;
+use std::io;
 
 use super::backend::BackendError;
-use super::StoreError;
 
 /// Why the daemon runs without persistence: the `reason` label of `portsyncd_state_store_degraded`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,49 +106,6 @@ pub fn errno_in(msg: &str) -> Option<i32> {
     after("(os error ").or_else(|| after("code: "))
 }
 
-impl StoreError {
-    /// Why this error leaves the daemon without persistence.
-    pub fn degraded(&self) -> Degraded {
-        match self {
-            StoreError::Io { source, .. } => Degraded::of_io(source),
-            StoreError::Backend { source, .. } => Degraded::of_backend(source),
-            StoreError::Poisoned { reason, .. } => *reason,
-            StoreError::Open { reason, .. } => {
-                errno_in(reason).map_or(Degraded::Corrupt, Degraded::of_errno)
-            }
-            StoreError::NewerSchema { .. } => Degraded::NewerSchema,
-            StoreError::Corruption { .. } | StoreError::NoGeneration(_) => Degraded::Corrupt,
-            StoreError::InUse { .. }
-            | StoreError::NotAStore { .. }
-            | StoreError::Input { .. }
-            | StoreError::NoBase => Degraded::Other,
-        }
-    }
-
-    /// A failure of the disk, not of the data: keep the store, retry later, never quarantine.
-    pub fn is_environmental(&self) -> bool {
-        self.degraded().is_environmental()
-    }
-}
-
-/// Name of the probe file [`probe_writable`] writes (and removes) in the state directory.
-pub const PROBE_FILE: &str = ".portsyncd-probe";
-/// Bytes the probe writes: room for sled to open and write a little.
-const PROBE_BYTES: usize = 64 << 10;
-
-/// Can `dir` take writes right now? Writes, fsyncs and removes a small file. Run before anything is
-/// quarantined: a store that sled cannot open on a full, read-only or failing disk is not corrupt, and
-/// moving it aside would only lose it.
-pub fn probe_writable(dir: &Path) -> Result<(), StoreError> {
-    let path = dir.join(PROBE_FILE);
-    let res = fs::File::create(&path).and_then(|mut f| {
-        f.write_all(&[0u8; PROBE_BYTES])?;
-        f.sync_all()
-    });
-    let _ = fs::remove_file(&path);
-    res.map_err(StoreError::io(path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +130,7 @@ mod tests {
         assert_eq!(errno_in(&format!("IO error: {io}")), Some(libc::ENOSPC));
         assert_eq!(errno_in(&format!("{io:?}")), Some(libc::ENOSPC));
         assert_eq!(errno_in("corrupted config"), None);
+        use crate::store::StoreError;
         let open = StoreError::Open {
             dir: "/x".into(),
             reason: format!("sled panicked while opening: {io:?}"),
@@ -185,13 +141,5 @@ mod tests {
             reason: "Corruption { at: None }".into(),
         };
         assert_eq!(bad.degraded(), Degraded::Corrupt);
-    }
-
-    #[test]
-    fn the_probe_reports_a_missing_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(probe_writable(dir.path()).is_ok());
-        assert!(!dir.path().join(PROBE_FILE).exists());
-        assert!(probe_writable(&dir.path().join("absent")).is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! The compatibility JSON (`port_state.json`): rendering, strict parsing, its checksum, and the atomic
-//! write (temp file, fsync, rename, fsync of the directory).
+//! The compatibility JSON (`port_state.json`): rendering, strict parsing, and its checksum. (Its atomic
+//! write is `durable.rs`.)
 //!
 //! The legacy fields keep their meaning exactly:
 //! `{"ports": {"Ethernet0": {"name", "admin_state": 0|1, "oper_state": 0|1, "flags", "mtu"}}, "saved_at", "version": 1}`.
@@ -10,8 +10,7 @@
 //! field — compact JSON, object keys sorted bytewise, no whitespace — as 8 lowercase hex digits. Any
 //! change to any field, including the extras, breaks it.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
@@ -54,43 +53,17 @@ pub enum JsonError {
     Version(u64),
 }
 
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                canonical(&m[*k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// The checksum of a document (its `checksum` field, if any, excluded).
+/// The checksum of a document (its `checksum` field, if any, excluded): CRC32 of its canonical form,
+/// which is serde_json's compact serialisation with every object's keys sorted (`sort_all_objects`;
+/// a no-op unless serde_json's `preserve_order` is on, when maps keep the input's order).
 pub fn checksum(doc: &Map<String, Value>) -> String {
     let mut m = doc.clone();
     m.remove("checksum");
-    let mut s = String::new();
-    canonical(&Value::Object(m), &mut s);
-    format!("{:08x}", crc32fast::hash(s.as_bytes()))
+    let mut v = Value::Object(m);
+    v.sort_all_objects();
+    // Serialising a `Value` (string keys, finite numbers) cannot fail.
+    let canonical = serde_json::to_vec(&v).unwrap_or_default();
+    format!("{:08x}", crc32fast::hash(&canonical))
 }
 
 /// One port, legacy fields only, in canonical (sorted) field order (also the streamed export's).
@@ -222,21 +195,7 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
     let doc = v
         .as_object()
         .ok_or_else(|| bad("(top level)", "expected an object"))?;
-    let checksummed = match doc.get("checksum") {
-        Some(Value::String(stored)) => {
-            let computed = checksum(doc);
-            if *stored != computed {
-                return Err(JsonError::Checksum {
-                    stored: stored.clone(),
-                    computed,
-                });
-            }
-            true
-        }
-        Some(_) => return Err(bad("checksum", "expected a string")),
-        None if require_checksum => return Err(JsonError::NoChecksum),
-        None => false,
-    };
+    let checksummed = verify_checksum(doc, require_checksum)?;
     let version = get_u64(doc, "version", "")?;
     if version != FORMAT_VERSION {
         return Err(JsonError::Version(version));
@@ -266,65 +225,11 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
     let published = opt_obj(doc, "published")?;
     let mut snapshot = Snapshot::default();
     for (key, p) in ports {
-        check_text(|| "ports".to_string(), key)?;
-        let ctx = format!("ports.{key}.");
-        let p = p
-            .as_object()
-            .ok_or_else(|| bad(format!("ports.{key}"), "expected an object"))?;
-        let name = match p.get("name") {
-            Some(Value::String(n)) if n == key => n.clone(),
-            Some(Value::String(n)) => {
-                return Err(bad(
-                    format!("{ctx}name"),
-                    format!("{n:?} differs from its key"),
-                ))
-            }
-            Some(_) => return Err(bad(format!("{ctx}name"), "expected a string")),
-            None => key.clone(),
-        };
-        let mut rec = PortRecord {
-            name,
-            admin_up: get_bool01(p, "admin_state", &ctx)?,
-            oper_up: get_bool01(p, "oper_state", &ctx)?,
-            flags: get_u32(p, "flags", &ctx)?,
-            mtu: get_u32(p, "mtu", &ctx)?,
-            ..PortRecord::default()
-        };
-        if let Some(ix) = ifindex {
-            if ix.contains_key(key) {
-                rec.ifindex = get_u32(ix, key, "ifindex.")?;
-            }
-        }
-        if let Some(Some(fields)) = published.map(|m| m.get(key)) {
-            let fields = fields
-                .as_object()
-                .ok_or_else(|| bad(format!("published.{key}"), "expected an object"))?;
-            if fields.len() > limits::MAX_COUNTERS {
-                return Err(bad(format!("published.{key}"), "too many fields"));
-            }
-            for (f, val) in fields {
-                let s = val
-                    .as_str()
-                    .ok_or_else(|| bad(format!("published.{key}.{f}"), "expected a string"))?;
-                check_text(|| format!("published.{key}"), f)?;
-                check_text(|| format!("published.{key}.{f}"), s)?;
-                rec.published.insert(f.clone(), s.to_string());
-            }
-        }
+        let rec = parse_port(key, p, ifindex, published)?;
         snapshot.ports.insert(key.clone(), rec);
     }
     if let Some(c) = opt_obj(doc, "counters")? {
-        if c.len() > limits::MAX_COUNTERS {
-            return Err(bad(
-                "counters",
-                format!("{} counters (at most {})", c.len(), limits::MAX_COUNTERS),
-            ));
-        }
-        for (k, _) in c {
-            check_text(|| "counters".to_string(), k)?;
-            let v = get_bounded(c, k, "counters.", limits::MAX_COUNTER)?;
-            snapshot.counters.insert(k.clone(), v);
-        }
+        snapshot.counters = parse_counters(c)?;
     }
     Ok(JsonState {
         snapshot,
@@ -332,6 +237,98 @@ pub fn parse(bytes: &[u8], require_checksum: bool) -> Result<JsonState, JsonErro
         generation,
         checksummed,
     })
+}
+
+/// Whether the document carries a checksum; one that does not verify is an error, and so is none
+/// when `required`.
+fn verify_checksum(doc: &Map<String, Value>, required: bool) -> Result<bool, JsonError> {
+    match doc.get("checksum") {
+        Some(Value::String(stored)) => {
+            let computed = checksum(doc);
+            if *stored != computed {
+                return Err(JsonError::Checksum {
+                    stored: stored.clone(),
+                    computed,
+                });
+            }
+            Ok(true)
+        }
+        Some(_) => Err(bad("checksum", "expected a string")),
+        None if required => Err(JsonError::NoChecksum),
+        None => Ok(false),
+    }
+}
+
+/// The port under `key` in `ports`, with its `ifindex` and `published` entries (if any).
+fn parse_port(
+    key: &String,
+    p: &Value,
+    ifindex: Option<&Map<String, Value>>,
+    published: Option<&Map<String, Value>>,
+) -> Result<PortRecord, JsonError> {
+    check_text(|| "ports".to_string(), key)?;
+    let ctx = format!("ports.{key}.");
+    let p = p
+        .as_object()
+        .ok_or_else(|| bad(format!("ports.{key}"), "expected an object"))?;
+    let name = match p.get("name") {
+        Some(Value::String(n)) if n == key => n.clone(),
+        Some(Value::String(n)) => {
+            return Err(bad(
+                format!("{ctx}name"),
+                format!("{n:?} differs from its key"),
+            ))
+        }
+        Some(_) => return Err(bad(format!("{ctx}name"), "expected a string")),
+        None => key.clone(),
+    };
+    let mut rec = PortRecord {
+        name,
+        admin_up: get_bool01(p, "admin_state", &ctx)?,
+        oper_up: get_bool01(p, "oper_state", &ctx)?,
+        flags: get_u32(p, "flags", &ctx)?,
+        mtu: get_u32(p, "mtu", &ctx)?,
+        ..PortRecord::default()
+    };
+    if let Some(ix) = ifindex {
+        if ix.contains_key(key) {
+            rec.ifindex = get_u32(ix, key, "ifindex.")?;
+        }
+    }
+    if let Some(Some(fields)) = published.map(|m| m.get(key)) {
+        let fields = fields
+            .as_object()
+            .ok_or_else(|| bad(format!("published.{key}"), "expected an object"))?;
+        if fields.len() > limits::MAX_COUNTERS {
+            return Err(bad(format!("published.{key}"), "too many fields"));
+        }
+        for (f, val) in fields {
+            let s = val
+                .as_str()
+                .ok_or_else(|| bad(format!("published.{key}.{f}"), "expected a string"))?;
+            check_text(|| format!("published.{key}"), f)?;
+            check_text(|| format!("published.{key}.{f}"), s)?;
+            rec.published.insert(f.clone(), s.to_string());
+        }
+    }
+    Ok(rec)
+}
+
+/// The lifetime counters (`counters`), each bounded.
+fn parse_counters(c: &Map<String, Value>) -> Result<BTreeMap<String, u64>, JsonError> {
+    if c.len() > limits::MAX_COUNTERS {
+        return Err(bad(
+            "counters",
+            format!("{} counters (at most {})", c.len(), limits::MAX_COUNTERS),
+        ));
+    }
+    let mut counters = BTreeMap::new();
+    for (k, _) in c {
+        check_text(|| "counters".to_string(), k)?;
+        let v = get_bounded(c, k, "counters.", limits::MAX_COUNTER)?;
+        counters.insert(k.clone(), v);
+    }
+    Ok(counters)
 }
 
 /// The top-level `generation` of an export, found without parsing the document (None when not found
@@ -374,48 +371,6 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>, JsonError> {
 /// Read and parse a state file.
 pub fn read(path: &Path, require_checksum: bool) -> Result<JsonState, JsonError> {
     parse(&read_bytes(path)?, require_checksum)
-}
-
-/// fsync a directory so a rename or a new entry in it survives a power cut.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_with(path, |out| out.write_all(bytes))
-}
-
-/// Like [`write_atomic`], the content streamed by `fill` through a buffered writer into the temp file.
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let f = super::private::create_temp(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
-        fill(&mut w)?;
-        let f = w
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?;
-        f.sync_all()?;
-        super::fault::crash_point(super::fault::CrashPoint::ExportTempWritten);
-        fs::rename(&tmp, path)?;
-        sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -515,15 +470,5 @@ mod tests {
             let e = parse(input, false).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} lacks {needle}");
         }
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("port_state.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

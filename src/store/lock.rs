@@ -1,15 +1,16 @@
-//! The pid lock: `<state-dir>/portsyncd.pid`, held with `flock(LOCK_EX | LOCK_NB)` for as long as a
+//! The pid lock: the daemon takes it ([`PidLock`]), a tool probes it ([`daemon_pid`]).
+//!
+//! `<state-dir>/portsyncd.pid`, held with `flock(LOCK_EX | LOCK_NB)` for as long as a
 //! [`PidLock`] lives. It holds the owner's pid so a second opener (the daemon, or `portsyncd-state`
 //! while the daemon runs) can say who holds the store. The kernel drops the lock when the owner dies, so
 //! a stale file from a killed process never blocks anyone.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// File name of the lock inside the state directory.
-pub const LOCK_FILE: &str = "portsyncd.pid";
+use super::layout::{LOCK_FILE, LOCK_MODE};
 
 /// Why the lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ impl PidLock {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(LOCK_MODE)
             // A symlink planted at the pid file's path is refused (ELOOP), never truncated through.
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
@@ -83,6 +84,24 @@ impl PidLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Is a process holding the store's pid lock (a running portsyncd)? Its pid, if so (0 if unreadable).
+///
+/// Tested with a shared `flock` on the lock file opened read-only: it conflicts with the daemon's
+/// exclusive lock, and neither creates nor rewrites the file. (A daemon starting in that instant
+/// retries its lock for 2 s, far longer than the test takes.)
+pub fn daemon_pid(dir: &Path) -> Option<u32> {
+    let path = dir.join(LOCK_FILE);
+    let mut f = fs::File::open(path).ok()?;
+    match f.try_lock_shared() {
+        Ok(()) => return None, // released when `f` is dropped
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(_)) => return None,
+    }
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    Some(s.trim().parse().unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -10,9 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::json_export::{self, JsonError, JsonState};
-
-/// The legacy state file name.
-pub const LEGACY_FILE: &str = "port_state.json";
+use super::layout::{BACKUPS_DIR, BACKUP_PREFIX, BACKUP_SUFFIX, LEGACY_BACKUP_SUFFIX};
 
 /// Most `backups/` files considered (the newest by their name's timestamp).
 pub const MAX_BACKUPS: usize = 16;
@@ -25,21 +23,21 @@ pub fn legacy_candidates(file: &Path) -> Vec<PathBuf> {
         out.push(file.to_path_buf());
     }
     let mut backup = file.as_os_str().to_owned();
-    backup.push(".backup");
+    backup.push(LEGACY_BACKUP_SUFFIX);
     let backup = PathBuf::from(backup);
     if backup.exists() {
         out.push(backup);
     }
     let dir = file.parent().unwrap_or(Path::new("."));
-    let mut stamped: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("backups"))
+    let mut stamped: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join(BACKUPS_DIR))
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let unix = name
-                .strip_prefix("port_state_")?
-                .strip_suffix(".json")?
+                .strip_prefix(BACKUP_PREFIX)?
+                .strip_suffix(BACKUP_SUFFIX)?
                 .parse()
                 .ok()?;
             Some((unix, e.path()))
@@ -85,6 +83,7 @@ pub fn read_legacy(candidates: &[PathBuf]) -> LegacyImport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::layout::LEGACY_FILE;
 
     fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_legacy_json")

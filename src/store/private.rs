@@ -9,13 +9,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use super::handle::SLED_DIR;
-use super::migrate::LEGACY_FILE;
+use super::layout::{DIR_MODE, FILE_MODE, LEGACY_FILE, SLED_DIR};
 
-/// Mode of the state directory and every directory in it.
-pub const DIR_MODE: u32 = 0o700;
-/// Mode of the files in it.
-pub const FILE_MODE: u32 = 0o600;
 /// How deep [`tighten`] looks (`<dir>/sled/blobs/<file>`).
 const MAX_DEPTH: usize = 3;
 
@@ -108,7 +103,7 @@ pub fn create_temp(path: &Path) -> io::Result<File> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::lock::LOCK_FILE;
+    use super::super::layout::LOCK_FILE;
     use super::*;
 
     fn mode(p: &Path) -> u32 {
@@ -194,7 +189,7 @@ mod tests {
             .path()
             .join(format!(".port_state.json.tmp-{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
-        super::super::json_export::write_atomic(&dest, b"{}").unwrap();
+        super::super::durable::write_atomic(&dest, b"{}").unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert_eq!(fs::read(&dest).unwrap(), b"{}");
         assert_eq!(mode(&dest), 0o600);

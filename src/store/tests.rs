@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::backend::{Faults, MemBackend};
 use super::generation::tests::snap;
+use super::mem_backend::{Faults, MemBackend};
 use super::*;
 
 fn cfg(dir: &Path) -> StoreConfig {
@@ -163,7 +163,7 @@ fn a_newer_schema_inside_sled_is_refused_and_not_rewritten() {
     s.commit(&snap(3, 0)).unwrap();
     drop(s);
     let sled_dir = t.path().join("state/sled");
-    fs::remove_file(sled_dir.join(reader::SCHEMA_MARKER)).unwrap();
+    fs::remove_file(sled_dir.join(layout::SCHEMA_MARKER)).unwrap();
     {
         let db = sled::open(&sled_dir).unwrap();
         db.insert(generation::SCHEMA_KEY, &2u32.to_be_bytes())
@@ -223,7 +223,7 @@ fn a_newer_schema_marker_is_refused_before_sled_opens() {
     s.commit(&snap(3, 0)).unwrap();
     drop(s);
     fs::write(
-        t.path().join("state/sled").join(reader::SCHEMA_MARKER),
+        t.path().join("state/sled").join(layout::SCHEMA_MARKER),
         "2\n",
     )
     .unwrap();
@@ -284,7 +284,7 @@ fn a_new_store_imports_the_legacy_fixture() {
     let before = files(&state);
     let (s, r) = Store::open(cfg(t.path())).unwrap();
     assert_eq!((r.source, r.generation), (RecoverySource::Newest, Some(1)));
-    assert_eq!(r.saved_at, Some(recovery::to_system_time(1_700_007_200)));
+    assert_eq!(r.saved_at, Some(clock::to_system_time(1_700_007_200)));
     let got = r.snapshot.unwrap();
     assert_eq!(
         got.ports.keys().collect::<Vec<_>>(),
@@ -651,7 +651,7 @@ fn a_busy_sled_lock_is_waited_for_and_never_quarantined() {
     };
 
     // Released while the open waits: the store opens as it was.
-    let held = backend::SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
+    let held = SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
     let release = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         drop(held);
@@ -664,7 +664,7 @@ fn a_busy_sled_lock_is_waited_for_and_never_quarantined() {
     drop(s);
 
     // Held for longer than the open waits: an error, the store kept as it is.
-    let held = backend::SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
+    let held = SledBackend::open(&state.join(SLED_DIR), cache).unwrap();
     match Store::open(cfg(t.path())) {
         Err(StoreError::Open { reason, .. }) => assert!(reason.contains("lock"), "{reason}"),
         Err(e) => panic!("expected a busy lock, got {e}"),

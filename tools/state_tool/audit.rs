@@ -17,7 +17,8 @@ use clap::Args;
 use portsyncd::core::{PortStatus, RawFields};
 use portsyncd::netlink::{LinkSocket, NetlinkItem, RecvOutcome};
 use portsyncd::sonic::{DbLayout, SonicDb};
-use portsyncd::store::json_export;
+use portsyncd::store::layout::LEGACY_FILE;
+use portsyncd::store::{json_export, PortRecord};
 
 use super::Fail;
 
@@ -180,106 +181,27 @@ pub fn run(state_dir: &Path, a: &AuditArgs) -> Result<(), Fail> {
     let saved_path = match a.json_export.as_deref() {
         Some("off") => None,
         Some(p) => Some(PathBuf::from(p)),
-        None => Some(state_dir.join("port_state.json")),
+        None => Some(state_dir.join(LEGACY_FILE)),
     };
-    let (saved, saved_note) = match &saved_path {
-        None => (None, "not compared (--json-export off)".to_string()),
-        Some(p) if !p.exists() => (None, format!("{}: absent", p.display())),
-        Some(p) => match json_export::read(p, false) {
-            Ok(st) => (
-                Some(st.snapshot.ports),
-                format!(
-                    "{} (generation {}, saved at {})",
-                    p.display(),
-                    st.generation.map_or("?".into(), |g| g.to_string()),
-                    portsyncd::store::format_utc(st.saved_at)
-                ),
-            ),
-            Err(e) => (None, format!("{}: unusable: {e}", p.display())),
-        },
-    };
+    let (saved, saved_note) = read_saved(saved_path.as_deref());
 
     let mut names: Vec<&String> = config.keys().collect();
     names.sort_by_key(|n| natural(n));
     let mut lying = Vec::new();
     let mut rows = Vec::new();
     for name in names {
-        let k: View = kernel.get(name).copied();
-        let (s, s_problem) = match state_view(state.get(name)) {
-            Ok(v) => (v, None),
-            Err(p) => (None, Some(p)),
-        };
-        let sv: Option<View> = saved.as_ref().map(|ports| {
-            ports.get(name).map(|r| PortStatus {
-                admin_up: r.admin_up,
-                oper_up: r.oper_up,
-                mtu: r.mtu,
-            })
-        });
-        let mut notes = Vec::new();
-        let state_diff = diff(&k, &s);
-        if let Some(p) = s_problem {
-            notes.push(format!("STATE_DB {p}"));
-            lying.push(name.clone());
-        } else if !state_diff.is_empty() {
-            notes.push(format!("STATE_DB differs: {}", state_diff.join(",")));
+        let (row, state_lies) = compare(name, &kernel, &state, saved.as_ref());
+        if state_lies {
             lying.push(name.clone());
         }
-        if let Some(sv) = &sv {
-            let d = diff(&k, sv);
-            if !d.is_empty() {
-                notes.push(format!("saved state differs: {}", d.join(",")));
-            }
-        }
-        if a.all || !notes.is_empty() {
-            rows.push([
-                name.clone(),
-                show(&k),
-                show(&s),
-                sv.as_ref().map_or("-".into(), show),
-                if notes.is_empty() {
-                    "ok".into()
-                } else {
-                    notes.join("; ")
-                },
-            ]);
+        if a.all || row[4] != "ok" {
+            rows.push(row);
         }
     }
 
     println!("kernel: this network namespace; views are admin/oper/mtu");
     println!("saved state: {saved_note}");
-    if rows.is_empty() {
-        println!(
-            "all {} configured ports agree: kernel, STATE_DB and saved state",
-            config.len()
-        );
-    } else {
-        let head = ["PORT", "KERNEL", "STATE_DB", "SAVED", "DIFFERENCE"];
-        let mut w = head.map(str::len);
-        for r in &rows {
-            for (i, c) in r.iter().enumerate() {
-                w[i] = w[i].max(c.len());
-            }
-        }
-        let line = |r: [&str; 5]| {
-            println!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2],
-                w3 = w[3]
-            )
-        };
-        line(head);
-        for r in &rows {
-            line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
-        }
-    }
+    print_rows(&rows, config.len());
     if lying.is_empty() {
         println!(
             "ok: STATE_DB matches the kernel for all {} configured ports",
@@ -296,6 +218,109 @@ pub fn run(state_dir: &Path, a: &AuditArgs) -> Result<(), Fail> {
                 lying.join(", ")
             ),
         ))
+    }
+}
+
+/// The saved state's ports (None: not compared) and the line saying where they come from.
+fn read_saved(path: Option<&Path>) -> (Option<BTreeMap<String, PortRecord>>, String) {
+    match path {
+        None => (None, "not compared (--json-export off)".to_string()),
+        Some(p) if !p.exists() => (None, format!("{}: absent", p.display())),
+        Some(p) => match json_export::read(p, false) {
+            Ok(st) => (
+                Some(st.snapshot.ports),
+                format!(
+                    "{} (generation {}, saved at {})",
+                    p.display(),
+                    st.generation.map_or("?".into(), |g| g.to_string()),
+                    portsyncd::store::format_utc(st.saved_at)
+                ),
+            ),
+            Err(e) => (None, format!("{}: unusable: {e}", p.display())),
+        },
+    }
+}
+
+/// One port's row (port, kernel, STATE_DB, saved, differences or `ok`), and whether STATE_DB
+/// differs from the kernel (or is unreadable) for it.
+fn compare(
+    name: &String,
+    kernel: &BTreeMap<String, PortStatus>,
+    state: &BTreeMap<String, RawFields>,
+    saved: Option<&BTreeMap<String, PortRecord>>,
+) -> ([String; 5], bool) {
+    let k: View = kernel.get(name).copied();
+    let (s, s_problem) = match state_view(state.get(name)) {
+        Ok(v) => (v, None),
+        Err(p) => (None, Some(p)),
+    };
+    let sv: Option<View> = saved.map(|ports| {
+        ports.get(name).map(|r| PortStatus {
+            admin_up: r.admin_up,
+            oper_up: r.oper_up,
+            mtu: r.mtu,
+        })
+    });
+    let mut notes = Vec::new();
+    let mut lies = false;
+    let state_diff = diff(&k, &s);
+    if let Some(p) = s_problem {
+        notes.push(format!("STATE_DB {p}"));
+        lies = true;
+    } else if !state_diff.is_empty() {
+        notes.push(format!("STATE_DB differs: {}", state_diff.join(",")));
+        lies = true;
+    }
+    if let Some(sv) = &sv {
+        let d = diff(&k, sv);
+        if !d.is_empty() {
+            notes.push(format!("saved state differs: {}", d.join(",")));
+        }
+    }
+    let row = [
+        name.clone(),
+        show(&k),
+        show(&s),
+        sv.as_ref().map_or("-".into(), show),
+        if notes.is_empty() {
+            "ok".into()
+        } else {
+            notes.join("; ")
+        },
+    ];
+    (row, lies)
+}
+
+/// The table of rows, or the line saying every configured port agrees.
+fn print_rows(rows: &[[String; 5]], configured: usize) {
+    if rows.is_empty() {
+        println!("all {configured} configured ports agree: kernel, STATE_DB and saved state");
+        return;
+    }
+    let head = ["PORT", "KERNEL", "STATE_DB", "SAVED", "DIFFERENCE"];
+    let mut w = head.map(str::len);
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |r: [&str; 5]| {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )
+    };
+    line(head);
+    for r in rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
     }
 }
 
