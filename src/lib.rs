@@ -4,6 +4,7 @@
 // `unsafe` only where a syscall has no safe wrapper, each allowed at that function with a SAFETY
 // comment (today: the SO_MEMINFO getsockopt in netlink/sockopt.rs).
 #![deny(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 pub mod backoff;
 pub mod config;

@@ -2,6 +2,7 @@
 
 // `unsafe` only in the two libc calls below (mallopt, umask), each allowed where it is made.
 #![deny(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -517,6 +517,7 @@ fn binary_config() -> ProptestConfig {
 
 /// The built binary with one environment variable set to any value: it exits 2 at once, naming
 /// the option (or the variable) and the value, or it starts.
+#[allow(unsafe_code)] // prctl(2) in pre_exec: see the SAFETY comment at the call
 #[test]
 fn gen_binary_environment_values() {
     let strategy = (

@@ -21,7 +21,8 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
+#[allow(unsafe_code)] // a counting global allocator cannot be written without it
+                      // SAFETY: forwards every call unchanged to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
@@ -75,6 +76,7 @@ fn full_decode(bytes: &[u8]) -> (u32, String, u32, Option<String>, u32) {
 }
 
 /// CPU time of the calling thread (not wall time: the build machine is shared and loaded).
+#[allow(unsafe_code)] // clock_gettime(2): std has no per-thread CPU clock
 fn thread_cpu_ns() -> u128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

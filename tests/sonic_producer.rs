@@ -338,6 +338,7 @@ fn standin_once_moves_staged_fields_and_honours_del_set() {
     assert!(!d.app_port_has_admin_status("Ethernet4").unwrap());
 }
 
+#[allow(unsafe_code)] // kill(2): see the SAFETY comment at the call
 #[test]
 fn standin_daemon_consumes_live_and_exits_zero_on_sigterm() {
     let srv = RedisServer::start();

@@ -5,6 +5,9 @@
 //! store (see `StoreReader`), so they work while portsyncd runs (and say so, with its pid) and never stop
 //! a daemon from starting. `import` writes the store and refuses while a daemon runs.
 
+#![deny(unsafe_code)]
+#![warn(clippy::too_many_lines)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

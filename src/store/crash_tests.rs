@@ -75,7 +75,6 @@ fn crash_child() {
 
 #[test]
 fn crash_at_every_commit_step() {
-    let exe = std::env::current_exe().unwrap();
     for cp in CrashPoint::ALL {
         for nth in [1u64, 2, 3] {
             let t = tempfile::tempdir().unwrap();
@@ -83,110 +82,123 @@ fn crash_at_every_commit_step() {
             let (mut s, _) = Store::open(cfg(&dir)).unwrap();
             s.commit(&snapshot_for(1)).unwrap();
             drop(s);
-            let status = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "store::crash_tests::crash_child",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(DIR_ENV, &dir)
-                .env(CRASH_ENV, format!("{}:{nth}", cp.name()))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
             let ctx = format!("{}:{nth}", cp.name());
-            assert_eq!(
-                status.signal(),
-                Some(libc::SIGABRT),
-                "{ctx}: the child did not abort: {status:?}"
-            );
+            crash_a_child_at(&dir, cp, nth, &ctx);
             // Generation 1 plus the child commits completed before the one that crashed.
             let old = 1 + (nth - 1) / hits_per_commit(cp);
-            let new = old + 1;
-
-            let (mut s, r) =
-                Store::open(cfg(&dir)).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
-            let g = r
-                .generation
-                .unwrap_or_else(|| panic!("{ctx}: no state recovered: {:?}", r.steps));
-            assert!(
-                g == old || g == new,
-                "{ctx}: recovered generation {g}, expected {old} or {new}"
-            );
-            assert_eq!(
-                r.snapshot.as_ref(),
-                Some(&snapshot_for(g)),
-                "{ctx}: a mixed or wrong state"
-            );
-            assert_eq!(r.source, RecoverySource::Newest, "{ctx}: {:?}", r.steps);
-            match cp {
-                CrashPoint::BeforeApply | CrashPoint::BetweenBatches => {
-                    assert_eq!(g, old, "{ctx}")
-                }
-                CrashPoint::AfterApply => {}
-                _ => assert_eq!(
-                    g, new,
-                    "{ctx}: the data reached the kernel, a process crash must keep it"
-                ),
-            }
-            for info in s.generations().unwrap() {
-                assert!(
-                    info.is_valid(),
-                    "{ctx}: generation {} invalid: {:?}",
-                    info.number,
-                    info.problem
-                );
-                assert_eq!(
-                    s.load(info.number).unwrap().1,
-                    snapshot_for(info.number),
-                    "{ctx}"
-                );
-            }
-            let exp = json_export::read(&dir.join("port_state.json"), true).unwrap();
-            let eg = exp.generation.unwrap();
-            assert_eq!(exp.snapshot, snapshot_for(eg), "{ctx}: the export is a mix");
-            let want_new_export = matches!(cp, CrashPoint::AfterExport);
-            assert_eq!(
-                eg,
-                if want_new_export { new } else { old },
-                "{ctx}: export generation"
-            );
-            // The store commits normally afterwards, numbering after whatever survived. The next
-            // commit is the content of the generation after `g`: after a crash between batches it
-            // rewrites the orphaned records, which the prune that follows must keep.
-            let next = s.commit(&snapshot_for(g + 1)).unwrap();
-            assert_eq!(next, g + 1, "{ctx}");
-            let (now, later) = (snapshot_for(g + 1), snapshot_for(g + 2));
-            let changes: Vec<_> = later
-                .ports
-                .iter()
-                .filter(|(n, r)| now.ports.get(*n) != Some(*r))
-                .map(|(n, r)| (n.clone(), Some(r.clone())))
-                .collect();
-            assert_eq!(
-                s.commit_changes(false, changes, &later.counters).unwrap(),
-                g + 2
-            );
-            drop(s);
-            let (s, r) = Store::open(cfg(&dir)).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
-            assert_eq!(
-                (r.source, r.generation),
-                (RecoverySource::Newest, Some(g + 2)),
-                "{ctx}: after the retry: {:?}",
-                r.steps
-            );
-            for info in s.generations().unwrap() {
-                assert!(
-                    info.is_valid(),
-                    "{ctx}: after the retry, generation {} invalid: {:?}",
-                    info.number,
-                    info.problem
-                );
-                assert_eq!(s.load(info.number).unwrap().1, snapshot_for(info.number));
-            }
+            let (s, g) = reopen_after_the_crash(&dir, cp, old, &ctx);
+            commit_after_the_crash(s, &dir, g, &ctx);
         }
+    }
+}
+
+/// Runs [`crash_child`] with the crash point `cp` armed for its `nth` hit; it must abort there.
+fn crash_a_child_at(dir: &Path, cp: CrashPoint, nth: u64, ctx: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new(&exe)
+        .args([
+            "--exact",
+            "store::crash_tests::crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DIR_ENV, dir)
+        .env(CRASH_ENV, format!("{}:{nth}", cp.name()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "{ctx}: the child did not abort: {status:?}"
+    );
+}
+
+/// Reopens the store a child crashed in: exactly generation `old` or `old + 1` (which one, as the
+/// crash point decides), every kept generation valid, the export not a mix. Returns the store and
+/// the generation recovered.
+fn reopen_after_the_crash(dir: &Path, cp: CrashPoint, old: u64, ctx: &str) -> (Store, u64) {
+    let new = old + 1;
+    let (s, r) = Store::open(cfg(dir)).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+    let g = r
+        .generation
+        .unwrap_or_else(|| panic!("{ctx}: no state recovered: {:?}", r.steps));
+    assert!(
+        g == old || g == new,
+        "{ctx}: recovered generation {g}, expected {old} or {new}"
+    );
+    assert_eq!(
+        r.snapshot.as_ref(),
+        Some(&snapshot_for(g)),
+        "{ctx}: a mixed or wrong state"
+    );
+    assert_eq!(r.source, RecoverySource::Newest, "{ctx}: {:?}", r.steps);
+    match cp {
+        CrashPoint::BeforeApply | CrashPoint::BetweenBatches => {
+            assert_eq!(g, old, "{ctx}")
+        }
+        CrashPoint::AfterApply => {}
+        _ => assert_eq!(
+            g, new,
+            "{ctx}: the data reached the kernel, a process crash must keep it"
+        ),
+    }
+    assert_every_generation_valid(&s, ctx);
+    let exp = json_export::read(&dir.join("port_state.json"), true).unwrap();
+    let eg = exp.generation.unwrap();
+    assert_eq!(exp.snapshot, snapshot_for(eg), "{ctx}: the export is a mix");
+    let want_new_export = matches!(cp, CrashPoint::AfterExport);
+    assert_eq!(
+        eg,
+        if want_new_export { new } else { old },
+        "{ctx}: export generation"
+    );
+    (s, g)
+}
+
+/// The store commits normally after the crash, numbering after whatever survived. The next commit
+/// is the content of the generation after `g`: after a crash between batches it rewrites the
+/// orphaned records, which the prune that follows must keep.
+fn commit_after_the_crash(mut s: Store, dir: &Path, g: u64, ctx: &str) {
+    let next = s.commit(&snapshot_for(g + 1)).unwrap();
+    assert_eq!(next, g + 1, "{ctx}");
+    let (now, later) = (snapshot_for(g + 1), snapshot_for(g + 2));
+    let changes: Vec<_> = later
+        .ports
+        .iter()
+        .filter(|(n, r)| now.ports.get(*n) != Some(*r))
+        .map(|(n, r)| (n.clone(), Some(r.clone())))
+        .collect();
+    assert_eq!(
+        s.commit_changes(false, changes, &later.counters).unwrap(),
+        g + 2
+    );
+    drop(s);
+    let (s, r) = Store::open(cfg(dir)).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+    assert_eq!(
+        (r.source, r.generation),
+        (RecoverySource::Newest, Some(g + 2)),
+        "{ctx}: after the retry: {:?}",
+        r.steps
+    );
+    assert_every_generation_valid(&s, &format!("{ctx}: after the retry"));
+}
+
+/// Every generation the store keeps is valid and loads as exactly what it committed.
+fn assert_every_generation_valid(s: &Store, ctx: &str) {
+    for info in s.generations().unwrap() {
+        assert!(
+            info.is_valid(),
+            "{ctx}: generation {} invalid: {:?}",
+            info.number,
+            info.problem
+        );
+        assert_eq!(
+            s.load(info.number).unwrap().1,
+            snapshot_for(info.number),
+            "{ctx}"
+        );
     }
 }

@@ -97,6 +97,7 @@ impl RedisServer {
     }
 
     /// Sends a signal (e.g. `libc::SIGSTOP`) to the server.
+    #[allow(unsafe_code)] // kill(2): see the SAFETY comment at the call
     pub fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.pid()).expect("pid");
         // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
