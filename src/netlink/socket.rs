@@ -242,6 +242,7 @@ impl LinkSocket {
                 ),
             }]));
         }
+        // `mut` only for the fault-injection hook below; without that feature it is unused.
         #[allow(unused_mut)]
         let mut items = parse_datagram(buf);
         #[cfg(feature = "fault-injection")]

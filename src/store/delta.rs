@@ -44,6 +44,8 @@ pub type Sink<'a, E> = &'a mut dyn FnMut(WriteBatch, bool) -> Result<(), E>;
 /// full set it is emptied first. It then describes the new generation, and is only to be written once
 /// the commit is durable: after a failed commit it is stale, and the store that owns it refuses every
 /// later commit (poisoned) and never writes it again.
+// Eight inputs, each a different part of one commit (what changed, onto what, what is stored, where
+// it goes); a struct holding them would only be built by its one caller (commit.rs) to be taken apart here.
 #[allow(clippy::too_many_arguments)]
 pub fn build<I, N, R, E>(
     gen: u64,

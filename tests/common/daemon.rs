@@ -3,6 +3,7 @@
 //! The daemon runs inside a test's private network namespace (`ip netns exec`, which execs, so the
 //! child's pid is the daemon's); Redis is reached over a unix socket, which crosses namespaces.
 
+// Compiled into every test crate that uses `common`; each uses a subset of it.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

@@ -1,4 +1,5 @@
 //! Shared helpers of the integration tests; each test file uses a subset.
+// Compiled into every test crate that uses `common`; each uses a subset of it.
 #![allow(dead_code)]
 
 pub mod daemon;

@@ -1,5 +1,6 @@
 //! `redis-cli MONITOR` captured to a file, to count exactly which writes a daemon made.
 
+// Compiled into every test crate that uses `common`; each uses a subset of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@
 //! helper process (`ip link ...`) in the host namespace unless it is run through `ip netns exec`
 //! anyway; the re-exec keeps tests free of `unsafe` and impossible to point at the host.
 
+// Compiled into every test crate that uses `common`; each uses a subset of it.
 #![allow(dead_code)]
 
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! A throw-away `redis-server` on a unix socket in a temp dir, configured like SONiC's
 //! (keyspace events on), started by a test and killed when dropped.
+// Compiled into every test crate that uses `common`; each uses a subset of it.
 #![allow(dead_code)]
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! A whole test switch: a private netns for the "front-panel ports", a private redis-server seeded
 //! with a CONFIG_DB PORT table, the orchagent stand-in, and the state directory for portsyncd.
 
+// Compiled into every test crate that uses `common`; each uses a subset of it.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

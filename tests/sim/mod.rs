@@ -14,6 +14,7 @@
 //! Faults come from a schedule drawn from the seed ([`schedule::generate`]); invariants are checked
 //! as things land and at every quiet point ([`Invariant`]).
 
+// Shared by the simulation test crate and its planted-bug tests; each uses a subset of it.
 #![allow(dead_code)]
 
 pub mod disk;
