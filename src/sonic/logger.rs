@@ -28,9 +28,8 @@ use super::conn::open_connection;
 use super::dbconfig::DbEndpoint;
 use super::error::{breaks_connection, server_state_code, EntryErrorReason};
 use crate::backoff::Backoff;
-use crate::config::LogOutput;
 use crate::logging::level::from_swss;
-use crate::logging::RateLimit;
+use crate::logging::{LogOutput, RateLimit};
 use crate::metrics::Metrics;
 
 /// The component name (the key under `LOGGER`).
