@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::Parser;
 
+use crate::logging::LogOutput;
+
 /// Longest anti-entropy interval (a year): larger values would overflow a deadline.
 pub const MAX_RESYNC_INTERVAL_SECS: u64 = 365 * 86_400;
 /// Most generations kept.
@@ -135,27 +137,6 @@ fn parse_log_level(s: &str) -> Result<String, String> {
         _ => Err(format!(
             "expected error, warn, info, debug or trace, got '{s}'"
         )),
-    }
-}
-
-/// Where log lines go (swss-common's `LOGOUTPUT` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogOutput {
-    /// syslog (`/dev/log`) with the ident `portsyncd`.
-    Syslog,
-    Stdout,
-    Stderr,
-}
-
-impl LogOutput {
-    /// swss-common's spelling (`SYSLOG`, `STDOUT`, `STDERR`), any case.
-    pub fn parse(s: &str) -> Option<LogOutput> {
-        match s.to_ascii_uppercase().as_str() {
-            "SYSLOG" => Some(LogOutput::Syslog),
-            "STDOUT" => Some(LogOutput::Stdout),
-            "STDERR" => Some(LogOutput::Stderr),
-            _ => None,
-        }
     }
 }
 

@@ -18,3 +18,6 @@ pub mod sonic;
 pub mod store;
 mod supervise;
 pub mod unwind;
+
+#[cfg(test)]
+mod module_graph_tests;

@@ -15,8 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::config::LogOutput;
-pub use output::Switch;
+pub use output::{LogOutput, Switch};
 
 /// What can be changed after start-up, and what the options fixed at start.
 pub struct LogControl {

@@ -10,6 +10,7 @@ use tracing::warn;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::sonic::logger::CountEntryError;
 use crate::sonic::{DbConfigError, DbError, DbLayout, SonicDb};
 
 use super::error::DaemonError;
@@ -29,11 +30,12 @@ pub fn connect(
     };
     // swss-common's Logger table: registered and followed on a thread of its own (never joined: it
     // holds no state and sees `stop` within half a second).
-    if let Err(e) = crate::sonic::logger::spawn(
-        layout.config.clone(),
-        Arc::clone(stop),
-        Some(Arc::clone(metrics)),
-    ) {
+    let m = Arc::clone(metrics);
+    let count: CountEntryError =
+        Arc::new(move |db, reason| m.redis_entry_errors.add(db, reason, 1));
+    if let Err(e) =
+        crate::sonic::logger::spawn(layout.config.clone(), Arc::clone(stop), Some(count))
+    {
         warn!(error = %e, "cannot follow CONFIG_DB LOGGER|portsyncd");
     }
     let mut db = SonicDb::new(layout);

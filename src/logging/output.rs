@@ -16,7 +16,27 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
 use super::level::syslog_severity;
-use crate::config::LogOutput;
+
+/// Where log lines go (swss-common's `LOGOUTPUT` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// syslog (`/dev/log`) with the ident `portsyncd`.
+    Syslog,
+    Stdout,
+    Stderr,
+}
+
+impl LogOutput {
+    /// swss-common's spelling (`SYSLOG`, `STDOUT`, `STDERR`), any case.
+    pub fn parse(s: &str) -> Option<LogOutput> {
+        match s.to_ascii_uppercase().as_str() {
+            "SYSLOG" => Some(LogOutput::Syslog),
+            "STDOUT" => Some(LogOutput::Stdout),
+            "STDERR" => Some(LogOutput::Stderr),
+            _ => None,
+        }
+    }
+}
 
 /// The syslog ident (the program name in each syslog line).
 pub const IDENT: &str = "portsyncd";

@@ -28,10 +28,8 @@ use super::conn::open_connection;
 use super::dbconfig::DbEndpoint;
 use super::error::{breaks_connection, server_state_code, EntryErrorReason};
 use crate::backoff::Backoff;
-use crate::config::LogOutput;
 use crate::logging::level::from_swss;
-use crate::logging::RateLimit;
-use crate::metrics::Metrics;
+use crate::logging::{LogOutput, RateLimit};
 
 /// The component name (the key under `LOGGER`).
 pub const COMPONENT: &str = "portsyncd";
@@ -49,6 +47,10 @@ const WAIT: Duration = Duration::from_millis(500);
 /// At most one warning per this interval about an unusable `LOGGER|portsyncd`.
 const BAD_ENTRY_LOG: Duration = Duration::from_secs(60);
 
+/// Counts one unusable entry, by database and reason: the daemon adds it to
+/// `portsyncd_redis_entry_errors_total` (a callback, so that this module needs no metrics).
+pub type CountEntryError = Arc<dyn Fn(&'static str, EntryErrorReason) + Send + Sync>;
+
 /// The rate limits of the warnings about what another client wrote into `LOGGER|portsyncd`, and the
 /// counter of such entries (`portsyncd_redis_entry_errors_total{db="CONFIG_DB"}`, when the daemon
 /// has metrics).
@@ -57,21 +59,21 @@ struct BadEntryLog {
     key: RateLimit,
     /// A value portsyncd reads is not UTF-8.
     value: RateLimit,
-    metrics: Option<Arc<Metrics>>,
+    count: Option<CountEntryError>,
 }
 
 impl BadEntryLog {
-    fn new(metrics: Option<Arc<Metrics>>) -> Self {
+    fn new(count: Option<CountEntryError>) -> Self {
         BadEntryLog {
             key: RateLimit::new(BAD_ENTRY_LOG),
             value: RateLimit::new(BAD_ENTRY_LOG),
-            metrics,
+            count,
         }
     }
 
     fn count(&self, reason: EntryErrorReason) {
-        if let Some(m) = &self.metrics {
-            m.redis_entry_errors.add("CONFIG_DB", reason, 1);
+        if let Some(count) = &self.count {
+            count("CONFIG_DB", reason);
         }
     }
 }
@@ -207,11 +209,11 @@ pub fn register(con: &mut redis::Connection, key: &str) -> RedisResult<(bool, bo
 
 /// Starts the thread that registers the key and follows it until `stop` is set. The options' say
 /// over the start comes from [`crate::logging::control`]. Entries it cannot use are counted in
-/// `metrics`, if given.
+/// through `count`, if given.
 pub fn spawn(
     endpoint: DbEndpoint,
     stop: Arc<AtomicBool>,
-    metrics: Option<Arc<Metrics>>,
+    count: Option<CountEntryError>,
 ) -> std::io::Result<JoinHandle<()>> {
     let (keep_level, keep_output) =
         crate::logging::control().map_or((false, false), |c| (c.level_explicit, c.output_explicit));
@@ -223,7 +225,7 @@ pub fn spawn(
     // Restarted with backoff if it dies: losing it must neither stop the daemon nor go unnoticed.
     let stop_flag = Arc::clone(&stop);
     crate::supervise::spawn_restarting("swss-logger", stop_flag, move || {
-        follow(&endpoint, &mut follower, &mut first, &stop, metrics.clone())
+        follow(&endpoint, &mut follower, &mut first, &stop, count.clone())
     })
 }
 
@@ -232,13 +234,13 @@ fn follow(
     follower: &mut Follower,
     first: &mut bool,
     stop: &AtomicBool,
-    metrics: Option<Arc<Metrics>>,
+    count: Option<CountEntryError>,
 ) {
     let key = key(endpoint);
     let channel = format!("__keyspace@{}__:{key}", endpoint.id);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut logged = false;
-    let mut bad = BadEntryLog::new(metrics);
+    let mut bad = BadEntryLog::new(count);
     while !stop.load(Ordering::Relaxed) {
         match session(endpoint, &key, &channel, follower, first, stop, &mut bad) {
             Ok(()) => return,
