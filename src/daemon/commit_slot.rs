@@ -83,14 +83,7 @@ impl CommitSlot {
 mod tests {
     use super::*;
 
-    fn snap(n: u64) -> PortDelta {
-        let mut s = PortDelta {
-            full: n == 7,
-            ..PortDelta::default()
-        };
-        s.counters.insert("n".into(), n);
-        s
-    }
+    use crate::daemon::saved::numbered_delta as snap;
 
     #[test]
     fn newer_hand_overs_are_merged_into_the_pending_one() {

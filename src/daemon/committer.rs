@@ -244,16 +244,8 @@ impl Committer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::saved::PortDelta;
 
-    fn snap(n: u64) -> PortDelta {
-        let mut s = PortDelta {
-            full: n == 7,
-            ..PortDelta::default()
-        };
-        s.counters.insert("n".into(), n);
-        s
-    }
+    use crate::daemon::saved::numbered_delta as snap;
 
     #[test]
     fn a_store_that_cannot_open_is_retried_and_then_gets_the_newest_snapshot() {

@@ -1,7 +1,6 @@
 //! Start-up step 1, open the state store: the saved state and lifetime counters it recovered, or a
 //! degraded cold start when it is unusable, and the metrics built from those counters.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
@@ -78,15 +77,7 @@ fn degraded(e: &StoreError) -> (StoreStart, Recovered) {
     } else {
         error!(error = %e, reason = reason.label(), "state store unusable; running without persistence (cold start), reopen retried with backoff");
     }
-    let cold = Recovered {
-        snapshot: None,
-        source: RecoverySource::ColdStart,
-        generation: None,
-        saved_at: None,
-        stale: false,
-        counters: BTreeMap::new(),
-        steps: Vec::new(),
-    };
+    let cold = Recovered::cold(Vec::new());
     (
         StoreStart {
             store: None,

@@ -160,6 +160,17 @@ impl SavedTable {
     }
 }
 
+/// A delta for the hand-over tests: counter `n` = `n`, full only for `n == 7`.
+#[cfg(test)]
+pub(crate) fn numbered_delta(n: u64) -> PortDelta {
+    let mut s = PortDelta {
+        full: n == 7,
+        ..PortDelta::default()
+    };
+    s.counters.insert("n".into(), n);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,7 +76,8 @@ pub struct Recovered {
 }
 
 impl Recovered {
-    fn cold(steps: Vec<LadderStep>) -> Recovered {
+    /// A cold start: no saved state, no counters, the steps that led here.
+    pub fn cold(steps: Vec<LadderStep>) -> Recovered {
         Recovered {
             snapshot: None,
             source: RecoverySource::ColdStart,
