@@ -325,10 +325,16 @@ mod tests {
         }
     }
 
-    /// A lone change goes to the loop at once; changes that come while a burst is under way wait
-    /// for the end of the gap and go together; after a quiet gap a change goes at once again.
-    #[test]
-    fn a_lone_change_is_handed_over_at_once_and_a_storm_is_coalesced_per_gap() {
+    /// The reader on a test socket and a manual clock, on a thread of its own.
+    struct Started {
+        sock: Arc<Queue>,
+        clock: Arc<ManualClock>,
+        stop: Arc<AtomicBool>,
+        rx: Receiver<Input>,
+        reader: std::thread::JoinHandle<()>,
+    }
+
+    fn start_reader() -> Started {
         let sock = Arc::new(Queue::default());
         let clock = Arc::new(ManualClock::new());
         let stop = Arc::new(AtomicBool::new(false));
@@ -337,6 +343,26 @@ mod tests {
             let (sock, clock, stop) = (Arc::clone(&sock), Arc::clone(&clock), Arc::clone(&stop));
             std::thread::spawn(move || read_loop_with(&*sock, &tx, &stop, &*clock))
         };
+        Started {
+            sock,
+            clock,
+            stop,
+            rx,
+            reader,
+        }
+    }
+
+    /// A lone change goes to the loop at once; changes that come while a burst is under way wait
+    /// for the end of the gap and go together; after a quiet gap a change goes at once again.
+    #[test]
+    fn a_lone_change_is_handed_over_at_once_and_a_storm_is_coalesced_per_gap() {
+        let Started {
+            sock,
+            clock,
+            stop,
+            rx,
+            reader,
+        } = start_reader();
         let t0 = clock.t0;
 
         sock.push(1);
@@ -375,14 +401,13 @@ mod tests {
     /// after that; once quiet, the next change goes at once and the gap is short again.
     #[test]
     fn a_storm_that_lasts_is_coalesced_over_longer_gaps() {
-        let sock = Arc::new(Queue::default());
-        let clock = Arc::new(ManualClock::new());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let reader = {
-            let (sock, clock, stop) = (Arc::clone(&sock), Arc::clone(&clock), Arc::clone(&stop));
-            std::thread::spawn(move || read_loop_with(&*sock, &tx, &stop, &*clock))
-        };
+        let Started {
+            sock,
+            clock,
+            stop,
+            rx,
+            reader,
+        } = start_reader();
         let t0 = clock.t0;
         sock.push(1);
         assert_eq!(next_move(&rx, &clock), Ok(1));

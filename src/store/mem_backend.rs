@@ -96,8 +96,10 @@ impl MemBackend {
     }
 }
 
-impl Backend for MemBackend {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+impl MemBackend {
+    /// The store's state for a read, unless a read fault is armed: a panic (with the lock let go
+    /// first, as a real backend's panic would not hold it) or an error.
+    fn lock_for_read(&self) -> Result<MutexGuard<'_, MemInner>, BackendError> {
         let g = self.lock();
         if g.faults.panic_read {
             drop(g);
@@ -106,18 +108,18 @@ impl Backend for MemBackend {
         if g.faults.fail_read {
             return Err(injected("read"));
         }
+        Ok(g)
+    }
+}
+
+impl Backend for MemBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let g = self.lock_for_read()?;
         Ok(g.map.get(key).cloned())
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, BackendError> {
-        let g = self.lock();
-        if g.faults.panic_read {
-            drop(g);
-            panic!("injected read panic");
-        }
-        if g.faults.fail_read {
-            return Err(injected("read"));
-        }
+        let g = self.lock_for_read()?;
         Ok(g.map
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
