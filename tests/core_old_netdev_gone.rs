@@ -3,12 +3,13 @@
 //! the old ifindex nor under a new netdev (the replacement came and went while notifications were
 //! lost), the entry belongs to nothing and is deleted.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use portsyncd::core::{
-    Core, CoreConfig, Link, LinkEvent, LinkOp, PortStatus, StartMode, WorkResult,
-};
+use common::core_work::flush;
+use portsyncd::core::{Core, CoreConfig, Link, LinkEvent, LinkOp, PortStatus, StartMode};
 
 fn link(ifindex: u32, name: &str) -> LinkEvent {
     LinkEvent {
@@ -22,23 +23,6 @@ fn link(ifindex: u32, name: &str) -> LinkEvent {
             master: 0,
         },
     }
-}
-
-/// Every batch handed out, confirmed; the STATE_DB writes.
-fn flush(core: &mut Core, now: Instant) -> Vec<(String, Option<PortStatus>)> {
-    let mut out = Vec::new();
-    while let Some(w) = core.take_work(now) {
-        out.extend(w.writes.clone());
-        let known = w.checks.iter().map(|n| (n.clone(), true)).collect();
-        core.on_work_result(
-            WorkResult::Done {
-                known,
-                read_back: None,
-            },
-            now,
-        );
-    }
-    out
 }
 
 fn cold_core(t0: Instant) -> Core {

@@ -13,12 +13,13 @@
 //! when the reader reports the loss before it has read the backlog (the fix reverted: 8 changes
 //! dropped during a dump requested on a congested socket).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use portsyncd::core::{
-    Core, CoreConfig, Link, LinkEvent, LinkOp, PortStatus, StartMode, WorkResult,
-};
+use common::core_work::flush;
+use portsyncd::core::{Core, CoreConfig, Link, LinkEvent, LinkOp, PortStatus, StartMode};
 
 const UP_RUNNING: u32 = 0x1 | 0x40 | 0x10000 | 0x1002; // IFF_UP | IFF_RUNNING | IFF_LOWER_UP | ...
 
@@ -34,23 +35,6 @@ fn port(mtu: u32) -> LinkEvent {
             master: 0,
         },
     }
-}
-
-/// Hands out every batch and confirms it; returns the STATE_DB writes.
-fn flush(core: &mut Core, now: Instant) -> Vec<(String, Option<PortStatus>)> {
-    let mut out = Vec::new();
-    while let Some(w) = core.take_work(now) {
-        let known = w.checks.iter().map(|n| (n.clone(), true)).collect();
-        out.extend(w.writes.clone());
-        core.on_work_result(
-            WorkResult::Done {
-                known,
-                read_back: None,
-            },
-            now,
-        );
-    }
-    out
 }
 
 fn mtu_written(writes: &[(String, Option<PortStatus>)]) -> Option<u32> {

@@ -2,6 +2,7 @@
 // Compiled into every test crate that uses `common`; each uses a subset of it.
 #![allow(dead_code)]
 
+pub mod core_work;
 pub mod daemon;
 pub mod monitor;
 pub mod netns;
