@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::core_work::flush;
-use portsyncd::core::{Core, CoreConfig, Link, LinkEvent, LinkOp, PortStatus, StartMode};
+use portsyncd::core::{Core, CoreConfig, Link, LinkEvent, LinkOp, Notice, PortStatus, StartMode};
 
 fn link(ifindex: u32, name: &str) -> LinkEvent {
     LinkEvent {
@@ -94,5 +94,37 @@ fn an_old_netdev_still_listed_keeps_its_entry_through_later_dumps() {
     assert!(
         flush(&mut core, t1).is_empty(),
         "nothing deleted while the old netdev exists"
+    );
+}
+
+/// A resync dump whose only interrupted reply (NLM_F_DUMP_INTR) is about an old netdev is no
+/// complete dump either: nothing is concluded from it, another is due. (The old netdev's reply
+/// used to skip that check, and the entry of a name the dump did not show was deleted.)
+#[test]
+fn an_interrupted_reply_about_an_old_netdev_taints_the_dump() {
+    let t0 = Instant::now();
+    let mut core = cold_core(t0);
+    core.on_dump_requested(1, t0);
+    core.on_link(1, &link(3, "Ethernet0"), false);
+    core.on_link(1, &link(4, "Ethernet4"), false);
+    core.on_dump_done(1, false, false, t0);
+    assert!(flush(&mut core, t0).is_empty());
+    core.drain_notices();
+    core.on_overrun();
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(core.dump_due(t1));
+    core.on_dump_requested(2, t1);
+    core.on_link(2, &link(4, "Ethernet4"), true);
+    core.on_dump_done(2, false, false, t1);
+    let w = flush(&mut core, t1);
+    assert!(
+        w.is_empty(),
+        "nothing concluded from an interrupted dump: {w:?}"
+    );
+    assert!(
+        core.drain_notices()
+            .iter()
+            .any(|n| matches!(n, Notice::DumpInconsistent { seq: 2 })),
+        "the dump is reported inconsistent"
     );
 }

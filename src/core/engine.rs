@@ -329,18 +329,6 @@ impl Core {
         if ev.link.kind.as_deref() == Some("team") {
             return; // teamsyncd owns team devices
         }
-        if self.ignored_ifindex.contains(&ev.link.ifindex) {
-            // An old netdev: ignored, but a dump listing it shows that its name still exists.
-            if let Some(d) = self.dump.as_mut() {
-                if d.seq == seq && seq != 0 {
-                    d.seen_reply = true;
-                }
-                if d.seen_reply {
-                    d.touched.insert(name.clone());
-                }
-            }
-            return;
-        }
         let from_dump = self.dump.as_ref().is_some_and(|d| d.seq == seq && seq != 0);
         if let Some(d) = self.dump.as_mut() {
             // Notifications queued before the dump's first reply are older than the whole dump (the
@@ -354,6 +342,11 @@ impl Core {
             if from_dump && dump_intr {
                 d.tainted = true;
             }
+        }
+        if self.ignored_ifindex.contains(&ev.link.ifindex) {
+            // An old netdev: ignored, but a dump listing it shows that its name still exists (and
+            // an interrupted reply about it taints the dump like any other).
+            return;
         }
         match ev.op {
             LinkOp::New => {
