@@ -50,6 +50,11 @@ pub trait Backend: Send {
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError>;
     /// Apply `batch` atomically: after a crash either all of it or none of it is visible.
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError>;
+    /// Called once before the first batch of each commit: whatever the engine did on its own since
+    /// the last commit (sled renames snapshot files in) is made durable before the commit's writes.
+    fn begin_commit(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// Durability barrier: when this returns Ok, every applied batch survives a power cut.
     fn sync(&self) -> Result<(), BackendError>;
     /// Bytes used on disk, when known.
@@ -99,6 +104,9 @@ impl Backend for Guarded {
     }
     fn apply(&self, batch: WriteBatch) -> Result<(), BackendError> {
         guard("apply", || self.0.apply(batch))
+    }
+    fn begin_commit(&self) -> Result<(), BackendError> {
+        guard("begin commit", || self.0.begin_commit())
     }
     fn sync(&self) -> Result<(), BackendError> {
         guard("sync", || self.0.sync())

@@ -176,6 +176,7 @@ fn apply_batch(
     if *first {
         crash_point(CrashPoint::BeforeApply);
         *first = false;
+        backend.begin_commit()?;
     }
     if !orphans.is_empty() {
         // Rewritten now: referenced by this generation, no longer an orphan.

@@ -70,8 +70,8 @@ pub fn fresh_sled(cfg: &StoreConfig) -> Result<SledBackend, StoreError> {
         }
     })?;
     initialise(&b, cfg, false)?;
+    // Written atomically: the marker's directory, `sled/`, is fsynced with it.
     write_schema_marker(&sled_dir)?;
-    sync_dir(&sled_dir).map_err(StoreError::io(&sled_dir))?;
     sync_dir(&cfg.dir).map_err(StoreError::io(&cfg.dir))?;
     Ok(b)
 }

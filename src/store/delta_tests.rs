@@ -238,3 +238,43 @@ fn a_failed_full_commit_leaves_the_export_of_the_last_good_one_and_a_full_set_af
     assert!(s.commit_at(&snap(600, 4), 11).is_err(), "poisoned");
     assert_eq!(std::fs::read(&export).unwrap(), good);
 }
+
+/// Every commit, full or delta, in one batch or several, begins once (sled's directory is fsynced
+/// there) and before its first batch: when beginning fails, nothing of the commit is applied.
+#[test]
+fn each_commit_begins_once_before_its_first_batch() {
+    let b = MemBackend::new();
+    let (mut s, _) = Store::with_backend(Box::new(b.clone()), mem_cfg()).unwrap();
+    let begins = b.begins();
+    let full = snap(600, 1);
+    s.commit(&full).unwrap();
+    let (_, batches) = b.put_counts();
+    assert!(
+        batches.len() >= 3,
+        "600 records go in several batches: {batches:?}"
+    );
+    assert_eq!(
+        b.begins(),
+        begins + 1,
+        "a full commit of several batches begins once"
+    );
+    let e4 = changed(&full, "Ethernet4", 3);
+    s.commit_changes(false, [("Ethernet4", Some(e4))], &full.counters)
+        .unwrap();
+    assert_eq!(b.begins(), begins + 2, "a delta commit begins once");
+
+    b.set_faults(Faults {
+        fail_begin: true,
+        ..Faults::default()
+    });
+    let (applies, _) = b.op_counts();
+    let e8 = changed(&full, "Ethernet8", 5);
+    assert!(s
+        .commit_changes(false, [("Ethernet8", Some(e8))], &full.counters)
+        .is_err());
+    assert_eq!(
+        b.op_counts().0,
+        applies,
+        "nothing applied before the commit began"
+    );
+}

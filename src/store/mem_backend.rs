@@ -19,6 +19,8 @@ pub struct Faults {
     pub panic_read: bool,
     /// Panic in every `apply` from now on.
     pub panic_apply: bool,
+    /// Fail every `begin_commit` from now on.
+    pub fail_begin: bool,
 }
 
 #[derive(Default)]
@@ -27,6 +29,7 @@ struct MemInner {
     faults: Faults,
     applies: usize,
     syncs: usize,
+    begins: usize,
     /// Puts applied, and the ops of each applied batch in order.
     puts: usize,
     batch_ops: Vec<usize>,
@@ -94,6 +97,11 @@ impl MemBackend {
         let g = self.lock();
         (g.applies, g.syncs)
     }
+
+    /// `begin_commit` calls so far.
+    pub fn begins(&self) -> usize {
+        self.lock().begins
+    }
 }
 
 impl MemBackend {
@@ -155,6 +163,15 @@ impl Backend for MemBackend {
                 None => g.map.remove(&k),
             };
         }
+        Ok(())
+    }
+
+    fn begin_commit(&self) -> Result<(), BackendError> {
+        let mut g = self.lock();
+        if g.faults.fail_begin {
+            return Err(injected("begin commit"));
+        }
+        g.begins += 1;
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::backend::{guard, Backend, BackendError, Pairs, WriteBatch};
+use super::durable::sync_dir;
 use super::fault::{crash_point, CrashPoint};
 use super::layout::{SLED_BLOBS, SLED_DB};
 
@@ -15,8 +16,6 @@ pub struct SledBackend {
     dir: PathBuf,
     /// Blob files already fsynced (sled never rewrites a blob in place: a new value is a new file).
     synced_blobs: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
-    /// The first `apply` of a commit fsyncs sled's directory first (see `apply_unguarded`).
-    dir_sync_due: std::sync::atomic::AtomicBool,
 }
 
 fn sled_err(e: sled::Error) -> BackendError {
@@ -53,7 +52,6 @@ impl SledBackend {
             db,
             dir: dir.to_path_buf(),
             synced_blobs: Default::default(),
-            dir_sync_due: std::sync::atomic::AtomicBool::new(true),
         })
     }
 }
@@ -86,7 +84,7 @@ fn sync_blobs(
         present.insert(name);
     }
     if new {
-        File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
     }
     *done = present;
     Ok(())
@@ -140,6 +138,12 @@ impl Backend for SledBackend {
         guard("sled apply", || self.apply_unguarded(batch))
     }
 
+    /// A snapshot sled renamed in since the last commit must be durable before this commit's
+    /// writes may reuse log segments that only the old snapshot still pointed at.
+    fn begin_commit(&self) -> Result<(), BackendError> {
+        guard("sled begin commit", || Ok(sync_dir(&self.dir)?))
+    }
+
     fn sync(&self) -> Result<(), BackendError> {
         guard("sled sync", || self.sync_unguarded())
     }
@@ -153,14 +157,6 @@ impl Backend for SledBackend {
 
 impl SledBackend {
     fn apply_unguarded(&self, batch: WriteBatch) -> Result<(), BackendError> {
-        // A snapshot sled renamed in since the last commit must be durable before this commit's
-        // writes may reuse log segments that only the old snapshot still pointed at.
-        if self
-            .dir_sync_due
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            File::open(&self.dir)?.sync_all()?;
-        }
         let mut b = sled::Batch::default();
         for (k, v) in batch.ops {
             match v {
@@ -190,9 +186,7 @@ impl SledBackend {
         // without fsyncing it; after a power cut an old directory listing came back next to a log
         // that had moved on, and sled opened empty (seen in the chaos soak). A directory fsync per
         // commit makes the listing as durable as the log it describes.
-        File::open(&self.dir)?.sync_all()?;
-        self.dir_sync_due
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        sync_dir(&self.dir)?;
         Ok(())
     }
 }
