@@ -556,7 +556,7 @@ fn store_commit_path_survives_power_cuts() {
 /// and no step down inside an open sled. sled itself, though, does not always survive a torn cut:
 /// about 1 cut in 200 leaves it refusing to open or opening empty (the same rate with and without
 /// the store on top, docs/powercut.md); the store then quarantines it and the JSON export must hold
-/// the last acknowledged generation, which `assert_store_clean` checks. More than a quarter of the
+/// the last acknowledged generation, which `assert_store_clean` checks. More than a tenth of the
 /// cuts doing so is a regression (before sled's `conf` was fsynced at creation it was about 15 %).
 #[test]
 fn store_commit_path_survives_torn_cuts() {
@@ -576,10 +576,12 @@ fn store_commit_path_survives_torn_cuts() {
         0,
         "a torn cut sent an open sled down its recovery ladder. {line}"
     );
+    // About 1 cut in 200 is sled's own rate; allowing one in ten keeps a chance of a false alarm
+    // near 0.1 % at 10 cuts, and a regression to the old 15 % still fails about half the runs.
     let cuts = store.outcomes.len();
     assert!(
-        store.count_note(SLED_GAVE_UP) <= cuts.div_ceil(4),
-        "sled would not open after more than a quarter of {cuts} torn cuts. {line}"
+        store.count_note(SLED_GAVE_UP) <= cuts.div_ceil(10),
+        "sled would not open after more than a tenth of {cuts} torn cuts. {line}"
     );
 }
 

@@ -47,7 +47,7 @@ done
 
 export SIM_WINDOWS="${windows:-6}"
 if [[ -n "$seed" ]]; then
-    SIM_SEED="$seed" exec cargo test --release --test simulation replay -- --nocapture
+    SIM_SEED="$seed" exec cargo test --release --test simulation replay -- --ignored --nocapture
 fi
 export SIM_FIRST="${first:-0}"
 if [[ -n "$minutes" ]]; then

@@ -670,7 +670,13 @@ mod tests {
         let b = MemBackend::new();
         put(&b, 1, 1, NOW);
         let mut c = climb(Some(&b), None);
-        assert_eq!(cold_start(&mut c), Some(Recovered::cold(vec![])));
+        let r = cold_start(&mut c).expect("the last rung always answers");
+        assert_eq!(r.source, RecoverySource::ColdStart);
+        assert!(r.snapshot.is_none() && r.generation.is_none() && r.saved_at.is_none());
+        assert!(
+            !r.stale && r.counters.is_empty() && r.steps.is_empty(),
+            "{r:?}"
+        );
     }
 
     #[test]
